@@ -1,0 +1,83 @@
+//! The local server: every route of every function on one port, plus the dev outbox when the
+//! console mailer is in use. The console mailer lives here, so no Lambda binary contains it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::routing::get;
+use serde::Serialize;
+use shared::config::{Config, MailerKind};
+use shared::http::{self, Endpoint};
+use shared::mail::{Mail, MailError, Mailer};
+use shared::wiring::{self, BuildError, Modes, Target};
+
+/// A mail as `GET /_dev/outbox` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxMail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub sent_at: String,
+}
+
+/// Console mailer: keeps mails in memory for the outbox and logs only recipient and subject.
+#[derive(Default)]
+pub struct ConsoleMailer {
+    outbox: Mutex<Vec<OutboxMail>>,
+}
+
+impl ConsoleMailer {
+    /// The mails sent so far, oldest first.
+    pub fn outbox(&self) -> Vec<OutboxMail> {
+        self.outbox.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Mailer for ConsoleMailer {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        tracing::info!(to = %mail.to, subject = %mail.subject, "mail written to the dev outbox");
+        let entry = OutboxMail {
+            to: mail.to.clone(),
+            subject: mail.subject.clone(),
+            text: mail.text.clone(),
+            html: mail.html.clone(),
+            sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        self.outbox
+            .lock()
+            .map_err(|_| MailError("outbox poisoned".into()))?
+            .push(entry);
+        Ok(())
+    }
+}
+
+/// The whole local application for `cfg`, and what it runs on.
+pub async fn build_app(cfg: Config) -> Result<(Router, Modes), BuildError> {
+    let console = Arc::new(ConsoleMailer::default());
+    let uses_console = cfg.mailer == MailerKind::Console;
+    let (svc, modes) = wiring::build(cfg, Target::Local, Some(console.clone())).await?;
+    let mut app = http::routes(svc, &Endpoint::ALL);
+    if uses_console {
+        app = app.route(
+            "/_dev/outbox",
+            get(move || {
+                let c = console.clone();
+                async move { axum::Json(c.outbox()) }
+            }),
+        );
+    }
+    Ok((http::finish(app), modes))
+}
+
+/// Serves `app` on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}

@@ -1,0 +1,53 @@
+//! `cargo run -p local-server`: every route on 127.0.0.1:$PORT (default 3000).
+
+use shared::config::Config;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    shared::logging::init();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let cfg = match Config::from_env() {
+        Ok(mut c) => {
+            // Links and `iss` follow the chosen port unless configured explicitly.
+            let here = format!("http://127.0.0.1:{port}");
+            if std::env::var_os("PUBLIC_BASE_URL").is_none() {
+                c.public_base_url = here.clone();
+            }
+            if std::env::var_os("JWT_ISSUER").is_none() {
+                c.issuer = c.public_base_url.clone();
+            }
+            c
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let (app, modes) = match local_server::build_app(cfg).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on 127.0.0.1:{port}: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!("Secure Auth local server listening on http://127.0.0.1:{port}");
+    println!("  store:  {}", modes.store);
+    println!("  mailer: {}", modes.mailer);
+    println!("  keys:   {}", modes.keys);
+    tracing::info!(url = %format!("http://127.0.0.1:{port}"), store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "local server started");
+    if let Err(e) = local_server::serve(listener, app).await {
+        eprintln!("server error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,235 @@
+//! Configuration from environment variables, with the embedded defaults of API.md.
+
+use std::time::Duration;
+
+/// Argon2id cost parameters (OWASP defaults: m=19456 KiB, t=2, p=1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl HashParams {
+    pub const OWASP: HashParams = HashParams {
+        m_kib: 19_456,
+        t: 2,
+        p: 1,
+    };
+    /// Cheap parameters for tests only.
+    pub const TEST: HashParams = HashParams {
+        m_kib: 256,
+        t: 1,
+        p: 1,
+    };
+}
+
+/// Password policy knobs (SECURITY.md "Passwords").
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    pub min_len: usize,
+    pub max_len: usize,
+    /// The seed's upper/lower/digit/special rules; off by default (NIST 800-63B).
+    pub composition_rules: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_len: 12,
+            max_len: 128,
+            composition_rules: false,
+        }
+    }
+}
+
+/// Lockout policy: threshold, then exponential backoff capped at `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct LockoutPolicy {
+    pub threshold: u32,
+    pub base: Duration,
+    pub max: Duration,
+    /// How long a failure count is remembered without a new failure.
+    pub window: Duration,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            threshold: 5,
+            base: Duration::from_secs(15 * 60),
+            max: Duration::from_secs(24 * 3600),
+            window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl LockoutPolicy {
+    /// Lock length after `previous_locks` earlier locks: base * 2^n, capped.
+    pub fn lock_duration(&self, previous_locks: u32) -> Duration {
+        let factor = 1u64.checked_shl(previous_locks.min(32)).unwrap_or(u64::MAX);
+        let secs = self.base.as_secs().saturating_mul(factor);
+        Duration::from_secs(secs.min(self.max.as_secs()))
+    }
+}
+
+/// Which mailer delivers mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailerKind {
+    Console,
+    Ses,
+}
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// DynamoDB table; `None` means the in-memory store (local server only).
+    pub table_name: Option<String>,
+    pub mailer: MailerKind,
+    pub mail_from: String,
+    pub product_name: String,
+    /// Secrets Manager secret holding the signing keys; `None` means an ephemeral key.
+    pub signing_key_secret_id: Option<String>,
+    pub public_base_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_idle_ttl: Duration,
+    pub refresh_absolute_ttl: Duration,
+    pub refresh_grace: Duration,
+    pub verify_token_ttl: Duration,
+    pub password: PasswordPolicy,
+    pub hash: HashParams,
+    pub hash_concurrency: usize,
+    pub lockout: LockoutPolicy,
+    /// Minimum answer time of the enumeration-sensitive endpoints (signup, resend).
+    pub enumeration_floor: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            table_name: None,
+            mailer: MailerKind::Console,
+            mail_from: "no-reply@example.com".into(),
+            product_name: "Secure Auth".into(),
+            signing_key_secret_id: None,
+            public_base_url: "http://127.0.0.1:3000".into(),
+            issuer: "http://127.0.0.1:3000".into(),
+            audience: "secure-auth".into(),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_idle_ttl: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(10),
+            verify_token_ttl: Duration::from_secs(24 * 3600),
+            password: PasswordPolicy::default(),
+            hash: HashParams::OWASP,
+            hash_concurrency: 4,
+            lockout: LockoutPolicy::default(),
+            enumeration_floor: Duration::from_millis(300),
+        }
+    }
+}
+
+/// A configuration variable that is set but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError(format!("{name} must be a number"))),
+    }
+}
+
+fn secs(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    num(name, default.as_secs()).map(Duration::from_secs)
+}
+
+fn flag(name: &str) -> bool {
+    matches!(var(name).as_deref(), Some("1" | "true" | "yes" | "on"))
+}
+
+impl Config {
+    /// Reads the environment; unset variables keep the embedded defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let public_base_url = var("PUBLIC_BASE_URL")
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or(d.public_base_url);
+        let mailer = match var("MAILER").as_deref() {
+            None | Some("console") => MailerKind::Console,
+            Some("ses") => MailerKind::Ses,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "MAILER must be console or ses, not {other}"
+                )));
+            }
+        };
+        let min_len = num("PASSWORD_MIN_LENGTH", d.password.min_len)?;
+        if min_len < 8 {
+            return Err(ConfigError("PASSWORD_MIN_LENGTH must be at least 8".into()));
+        }
+        let hash = HashParams {
+            m_kib: num("ARGON2_MEMORY_KIB", d.hash.m_kib)?,
+            t: num("ARGON2_ITERATIONS", d.hash.t)?,
+            p: num("ARGON2_PARALLELISM", d.hash.p)?,
+        };
+        let lockout = LockoutPolicy {
+            threshold: num("LOCKOUT_THRESHOLD", d.lockout.threshold)?.max(1),
+            base: secs("LOCKOUT_BASE_SECONDS", d.lockout.base)?,
+            max: secs("LOCKOUT_MAX_SECONDS", d.lockout.max)?,
+            window: secs("LOCKOUT_WINDOW_SECONDS", d.lockout.window)?,
+        };
+        Ok(Self {
+            table_name: var("TABLE_NAME"),
+            mailer,
+            mail_from: var("MAIL_FROM").unwrap_or(d.mail_from),
+            product_name: var("PRODUCT_NAME").unwrap_or(d.product_name),
+            signing_key_secret_id: var("SIGNING_KEY_SECRET_ID"),
+            issuer: var("JWT_ISSUER").unwrap_or_else(|| public_base_url.clone()),
+            public_base_url,
+            audience: var("JWT_AUDIENCE").unwrap_or(d.audience),
+            access_ttl: secs("ACCESS_TOKEN_TTL_SECONDS", d.access_ttl)?,
+            refresh_idle_ttl: secs("REFRESH_IDLE_TTL_SECONDS", d.refresh_idle_ttl)?,
+            refresh_absolute_ttl: secs("REFRESH_ABSOLUTE_TTL_SECONDS", d.refresh_absolute_ttl)?,
+            refresh_grace: secs("REFRESH_GRACE_SECONDS", d.refresh_grace)?,
+            verify_token_ttl: secs("VERIFY_TOKEN_TTL_SECONDS", d.verify_token_ttl)?,
+            password: PasswordPolicy {
+                min_len,
+                max_len: 128,
+                composition_rules: flag("PASSWORD_COMPOSITION_RULES"),
+            },
+            hash,
+            hash_concurrency: num("HASH_CONCURRENCY", d.hash_concurrency)?.max(1),
+            lockout,
+            enumeration_floor: Duration::from_millis(num(
+                "ENUMERATION_FLOOR_MS",
+                d.enumeration_floor.as_millis() as u64,
+            )?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps_at_max() {
+        let p = LockoutPolicy::default();
+        assert_eq!(p.lock_duration(0).as_secs(), 900);
+        assert_eq!(p.lock_duration(1).as_secs(), 1800);
+        assert_eq!(p.lock_duration(2).as_secs(), 3600);
+        assert_eq!(p.lock_duration(10).as_secs(), 24 * 3600);
+        assert_eq!(p.lock_duration(200).as_secs(), 24 * 3600);
+    }
+}

@@ -1,0 +1,36 @@
+//! Outgoing mail: the port, the SES v2 adapter and the templates. The console twin with the
+//! dev outbox lives in the local server only, so it is never compiled into a Lambda binary.
+
+use async_trait::async_trait;
+
+pub mod ses;
+pub mod templates;
+
+/// One message, text and (optionally) HTML.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+// Bodies hold one-time links: never print them.
+impl std::fmt::Debug for Mail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mail")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A delivery failure; the message never contains the mail body.
+#[derive(Debug, thiserror::Error)]
+#[error("mail delivery failed: {0}")]
+pub struct MailError(pub String);
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+}

@@ -1,0 +1,110 @@
+//! Mail templates: text and HTML, product name and base URL from configuration. Links are
+//! built from `PUBLIC_BASE_URL`, never from the request's Host header.
+
+use super::Mail;
+
+/// HTML-escapes text for element content and attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html_page(product: &str, paragraphs: &[&str], link: Option<(&str, &str)>) -> String {
+    let product = escape_html(product);
+    let mut body = String::new();
+    for p in paragraphs {
+        body.push_str(&format!("<p>{}</p>\n", escape_html(p)));
+    }
+    if let Some((label, href)) = link {
+        let href = escape_html(href);
+        body.push_str(&format!(
+            "<p><a href=\"{href}\">{}</a></p>\n",
+            escape_html(label)
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{product}</title></head>\
+         <body>\n<h1>{product}</h1>\n{body}</body></html>\n"
+    )
+}
+
+/// "Verify your address" with the one-time link.
+pub fn verification(product: &str, base_url: &str, to: &str, token: &str) -> Mail {
+    let link = format!("{base_url}/auth/verify-email?token={token}");
+    let intro = format!("Welcome to {product}. Confirm your email address to finish signing up.");
+    let expiry = "The link expires in 24 hours. If you did not sign up, ignore this message.";
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: verify your email address"),
+        text: format!("{intro}\n\n{link}\n\n{expiry}\n"),
+        html: Some(html_page(
+            product,
+            &[&intro, expiry],
+            Some(("Verify my email address", &link)),
+        )),
+    }
+}
+
+/// Sent to an existing account's owner when someone signs up with its address.
+pub fn attempted_signup(product: &str, base_url: &str, to: &str) -> Mail {
+    let intro = format!(
+        "Someone tried to create a {product} account with this email address, which already has an account."
+    );
+    let advice = format!(
+        "If it was you, sign in instead; if you forgot your password, reset it at {base_url}. \
+         If it was not you, you can ignore this message: your account is unchanged."
+    );
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: sign-up attempt with your address"),
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, &advice], None)),
+    }
+}
+
+/// Sent when repeated failed sign-ins lock the account.
+pub fn account_locked(product: &str, to: &str, minutes: u64) -> Mail {
+    let intro = format!(
+        "Your {product} account was locked for {minutes} minutes after repeated failed sign-in attempts."
+    );
+    let advice =
+        "If this was not you, someone may be guessing your password: choose a new, unique one.";
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: account temporarily locked"),
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, advice], None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verification_link_uses_base_url_and_html_is_escaped() {
+        let m = verification(
+            "<Acme>",
+            "https://auth.example.com",
+            "a@example.com",
+            "u.tok",
+        );
+        assert!(
+            m.text
+                .contains("https://auth.example.com/auth/verify-email?token=u.tok")
+        );
+        let html = m.html.unwrap_or_default();
+        assert!(html.contains("&lt;Acme&gt;") && !html.contains("<Acme>"));
+        assert!(!format!("{m:?}").contains("u.tok"));
+    }
+}

@@ -1,0 +1,511 @@
+//! The domain: one function per use case. Knows nothing of HTTP, Lambda or DynamoDB.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::email::{self, Email};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::logging::{RequestCtx, security_event};
+use crate::mail::{Mail, Mailer, templates};
+use crate::password::{Hasher, Verified, check_policy};
+use crate::secret::{Password, Token};
+use crate::store::{LockGate, OneTimeKind, Rotation, Session, Store, User};
+use crate::tokens::{self, AccessClaims, Jwt, Subject};
+
+/// RFC 6749 §5.1 token response.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_token_expires_in: u64,
+    pub scope: String,
+}
+
+/// The public view of a user (never hashes, tokens or lockout internals).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub is_active: bool,
+    pub is_verified: bool,
+    pub is_superuser: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub last_login_at: Option<String>,
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            is_active: u.is_active,
+            is_verified: u.is_verified,
+            is_superuser: u.is_superuser,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+            last_login_at: u.last_login_at.map(rfc3339),
+        }
+    }
+}
+
+/// An authenticated caller: verified token claims and the user as stored now.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub claims: AccessClaims,
+    pub user: User,
+}
+
+/// The service with its ports.
+pub struct AuthService {
+    pub cfg: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub mailer: Arc<dyn Mailer>,
+    pub jwt: Jwt,
+    pub hasher: Hasher,
+}
+
+fn email_field(field: &str, raw: &str) -> AppResult<Email> {
+    email::normalize(raw)
+        .map_err(|e| AppError::Validation(vec![FieldError::new(field, e.to_string())]))
+}
+
+/// Display names: at most 100 code points, no control characters; blank means none.
+pub fn validate_name(name: Option<&str>) -> AppResult<Option<String>> {
+    let Some(n) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if n.chars().count() > 100 {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "name",
+            "must be at most 100 characters",
+        )]));
+    }
+    if n.chars().any(char::is_control) {
+        return Err(AppError::Validation(vec![FieldError::new(
+            "name",
+            "must not contain control characters",
+        )]));
+    }
+    Ok(Some(n.to_owned()))
+}
+
+/// Runs `fut`, then waits until at least `floor` has passed since the start, so that the
+/// answer's timing does not depend on which branch ran.
+pub async fn with_floor<T>(floor: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    let deadline = tokio::time::Instant::now() + floor;
+    let out = fut.await;
+    tokio::time::sleep_until(deadline).await;
+    out
+}
+
+impl AuthService {
+    fn now(&self) -> i64 {
+        crate::now()
+    }
+
+    /// Sends a mail; a failure is logged (without body or link) and never changes the answer.
+    async fn send_mail(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
+        if let Err(e) = self.mailer.send(&mail).await {
+            tracing::warn!(request_id = %ctx.request_id, event = "mail_failed", mail = what, error = %e.0, "mail delivery failed");
+        }
+    }
+
+    async fn issue_verification(&self, user: &User, ctx: &RequestCtx) -> AppResult<()> {
+        let secret = tokens::random_secret()?;
+        let expires = self.now() + self.cfg.verify_token_ttl.as_secs() as i64;
+        self.store
+            .put_one_time(
+                OneTimeKind::VerifyEmail,
+                &user.id,
+                &tokens::hash_secret(&secret),
+                expires,
+            )
+            .await?;
+        let token = format!("{}.{}", user.id, secret);
+        let mail = templates::verification(
+            &self.cfg.product_name,
+            &self.cfg.public_base_url,
+            &user.email,
+            &token,
+        );
+        self.send_mail(mail, ctx, "verification").await;
+        Ok(())
+    }
+
+    /// Sign-up: same 202 and timing whether or not the address is taken.
+    pub async fn signup(
+        &self,
+        raw_email: &str,
+        pw: &Password,
+        name: Option<&str>,
+        ctx: &RequestCtx,
+    ) -> AppResult<()> {
+        let email = email_field("email", raw_email);
+        let name = validate_name(name);
+        let (email, name) = match (email, name) {
+            (Ok(e), Ok(n)) => (e, n),
+            (e, n) => {
+                let mut errs = Vec::new();
+                for r in [e.err(), n.err()].into_iter().flatten() {
+                    if let AppError::Validation(v) = r {
+                        errs.extend(v);
+                    }
+                }
+                if let Err(AppError::Validation(v)) =
+                    check_policy(&self.cfg.password, pw, None, "password")
+                {
+                    errs.extend(v);
+                }
+                return Err(AppError::Validation(errs));
+            }
+        };
+        check_policy(&self.cfg.password, pw, Some(&email), "password")?;
+        with_floor(self.cfg.enumeration_floor, async {
+            let hash = self.hasher.hash(pw).await?;
+            let now = self.now();
+            let user = User {
+                id: uuid::Uuid::new_v4().to_string(),
+                email: email.as_str().to_owned(),
+                name,
+                password_hash: hash,
+                is_active: true,
+                is_verified: false,
+                is_superuser: false,
+                created_at: now,
+                updated_at: now,
+                last_login_at: None,
+                session_version: 1,
+            };
+            match self.store.create_user(&user).await {
+                Ok(()) => {
+                    security_event("signup", ctx, Some(&user.id), "created");
+                    self.issue_verification(&user, ctx).await
+                }
+                Err(crate::error::StoreError::EmailTaken) => {
+                    security_event("signup", ctx, None, "existing_address");
+                    let mail = templates::attempted_signup(
+                        &self.cfg.product_name,
+                        &self.cfg.public_base_url,
+                        email.as_str(),
+                    );
+                    self.send_mail(mail, ctx, "attempted_signup").await;
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Consumes a verification token (single use).
+    pub async fn verify_email(&self, token: &Token, ctx: &RequestCtx) -> AppResult<()> {
+        let (user_id, hash) =
+            tokens::parse_one_time(token.expose()).ok_or(AppError::InvalidToken)?;
+        if self.store.verify_email(&user_id, &hash, self.now()).await? {
+            security_event("email_verified", ctx, Some(&user_id), "success");
+            Ok(())
+        } else {
+            security_event("email_verified", ctx, None, "invalid_token");
+            Err(AppError::InvalidToken)
+        }
+    }
+
+    /// Re-sends verification mail if the account exists and is unverified; same answer always.
+    pub async fn resend_verification(&self, raw_email: &str, ctx: &RequestCtx) -> AppResult<()> {
+        let email = email_field("email", raw_email)?;
+        with_floor(self.cfg.enumeration_floor, async {
+            match self.store.find_user_by_email(email.as_str()).await? {
+                Some(u) if u.is_active && !u.is_verified => {
+                    security_event("verification_resent", ctx, Some(&u.id), "sent");
+                    self.issue_verification(&u, ctx).await
+                }
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// Password login with lockout; see SECURITY.md "Brute force".
+    pub async fn login(
+        &self,
+        raw_email: &str,
+        pw: &Password,
+        ctx: &RequestCtx,
+    ) -> AppResult<TokenResponse> {
+        let email = email_field("email", raw_email)?;
+        let key = email.as_str();
+        let policy = self.cfg.lockout;
+        let window = policy.window.as_secs() as i64;
+        // Fails closed: if the count cannot be written, nobody signs in.
+        let gate = self.store.lock_gate(key, self.now(), window).await?;
+        let (attempt, previous_locks) = match gate {
+            LockGate::Locked { .. } => {
+                security_event("login_failed", ctx, None, "locked");
+                return Err(AppError::InvalidCredentials);
+            }
+            LockGate::Open {
+                attempt,
+                previous_locks,
+            } => (attempt, previous_locks),
+        };
+        if attempt > policy.threshold {
+            // Raced past the threshold before the lock landed: no password check.
+            self.lock_account(key, previous_locks, None, ctx).await?;
+            security_event("login_failed", ctx, None, "locked");
+            return Err(AppError::InvalidCredentials);
+        }
+        let user = self.store.find_user_by_email(key).await?;
+        let verified = self
+            .hasher
+            .verify(pw, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let user = match (user, &verified) {
+            (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
+            (user, _) => {
+                if attempt >= policy.threshold {
+                    self.lock_account(key, previous_locks, user.as_ref(), ctx)
+                        .await?;
+                }
+                security_event(
+                    "login_failed",
+                    ctx,
+                    user.as_ref().map(|u| u.id.as_str()),
+                    "invalid_credentials",
+                );
+                return Err(AppError::InvalidCredentials);
+            }
+        };
+        self.store.clear_lockout(key).await?;
+        if let Verified::YesRehashed(new_hash) = &verified {
+            if let Err(e) = self
+                .store
+                .upgrade_password_hash(&user.id, &user.password_hash, new_hash)
+                .await
+            {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "password hash upgrade failed");
+            }
+        }
+        if !user.is_verified {
+            security_event("login_failed", ctx, Some(&user.id), "email_not_verified");
+            return Err(AppError::EmailNotVerified);
+        }
+        let tokens = self.start_session(&user, ctx).await?;
+        self.store.record_login(&user.id, self.now()).await?;
+        security_event("login_succeeded", ctx, Some(&user.id), "success");
+        Ok(tokens)
+    }
+
+    async fn lock_account(
+        &self,
+        key: &str,
+        previous_locks: u32,
+        user: Option<&User>,
+        ctx: &RequestCtx,
+    ) -> AppResult<()> {
+        let policy = self.cfg.lockout;
+        let now = self.now();
+        let dur = policy.lock_duration(previous_locks);
+        let locked = self
+            .store
+            .lock(
+                key,
+                policy.threshold,
+                now + dur.as_secs() as i64,
+                now,
+                policy.window.as_secs() as i64,
+            )
+            .await?;
+        if locked {
+            security_event("account_locked", ctx, user.map(|u| u.id.as_str()), "locked");
+            if let Some(u) = user {
+                let mail =
+                    templates::account_locked(&self.cfg.product_name, &u.email, dur.as_secs() / 60);
+                self.send_mail(mail, ctx, "account_locked").await;
+            }
+        }
+        Ok(())
+    }
+
+    fn access_token(&self, user: &User, now: i64) -> AppResult<(String, String)> {
+        self.jwt.issue(
+            &Subject {
+                user_id: &user.id,
+                email: &user.email,
+                email_verified: user.is_verified,
+                is_superuser: user.is_superuser,
+                session_version: user.session_version,
+            },
+            now,
+        )
+    }
+
+    fn token_response(
+        &self,
+        user: &User,
+        session_id: &str,
+        secret: &str,
+        idle_expires_at: i64,
+        now: i64,
+    ) -> AppResult<TokenResponse> {
+        let (access_token, scope) = self.access_token(user, now)?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: self.jwt.ttl().as_secs(),
+            refresh_token: tokens::format_refresh(&user.id, session_id, secret),
+            refresh_token_expires_in: (idle_expires_at - now).max(0) as u64,
+            scope,
+        })
+    }
+
+    async fn start_session(&self, user: &User, ctx: &RequestCtx) -> AppResult<TokenResponse> {
+        let now = self.now();
+        let secret = tokens::random_secret()?;
+        let absolute = now + self.cfg.refresh_absolute_ttl.as_secs() as i64;
+        let session = Session {
+            user_id: user.id.clone(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            current_hash: tokens::hash_secret(&secret),
+            previous_hash: None,
+            rotated_at: now,
+            created_at: now,
+            last_used_at: now,
+            idle_expires_at: (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(absolute),
+            absolute_expires_at: absolute,
+            ip: ctx.ip.clone(),
+            user_agent: ctx.user_agent.chars().take(256).collect(),
+        };
+        self.store.create_session(&session).await?;
+        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+    }
+
+    /// Rotates a refresh token; replay after the grace window revokes the session.
+    pub async fn refresh(&self, token: &Token, ctx: &RequestCtx) -> AppResult<TokenResponse> {
+        let parts = tokens::parse_refresh(token.expose()).ok_or(AppError::InvalidGrant)?;
+        let now = self.now();
+        let user = match self.store.get_user(&parts.user_id).await? {
+            Some(u) if u.is_active && u.is_verified => u,
+            _ => {
+                self.store
+                    .delete_session(&parts.user_id, &parts.session_id)
+                    .await?;
+                return Err(AppError::InvalidGrant);
+            }
+        };
+        let secret = tokens::random_secret()?;
+        let new_hash = tokens::hash_secret(&secret);
+        // The session's absolute expiry caps the idle one; read it from the item on success.
+        let Some(session) = self
+            .store
+            .get_session(&parts.user_id, &parts.session_id, now)
+            .await?
+        else {
+            return Err(AppError::InvalidGrant);
+        };
+        let idle =
+            (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(session.absolute_expires_at);
+        let outcome = self
+            .store
+            .rotate_session(
+                &parts.user_id,
+                &parts.session_id,
+                &parts.secret_hash,
+                &new_hash,
+                now,
+                idle,
+            )
+            .await?;
+        match outcome {
+            Rotation::Rotated => {
+                security_event("token_refreshed", ctx, Some(&user.id), "success");
+                self.token_response(&user, &parts.session_id, &secret, idle, now)
+            }
+            Rotation::Missing => Err(AppError::InvalidGrant),
+            Rotation::Conflict(current) => {
+                let grace = self.cfg.refresh_grace.as_secs() as i64;
+                if current.previous_hash.as_deref() == Some(parts.secret_hash.as_str()) {
+                    if now - current.rotated_at <= grace {
+                        // Lost a race with a concurrent refresh: a clean refusal, no second successor.
+                        security_event("token_refresh_race", ctx, Some(&user.id), "grace");
+                    } else {
+                        self.store
+                            .delete_session(&parts.user_id, &parts.session_id)
+                            .await?;
+                        security_event(
+                            "refresh_token_reuse",
+                            ctx,
+                            Some(&user.id),
+                            "session_revoked",
+                        );
+                    }
+                }
+                Err(AppError::InvalidGrant)
+            }
+        }
+    }
+
+    /// Revokes the refresh token's session; silent for unknown or malformed tokens (RFC 7009).
+    pub async fn logout(&self, token: &Token, ctx: &RequestCtx) -> AppResult<()> {
+        let Some(parts) = tokens::parse_refresh(token.expose()) else {
+            return Ok(());
+        };
+        let Some(s) = self
+            .store
+            .get_session(&parts.user_id, &parts.session_id, self.now())
+            .await?
+        else {
+            return Ok(());
+        };
+        if s.current_hash == parts.secret_hash
+            || s.previous_hash.as_deref() == Some(parts.secret_hash.as_str())
+        {
+            self.store
+                .delete_session(&parts.user_id, &parts.session_id)
+                .await?;
+            security_event("session_revoked", ctx, Some(&parts.user_id), "logout");
+        }
+        Ok(())
+    }
+
+    /// Verifies a bearer token and checks the user is still active at that session version.
+    pub async fn authenticate(&self, bearer: &str, ctx: &RequestCtx) -> AppResult<Caller> {
+        let claims = self.jwt.verify(bearer).map_err(|why| {
+            tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = ?why, "token rejected");
+            AppError::Unauthorized { sent: true }
+        })?;
+        match self.store.get_user(&claims.sub).await? {
+            Some(user) if user.is_active && user.session_version == claims.sv => {
+                Ok(Caller { claims, user })
+            }
+            _ => {
+                tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = "stale_session_version_or_user", "token rejected");
+                Err(AppError::Unauthorized { sent: true })
+            }
+        }
+    }
+
+    /// Updates the caller's display name.
+    pub async fn update_me(&self, caller: &Caller, name: Option<&str>) -> AppResult<UserView> {
+        let name = validate_name(name)?;
+        let user = self
+            .store
+            .update_name(&caller.user.id, name.as_deref(), self.now())
+            .await?
+            .ok_or(AppError::Unauthorized { sent: true })?;
+        Ok(UserView::from(&user))
+    }
+}

@@ -1,0 +1,667 @@
+//! DynamoDB adapter: one table (`TABLE_NAME`), generic keys `pk`/`sk`, a TTL attribute `ttl`
+//! and one GSI (`gsi1`) for the admin listing. Item design and access patterns: see
+//! `shared/STORAGE.md`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update,
+};
+
+use super::*;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB-backed store.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> Option<i64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get_b(item: &Item, k: &str) -> bool {
+    item.get(k)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Unavailable(format!("corrupt {what} item"))
+}
+
+fn user_pk(id: &str) -> String {
+    format!("USER#{id}")
+}
+const PROFILE: &str = "PROFILE";
+fn email_pk(email: &str) -> String {
+    format!("EMAIL#{email}")
+}
+fn lock_pk(key: &str) -> String {
+    format!("LOCK#{key}")
+}
+fn session_sk(id: &str) -> String {
+    format!("SESSION#{id}")
+}
+fn one_time_sk(kind: OneTimeKind) -> String {
+    format!("OTT#{}", kind.as_str())
+}
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
+fn user_to_item(u: &User) -> Item {
+    let mut m = key(user_pk(&u.id), PROFILE);
+    m.insert("type".into(), s("user"));
+    m.insert("id".into(), s(&u.id));
+    m.insert("email".into(), s(&u.email));
+    if let Some(name) = &u.name {
+        m.insert("name".into(), s(name));
+    }
+    m.insert("password_hash".into(), s(&u.password_hash));
+    m.insert("is_active".into(), AttributeValue::Bool(u.is_active));
+    m.insert("is_verified".into(), AttributeValue::Bool(u.is_verified));
+    m.insert("is_superuser".into(), AttributeValue::Bool(u.is_superuser));
+    m.insert("created_at".into(), n(u.created_at));
+    m.insert("updated_at".into(), n(u.updated_at));
+    if let Some(t) = u.last_login_at {
+        m.insert("last_login_at".into(), n(t));
+    }
+    m.insert("sv".into(), n(u.session_version));
+    // Admin listing (later issue): every user in one partition of gsi1, ordered by email.
+    m.insert("gsi1pk".into(), s("USERS"));
+    m.insert("gsi1sk".into(), s(&u.email));
+    m
+}
+
+fn item_to_user(m: &Item) -> Result<User, StoreError> {
+    Ok(User {
+        id: get_s(m, "id").ok_or_else(|| corrupt("user"))?,
+        email: get_s(m, "email").ok_or_else(|| corrupt("user"))?,
+        name: get_s(m, "name"),
+        password_hash: get_s(m, "password_hash").ok_or_else(|| corrupt("user"))?,
+        is_active: get_b(m, "is_active"),
+        is_verified: get_b(m, "is_verified"),
+        is_superuser: get_b(m, "is_superuser"),
+        created_at: get_n(m, "created_at").unwrap_or_default(),
+        updated_at: get_n(m, "updated_at").unwrap_or_default(),
+        last_login_at: get_n(m, "last_login_at"),
+        session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
+    })
+}
+
+fn session_to_item(x: &Session) -> Item {
+    let mut m = key(user_pk(&x.user_id), &session_sk(&x.id));
+    m.insert("type".into(), s("session"));
+    m.insert("user_id".into(), s(&x.user_id));
+    m.insert("id".into(), s(&x.id));
+    m.insert("current_hash".into(), s(&x.current_hash));
+    if let Some(p) = &x.previous_hash {
+        m.insert("previous_hash".into(), s(p));
+    }
+    m.insert("rotated_at".into(), n(x.rotated_at));
+    m.insert("created_at".into(), n(x.created_at));
+    m.insert("last_used_at".into(), n(x.last_used_at));
+    m.insert("idle_expires_at".into(), n(x.idle_expires_at));
+    m.insert("absolute_expires_at".into(), n(x.absolute_expires_at));
+    m.insert("ip".into(), s(&x.ip));
+    m.insert("user_agent".into(), s(&x.user_agent));
+    m.insert("ttl".into(), n(x.expires_at()));
+    m
+}
+
+fn item_to_session(m: &Item) -> Result<Session, StoreError> {
+    Ok(Session {
+        user_id: get_s(m, "user_id").ok_or_else(|| corrupt("session"))?,
+        id: get_s(m, "id").ok_or_else(|| corrupt("session"))?,
+        current_hash: get_s(m, "current_hash").ok_or_else(|| corrupt("session"))?,
+        previous_hash: get_s(m, "previous_hash"),
+        rotated_at: get_n(m, "rotated_at").unwrap_or_default(),
+        created_at: get_n(m, "created_at").unwrap_or_default(),
+        last_used_at: get_n(m, "last_used_at").unwrap_or_default(),
+        idle_expires_at: get_n(m, "idle_expires_at").unwrap_or_default(),
+        absolute_expires_at: get_n(m, "absolute_expires_at").unwrap_or_default(),
+        ip: get_s(m, "ip").unwrap_or_default(),
+        user_agent: get_s(m, "user_agent").unwrap_or_default(),
+    })
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    /// Creates the table with the same schema as `template.yaml` (DynamoDB Local, tests).
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(unavailable)
+        };
+        let ks = |name: &str, kt: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kt)
+                .build()
+                .map_err(unavailable)
+        };
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name("gsi1")
+            .key_schema(ks("gsi1pk", KeyType::Hash)?)
+            .key_schema(ks("gsi1sk", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(unavailable)?;
+        self::Client::create_table(client)
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .attribute_definitions(attr("gsi1pk")?)
+            .attribute_definitions(attr("gsi1sk")?)
+            .key_schema(ks("pk", KeyType::Hash)?)
+            .key_schema(ks("sk", KeyType::Range)?)
+            .global_secondary_indexes(gsi)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("ttl")
+                    .enabled(true)
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Every item in the table (tests use it to look for orphans; never used by handlers).
+    pub async fn scan_all(&self) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start)
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+fn transaction_condition_failed(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl UserStore for DynamoStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut claim = key(email_pk(&user.email), "EMAIL");
+        claim.insert("user_id".into(), s(&user.id));
+        claim.insert("type".into(), s("email_claim"));
+        let put = |item: Item| {
+            Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(unavailable)
+        };
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(put(user_to_item(user))?)
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().put(put(claim)?).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if transaction_condition_failed(&e) {
+                    Err(StoreError::EmailTaken)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.get(key(user_pk(id), PROFILE))
+            .await?
+            .as_ref()
+            .map(item_to_user)
+            .transpose()
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let Some(claim) = self.get(key(email_pk(email), "EMAIL")).await? else {
+            return Ok(None);
+        };
+        let id = get_s(&claim, "user_id").ok_or_else(|| corrupt("email claim"))?;
+        self.get_user(&id).await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), PROFILE)))
+            .update_expression("SET password_hash = :new")
+            .condition_expression("password_hash = :old")
+            .expression_attribute_values(":new", s(new_hash))
+            .expression_attribute_values(":old", s(expected))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(true),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn update_name(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<Option<User>, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), PROFILE)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":now", n(now))
+            .return_values(ReturnValue::AllNew);
+        req = match name {
+            Some(v) => req
+                .update_expression("SET #name = :name, updated_at = :now")
+                .expression_attribute_values(":name", s(v)),
+            None => req.update_expression("REMOVE #name SET updated_at = :now"),
+        };
+        match req.send().await.map_err(|e| e.into_service_error()) {
+            Ok(out) => out.attributes.as_ref().map(item_to_user).transpose(),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), PROFILE)))
+            .update_expression("SET last_login_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl OneTimeTokenStore for DynamoStore {
+    async fn put_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut item = key(user_pk(user_id), &one_time_sk(kind));
+        item.insert("type".into(), s("one_time_token"));
+        item.insert("token_hash".into(), s(hash));
+        item.insert("expires_at".into(), n(expires_at));
+        item.insert("ttl".into(), n(expires_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+        let consume = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                user_pk(user_id),
+                &one_time_sk(OneTimeKind::VerifyEmail),
+            )))
+            .condition_expression("token_hash = :h AND expires_at > :now")
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET is_verified = :t, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(consume).build())
+            .transact_items(TransactWriteItem::builder().update(mark).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if transaction_condition_failed(&e) {
+                    Ok(false)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl LockoutStore for DynamoStore {
+    async fn lock_gate(&self, k: &str, now: i64, window: i64) -> Result<LockGate, StoreError> {
+        // Bounded: each retry means another writer just replaced a stale item.
+        for _ in 0..5 {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(lock_pk(k), "LOCK")))
+                .update_expression(
+                    "SET failures = if_not_exists(failures, :zero) + :one, expires_at = :exp, #ttl = :exp",
+                )
+                .condition_expression(
+                    "attribute_not_exists(pk) OR (expires_at > :now AND \
+                     (attribute_not_exists(locked_until) OR locked_until <= :now))",
+                )
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":exp", n(now + window))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            let old = match res.map_err(|e| e.into_service_error()) {
+                Ok(out) => {
+                    let a = out.attributes.unwrap_or_default();
+                    return Ok(LockGate::Open {
+                        attempt: get_n(&a, "failures").unwrap_or(1).max(0) as u32,
+                        previous_locks: get_n(&a, "lock_count").unwrap_or(0).max(0) as u32,
+                    });
+                }
+                Err(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    c.item.unwrap_or_default()
+                }
+                Err(e) => return Err(unavailable(e)),
+            };
+            if get_n(&old, "expires_at").unwrap_or(0) > now {
+                return Ok(LockGate::Locked {
+                    until: get_n(&old, "locked_until").unwrap_or(now),
+                });
+            }
+            // Expired but not yet deleted by TTL: replace it with a fresh count.
+            let mut fresh = key(lock_pk(k), "LOCK");
+            fresh.insert("failures".into(), n(1));
+            fresh.insert("expires_at".into(), n(now + window));
+            fresh.insert("ttl".into(), n(now + window));
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(fresh))
+                .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await;
+            match res.map_err(|e| e.into_service_error()) {
+                Ok(_) => {
+                    return Ok(LockGate::Open {
+                        attempt: 1,
+                        previous_locks: 0,
+                    });
+                }
+                Err(PutItemError::ConditionalCheckFailedException(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable("lockout item contention".into()))
+    }
+
+    async fn lock(
+        &self,
+        k: &str,
+        threshold: u32,
+        until: i64,
+        now: i64,
+        window: i64,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(lock_pk(k), "LOCK")))
+            .update_expression(
+                "SET locked_until = :until, failures = :zero, \
+                 lock_count = if_not_exists(lock_count, :zero) + :one, expires_at = :exp, #ttl = :exp",
+            )
+            .condition_expression(
+                "expires_at > :now AND failures >= :threshold AND \
+                 (attribute_not_exists(locked_until) OR locked_until <= :now)",
+            )
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":threshold", n(threshold))
+            .expression_attribute_values(":exp", n(until + window))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(true),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn clear_lockout(&self, k: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(lock_pk(k), "LOCK")))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn create_session(&self, x: &Session) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(session_to_item(x)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        let item = self.get(key(user_pk(user_id), &session_sk(id))).await?;
+        let session = item.as_ref().map(item_to_session).transpose()?;
+        Ok(session.filter(|x| x.expires_at() > now))
+    }
+
+    async fn rotate_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<Rotation, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &session_sk(id))))
+            .update_expression(
+                "SET current_hash = :new, previous_hash = :old, rotated_at = :now, last_used_at = :now, \
+                 idle_expires_at = :idle, #ttl = :idle",
+            )
+            .condition_expression(
+                "current_hash = :old AND idle_expires_at > :now AND absolute_expires_at > :now",
+            )
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":new", s(new_hash))
+            .expression_attribute_values(":old", s(old_hash))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":idle", n(idle_expires_at))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let old = match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => return Ok(Rotation::Rotated),
+            Err(UpdateItemError::ConditionalCheckFailedException(c)) => c.item,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let Some(old) = old.filter(|m| !m.is_empty()) else {
+            return Ok(Rotation::Missing);
+        };
+        let current = item_to_session(&old)?;
+        if current.expires_at() <= now {
+            return Ok(Rotation::Missing);
+        }
+        // Our own write, retried by the SDK after it had landed: not a reuse.
+        if current.current_hash == new_hash {
+            return Ok(Rotation::Rotated);
+        }
+        Ok(Rotation::Conflict(current))
+    }
+
+    async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &session_sk(id))))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}

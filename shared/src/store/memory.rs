@@ -1,0 +1,258 @@
+//! In-memory twin of the DynamoDB store, with the same conditional semantics (one mutex makes
+//! every operation atomic). Used by the local server's embedded defaults and the contract suite.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::*;
+
+#[derive(Debug, Default, Clone)]
+struct OneTime {
+    hash: String,
+    expires_at: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Lock {
+    failures: u32,
+    locked_until: Option<i64>,
+    lock_count: u32,
+    expires_at: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<String, User>,
+    emails: HashMap<String, String>,
+    one_time: HashMap<(String, &'static str), OneTime>,
+    locks: HashMap<String, Lock>,
+    sessions: HashMap<(String, String), Session>,
+}
+
+/// The in-process store.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
+    }
+}
+
+#[async_trait]
+impl UserStore for MemoryStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if g.emails.contains_key(&user.email) || g.users.contains_key(&user.id) {
+            return Err(StoreError::EmailTaken);
+        }
+        g.emails.insert(user.email.clone(), user.id.clone());
+        g.users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        Ok(self.lock()?.users.get(id).cloned())
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let g = self.lock()?;
+        Ok(g.emails.get(email).and_then(|id| g.users.get(id)).cloned())
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        match g.users.get_mut(id) {
+            Some(u) if u.password_hash == expected => {
+                u.password_hash = new_hash.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn update_name(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<Option<User>, StoreError> {
+        let mut g = self.lock()?;
+        Ok(g.users.get_mut(id).map(|u| {
+            u.name = name.map(str::to_owned);
+            u.updated_at = now;
+            u.clone()
+        }))
+    }
+
+    async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        if let Some(u) = self.lock()?.users.get_mut(id) {
+            u.last_login_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl OneTimeTokenStore for MemoryStore {
+    async fn put_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()?.one_time.insert(
+            (user_id.to_owned(), kind.as_str()),
+            OneTime {
+                hash: hash.to_owned(),
+                expires_at,
+            },
+        );
+        Ok(())
+    }
+
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let key = (user_id.to_owned(), OneTimeKind::VerifyEmail.as_str());
+        let live = g
+            .one_time
+            .get(&key)
+            .is_some_and(|t| t.hash == hash && t.expires_at > now);
+        if !live || !g.users.contains_key(user_id) {
+            return Ok(false);
+        }
+        g.one_time.remove(&key);
+        if let Some(u) = g.users.get_mut(user_id) {
+            u.is_verified = true;
+            u.updated_at = now;
+        }
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl LockoutStore for MemoryStore {
+    async fn lock_gate(&self, key: &str, now: i64, window: i64) -> Result<LockGate, StoreError> {
+        let mut g = self.lock()?;
+        let entry = g.locks.entry(key.to_owned()).or_default();
+        if entry.expires_at <= now {
+            *entry = Lock::default();
+        }
+        if let Some(until) = entry.locked_until.filter(|u| *u > now) {
+            return Ok(LockGate::Locked { until });
+        }
+        entry.failures += 1;
+        entry.expires_at = entry.expires_at.max(now + window);
+        Ok(LockGate::Open {
+            attempt: entry.failures,
+            previous_locks: entry.lock_count,
+        })
+    }
+
+    async fn lock(
+        &self,
+        key: &str,
+        threshold: u32,
+        until: i64,
+        now: i64,
+        window: i64,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let Some(entry) = g.locks.get_mut(key) else {
+            return Ok(false);
+        };
+        let unlocked = entry.locked_until.is_none_or(|u| u <= now);
+        if entry.expires_at > now && entry.failures >= threshold && unlocked {
+            entry.locked_until = Some(until);
+            entry.failures = 0;
+            entry.lock_count += 1;
+            entry.expires_at = until + window;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn clear_lockout(&self, key: &str) -> Result<(), StoreError> {
+        self.lock()?.locks.remove(key);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create_session(&self, s: &Session) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        let key = (s.user_id.clone(), s.id.clone());
+        if g.sessions.contains_key(&key) {
+            return Err(StoreError::Unavailable("session id collision".into()));
+        }
+        g.sessions.insert(key, s.clone());
+        Ok(())
+    }
+
+    async fn get_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        let g = self.lock()?;
+        Ok(g.sessions
+            .get(&(user_id.to_owned(), id.to_owned()))
+            .filter(|s| s.expires_at() > now)
+            .cloned())
+    }
+
+    async fn rotate_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<Rotation, StoreError> {
+        let mut g = self.lock()?;
+        let Some(s) = g.sessions.get_mut(&(user_id.to_owned(), id.to_owned())) else {
+            return Ok(Rotation::Missing);
+        };
+        if s.expires_at() <= now {
+            return Ok(Rotation::Missing);
+        }
+        if s.current_hash == old_hash {
+            s.previous_hash = Some(old_hash.to_owned());
+            s.current_hash = new_hash.to_owned();
+            s.rotated_at = now;
+            s.last_used_at = now;
+            s.idle_expires_at = idle_expires_at;
+            return Ok(Rotation::Rotated);
+        }
+        if s.current_hash == new_hash {
+            return Ok(Rotation::Rotated);
+        }
+        Ok(Rotation::Conflict(s.clone()))
+    }
+
+    async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
+        self.lock()?
+            .sessions
+            .remove(&(user_id.to_owned(), id.to_owned()));
+        Ok(())
+    }
+}

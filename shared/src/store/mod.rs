@@ -1,0 +1,179 @@
+//! Storage ports: narrow traits per concern, implemented twice (DynamoDB and in-memory) and
+//! checked by one contract suite (`shared/tests/store_contract.rs`).
+//!
+//! Every method that can race is one atomic, conditional operation; none reads, modifies and
+//! writes back. Expiring items carry a `ttl` and are treated as absent once it has passed,
+//! whether or not DynamoDB has deleted them yet.
+
+use async_trait::async_trait;
+
+use crate::error::StoreError;
+
+pub mod dynamo;
+pub mod memory;
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    /// Normalized address (see `email::normalize`).
+    pub email: String,
+    pub name: Option<String>,
+    pub password_hash: String,
+    pub is_active: bool,
+    pub is_verified: bool,
+    pub is_superuser: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+    /// Bumped whenever older access tokens must stop working.
+    pub session_version: u64,
+}
+
+/// A refresh-token rotation family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: String,
+    pub id: String,
+    /// Hash of the live refresh secret.
+    pub current_hash: String,
+    /// Hash of the secret it replaced (for the grace window and reuse detection).
+    pub previous_hash: Option<String>,
+    pub rotated_at: i64,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+impl Session {
+    /// When the item stops being live (its TTL).
+    pub fn expires_at(&self) -> i64 {
+        self.idle_expires_at.min(self.absolute_expires_at)
+    }
+}
+
+/// Kinds of one-time mail tokens; a newer token of a kind replaces the older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneTimeKind {
+    VerifyEmail,
+}
+
+impl OneTimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OneTimeKind::VerifyEmail => "VERIFY_EMAIL",
+        }
+    }
+}
+
+/// Result of passing the lockout gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockGate {
+    /// This is attempt number `attempt` since the last reset or lock; `previous_locks` earlier
+    /// locks are remembered for the backoff.
+    Open {
+        attempt: u32,
+        previous_locks: u32,
+    },
+    Locked {
+        until: i64,
+    },
+}
+
+/// Outcome of a conditional rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    Rotated,
+    /// The condition failed; here is the live session as it is now.
+    Conflict(Session),
+    /// No live session (never existed, revoked, or expired).
+    Missing,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Writes the user and its unique-email claim atomically; `EmailTaken` if claimed.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+    /// Replaces the hash only if it is still `expected` (parameter upgrade on login).
+    async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError>;
+    /// Sets the display name; `None` if the user does not exist.
+    async fn update_name(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        now: i64,
+    ) -> Result<Option<User>, StoreError>;
+    async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait OneTimeTokenStore: Send + Sync {
+    /// Stores the hash of a one-time token, replacing any older token of that kind.
+    async fn put_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// Consumes a live verification token and marks the user verified, in one transaction.
+    /// `false` when the token is unknown, used, superseded or expired.
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait LockoutStore: Send + Sync {
+    /// Atomically counts an attempt unless the key is locked. Counts expire `window` seconds
+    /// after the last attempt.
+    async fn lock_gate(&self, key: &str, now: i64, window: i64) -> Result<LockGate, StoreError>;
+    /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
+    /// resets the count and remembers the lock for the backoff. `true` if this call locked it.
+    async fn lock(
+        &self,
+        key: &str,
+        threshold: u32,
+        until: i64,
+        now: i64,
+        window: i64,
+    ) -> Result<bool, StoreError>;
+    /// Forgets failures and locks (successful login, admin unlock).
+    async fn clear_lockout(&self, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create_session(&self, s: &Session) -> Result<(), StoreError>;
+    /// The live session, or `None` if absent or past its expiry.
+    async fn get_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError>;
+    /// Replaces `old_hash` by `new_hash` if it is still current and the session is live.
+    /// A retried write that had already succeeded reports `Rotated`.
+    async fn rotate_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<Rotation, StoreError>;
+    async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError>;
+}
+
+/// Everything the service needs from storage.
+pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore {}
+impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore> Store for T {}
