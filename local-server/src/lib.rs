@@ -47,10 +47,7 @@ impl Mailer for ConsoleMailer {
             html: mail.html.clone(),
             sent_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         };
-        self.outbox
-            .lock()
-            .map_err(|_| MailError("outbox poisoned".into()))?
-            .push(entry);
+        self.outbox.lock().map_err(|_| MailError("outbox poisoned".into()))?.push(entry);
         Ok(())
     }
 }
@@ -75,9 +72,5 @@ pub async fn build_app(cfg: Config) -> Result<(Router, Modes), BuildError> {
 
 /// Serves `app` on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 }

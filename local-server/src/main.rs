@@ -5,10 +5,7 @@ use shared::config::Config;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     shared::logging::init();
-    let port: u16 = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(3000);
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
     let cfg = match Config::from_env() {
         Ok(mut c) => {
             // Links and `iss` follow the chosen port unless configured explicitly.

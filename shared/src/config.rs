@@ -11,17 +11,9 @@ pub struct HashParams {
 }
 
 impl HashParams {
-    pub const OWASP: HashParams = HashParams {
-        m_kib: 19_456,
-        t: 2,
-        p: 1,
-    };
+    pub const OWASP: HashParams = HashParams { m_kib: 19_456, t: 2, p: 1 };
     /// Cheap parameters for tests only.
-    pub const TEST: HashParams = HashParams {
-        m_kib: 256,
-        t: 1,
-        p: 1,
-    };
+    pub const TEST: HashParams = HashParams { m_kib: 256, t: 1, p: 1 };
 }
 
 /// Password policy knobs (SECURITY.md "Passwords").
@@ -35,11 +27,7 @@ pub struct PasswordPolicy {
 
 impl Default for PasswordPolicy {
     fn default() -> Self {
-        Self {
-            min_len: 12,
-            max_len: 128,
-            composition_rules: false,
-        }
+        Self { min_len: 12, max_len: 128, composition_rules: false }
     }
 }
 
@@ -143,10 +131,7 @@ fn var(name: &str) -> Option<String> {
 fn num<T: std::str::FromStr>(name: &str, default: T) -> Result<T, ConfigError> {
     match var(name) {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("{name} must be a number"))),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError(format!("{name} must be a number"))),
     }
 }
 
@@ -162,16 +147,13 @@ impl Config {
     /// Reads the environment; unset variables keep the embedded defaults.
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = Config::default();
-        let public_base_url = var("PUBLIC_BASE_URL")
-            .map(|u| u.trim_end_matches('/').to_owned())
-            .unwrap_or(d.public_base_url);
+        let public_base_url =
+            var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()).unwrap_or(d.public_base_url);
         let mailer = match var("MAILER").as_deref() {
             None | Some("console") => MailerKind::Console,
             Some("ses") => MailerKind::Ses,
             Some(other) => {
-                return Err(ConfigError(format!(
-                    "MAILER must be console or ses, not {other}"
-                )));
+                return Err(ConfigError(format!("MAILER must be console or ses, not {other}")));
             }
         };
         let min_len = num("PASSWORD_MIN_LENGTH", d.password.min_len)?;
@@ -203,11 +185,7 @@ impl Config {
             refresh_absolute_ttl: secs("REFRESH_ABSOLUTE_TTL_SECONDS", d.refresh_absolute_ttl)?,
             refresh_grace: secs("REFRESH_GRACE_SECONDS", d.refresh_grace)?,
             verify_token_ttl: secs("VERIFY_TOKEN_TTL_SECONDS", d.verify_token_ttl)?,
-            password: PasswordPolicy {
-                min_len,
-                max_len: 128,
-                composition_rules: flag("PASSWORD_COMPOSITION_RULES"),
-            },
+            password: PasswordPolicy { min_len, max_len: 128, composition_rules: flag("PASSWORD_COMPOSITION_RULES") },
             hash,
             hash_concurrency: num("HASH_CONCURRENCY", d.hash_concurrency)?.max(1),
             lockout,

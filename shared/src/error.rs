@@ -14,10 +14,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-        }
+        Self { field: field.to_owned(), message: message.into() }
     }
 }
 
@@ -72,75 +69,31 @@ impl AppError {
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use AppError::*;
         match self {
-            Validation(_) => (
-                StatusCode::BAD_REQUEST,
-                "validation-failed",
-                "Validation failed",
-            ),
-            BadRequest(_) => (
-                StatusCode::BAD_REQUEST,
-                "malformed-request",
-                "Malformed request",
-            ),
-            InvalidToken => (
-                StatusCode::BAD_REQUEST,
-                "invalid-token",
-                "Invalid or expired token",
-            ),
-            InvalidCredentials => (
-                StatusCode::UNAUTHORIZED,
-                "invalid-credentials",
-                "Invalid credentials",
-            ),
+            Validation(_) => (StatusCode::BAD_REQUEST, "validation-failed", "Validation failed"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request"),
+            InvalidToken => (StatusCode::BAD_REQUEST, "invalid-token", "Invalid or expired token"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials"),
             InvalidGrant => (StatusCode::UNAUTHORIZED, "invalid-grant", "Invalid grant"),
-            UnsupportedGrantType => (
-                StatusCode::BAD_REQUEST,
-                "unsupported-grant-type",
-                "Unsupported grant type",
-            ),
-            EmailNotVerified => (
-                StatusCode::FORBIDDEN,
-                "email-not-verified",
-                "Email not verified",
-            ),
+            UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported-grant-type", "Unsupported grant type"),
+            EmailNotVerified => (StatusCode::FORBIDDEN, "email-not-verified", "Email not verified"),
             Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
-            ),
-            PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload too large",
-            ),
-            UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            ),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large"),
+            UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
+            }
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
-            Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Service temporarily unavailable",
-            ),
-            Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service temporarily unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
 
     /// The RFC 6749 §5.2 error code for token-issuing endpoints.
     fn oauth_error(&self) -> &'static str {
         match self {
-            AppError::InvalidCredentials | AppError::InvalidGrant | AppError::EmailNotVerified => {
-                "invalid_grant"
-            }
+            AppError::InvalidCredentials | AppError::InvalidGrant | AppError::EmailNotVerified => "invalid_grant",
             AppError::UnsupportedGrantType => "unsupported_grant_type",
             _ => "invalid_request",
         }
@@ -194,26 +147,16 @@ impl AppError {
         }
         let mut resp = (status, body.to_string()).into_response();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match self {
             AppError::Unauthorized { sent: true } => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        r#"Bearer realm="secure-auth", error="invalid_token""#,
-                    ),
+                    HeaderValue::from_static(r#"Bearer realm="secure-auth", error="invalid_token""#),
                 );
             }
-            AppError::Unauthorized { sent: false }
-            | AppError::InvalidCredentials
-            | AppError::InvalidGrant => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="secure-auth""#),
-                );
+            AppError::Unauthorized { sent: false } | AppError::InvalidCredentials | AppError::InvalidGrant => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="secure-auth""#));
             }
             AppError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

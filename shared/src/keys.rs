@@ -32,10 +32,7 @@ pub struct JwtKey {
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
+        f.debug_struct("JwtKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
     }
 }
 
@@ -68,8 +65,7 @@ fn es256_from_pkcs8(kid: Option<String>, der: &[u8], can_sign: bool) -> Result<J
         let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         B64.encode(Sha256::digest(canonical.as_bytes()))
     });
-    let decoding = DecodingKey::from_ec_components(&x, &y)
-        .map_err(|e| KeyError(format!("public key: {e}")))?;
+    let decoding = DecodingKey::from_ec_components(&x, &y).map_err(|e| KeyError(format!("public key: {e}")))?;
     let public_jwk = serde_json::json!({
         "kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"
     });
@@ -100,36 +96,24 @@ struct SecretDoc {
 impl KeySet {
     /// A fresh in-memory P-256 key; tokens die with the process.
     pub fn ephemeral() -> Result<Self, KeyError> {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| KeyError("key generation failed".into()))?;
-        Ok(Self {
-            current: es256_from_pkcs8(None, doc.as_ref(), true)?,
-            others: vec![],
-            ephemeral: true,
-        })
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| KeyError("key generation failed".into()))?;
+        Ok(Self { current: es256_from_pkcs8(None, doc.as_ref(), true)?, others: vec![], ephemeral: true })
     }
 
     /// Parses the Secrets Manager secret string (format in the module docs).
     pub fn from_secret_json(json: &str) -> Result<Self, KeyError> {
-        let doc: SecretDoc =
-            serde_json::from_str(json).map_err(|e| KeyError(format!("secret JSON: {e}")))?;
+        let doc: SecretDoc = serde_json::from_str(json).map_err(|e| KeyError(format!("secret JSON: {e}")))?;
         let mut current = None;
         let mut others = Vec::new();
         for entry in doc.keys {
             if entry.alg != "ES256" {
-                return Err(KeyError(format!(
-                    "key {}: unsupported alg {}",
-                    entry.kid, entry.alg
-                )));
+                return Err(KeyError(format!("key {}: unsupported alg {}", entry.kid, entry.alg)));
             }
             let pem = pem::parse(entry.private_key_pem.as_bytes())
                 .map_err(|_| KeyError(format!("key {}: private_key_pem is not PEM", entry.kid)))?;
             if pem.tag() != "PRIVATE KEY" {
-                return Err(KeyError(format!(
-                    "key {}: expected a PKCS#8 PRIVATE KEY",
-                    entry.kid
-                )));
+                return Err(KeyError(format!("key {}: expected a PKCS#8 PRIVATE KEY", entry.kid)));
             }
             match entry.status.as_str() {
                 "current" => {
@@ -138,18 +122,12 @@ impl KeySet {
                     }
                     current = Some(es256_from_pkcs8(Some(entry.kid), pem.contents(), true)?);
                 }
-                "previous" | "next" => {
-                    others.push(es256_from_pkcs8(Some(entry.kid), pem.contents(), false)?)
-                }
+                "previous" | "next" => others.push(es256_from_pkcs8(Some(entry.kid), pem.contents(), false)?),
                 s => return Err(KeyError(format!("key {}: unknown status {s}", entry.kid))),
             }
         }
         let current = current.ok_or_else(|| KeyError("no current key".into()))?;
-        Ok(Self {
-            current,
-            others,
-            ephemeral: false,
-        })
+        Ok(Self { current, others, ephemeral: false })
     }
 
     /// Loads the key set from Secrets Manager (once per cold start).
@@ -157,39 +135,23 @@ impl KeySet {
         client: &aws_sdk_secretsmanager::Client,
         secret_id: &str,
     ) -> Result<Self, KeyError> {
-        let out = client
-            .get_secret_value()
-            .secret_id(secret_id)
-            .send()
-            .await
-            .map_err(|e| {
-                KeyError(format!(
-                    "GetSecretValue: {}",
-                    aws_sdk_secretsmanager::error::DisplayErrorContext(e)
-                ))
-            })?;
-        let s = out
-            .secret_string()
-            .ok_or_else(|| KeyError("secret has no SecretString".into()))?;
+        let out = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
+            KeyError(format!("GetSecretValue: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(e)))
+        })?;
+        let s = out.secret_string().ok_or_else(|| KeyError("secret has no SecretString".into()))?;
         Self::from_secret_json(s)
     }
 
     /// The key for `kid`, whatever its status.
     pub fn find(&self, kid: &str) -> Option<&JwtKey> {
-        std::iter::once(&self.current)
-            .chain(self.others.iter())
-            .find(|k| k.kid == kid)
+        std::iter::once(&self.current).chain(self.others.iter()).find(|k| k.kid == kid)
     }
 
     /// A PKCS#8 PEM for a new P-256 key, for the secret format above (tests and tooling).
     pub fn generate_pem() -> Result<String, KeyError> {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| KeyError("key generation failed".into()))?;
-        Ok(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            doc.as_ref().to_vec(),
-        )))
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| KeyError("key generation failed".into()))?;
+        Ok(pem::encode(&pem::Pem::new("PRIVATE KEY", doc.as_ref().to_vec())))
     }
 }
 

@@ -15,9 +15,7 @@ pub async fn run(endpoint: Endpoint) -> Result<(), Error> {
         http::health_router()
     } else {
         let built = match Config::from_env() {
-            Ok(cfg) => wiring::build(cfg, Target::Lambda, None)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(cfg) => wiring::build(cfg, Target::Lambda, None).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         match built {

@@ -23,31 +23,20 @@ pub fn check_policy(
     let len = s.chars().count();
     let mut errors = Vec::new();
     if len < policy.min_len {
-        errors.push(FieldError::new(
-            field,
-            format!("must be at least {} characters", policy.min_len),
-        ));
+        errors.push(FieldError::new(field, format!("must be at least {} characters", policy.min_len)));
     }
     if len > policy.max_len {
-        errors.push(FieldError::new(
-            field,
-            format!("must be at most {} characters", policy.max_len),
-        ));
+        errors.push(FieldError::new(field, format!("must be at most {} characters", policy.max_len)));
     }
     let lower = s.to_lowercase();
     if let Some(email) = email {
         let local = email.local_part();
         if local.chars().count() >= 3 && lower.contains(local) {
-            errors.push(FieldError::new(
-                field,
-                "must not contain your email address",
-            ));
+            errors.push(FieldError::new(field, "must not contain your email address"));
         }
     }
     if len <= policy.max_len && !s.is_empty() {
-        let inputs: Vec<&str> = email
-            .map(|e| vec![e.local_part(), e.as_str()])
-            .unwrap_or_default();
+        let inputs: Vec<&str> = email.map(|e| vec![e.local_part(), e.as_str()]).unwrap_or_default();
         let entropy = zxcvbn::zxcvbn(s, &inputs);
         if (entropy.score() as u8) < 3 {
             errors.push(FieldError::new(field, "is too common or easy to guess"));
@@ -67,11 +56,7 @@ pub fn check_policy(
             errors.push(FieldError::new(field, "must contain a special character"));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(AppError::Validation(errors))
-    }
+    if errors.is_empty() { Ok(()) } else { Err(AppError::Validation(errors)) }
 }
 
 /// argon2id hasher: runs on the blocking pool, at most `permits` hashes at once.
@@ -93,11 +78,7 @@ pub enum Verified {
 
 impl Hasher {
     pub fn new(params: HashParams, concurrency: usize) -> Self {
-        Self {
-            params,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
-            dummy: Arc::default(),
-        }
+        Self { params, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::default() }
     }
 
     fn argon(params: HashParams) -> Result<Argon2<'static>, AppError> {
@@ -109,8 +90,7 @@ impl Hasher {
     fn hash_sync(params: HashParams, pw: &str) -> Result<String, AppError> {
         let mut salt_bytes = [0u8; 16];
         getrandom::fill(&mut salt_bytes).map_err(|e| AppError::Internal(format!("rng: {e}")))?;
-        let salt = SaltString::encode_b64(&salt_bytes)
-            .map_err(|e| AppError::Internal(format!("salt: {e}")))?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| AppError::Internal(format!("salt: {e}")))?;
         Self::argon(params)?
             .hash_password(pw.as_bytes(), &salt)
             .map(|h| h.to_string())
@@ -127,17 +107,14 @@ impl Hasher {
             .acquire_owned()
             .await
             .map_err(|_| AppError::Internal("hash semaphore closed".into()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| AppError::Internal(format!("hash task: {e}")))?
+        tokio::task::spawn_blocking(f).await.map_err(|e| AppError::Internal(format!("hash task: {e}")))?
     }
 
     /// A PHC string for `pw` with the configured parameters.
     pub async fn hash(&self, pw: &Password) -> Result<String, AppError> {
         let params = self.params;
         let pw = pw.clone();
-        self.blocking(move || Self::hash_sync(params, pw.expose()))
-            .await
+        self.blocking(move || Self::hash_sync(params, pw.expose())).await
     }
 
     /// Verifies `pw` against `phc`; with `None`, verifies against a dummy hash so that an
@@ -150,12 +127,9 @@ impl Hasher {
         };
         let pw = pw.clone();
         self.blocking(move || {
-            let parsed = PasswordHash::new(&phc)
-                .map_err(|e| AppError::Internal(format!("stored hash: {e}")))?;
+            let parsed = PasswordHash::new(&phc).map_err(|e| AppError::Internal(format!("stored hash: {e}")))?;
             // Verification uses the parameters in the PHC string, whatever today's are.
-            let ok = Argon2::default()
-                .verify_password(pw.expose().as_bytes(), &parsed)
-                .is_ok();
+            let ok = Argon2::default().verify_password(pw.expose().as_bytes(), &parsed).is_ok();
             if !ok || !real {
                 return Ok(Verified::No);
             }
@@ -182,9 +156,7 @@ impl Hasher {
             return Ok(h.clone());
         }
         let params = self.params;
-        let h = self
-            .blocking(move || Self::hash_sync(params, "dummy-password-for-timing"))
-            .await?;
+        let h = self.blocking(move || Self::hash_sync(params, "dummy-password-for-timing")).await?;
         Ok(self.dummy.get_or_init(|| h).clone())
     }
 }
@@ -208,35 +180,17 @@ mod tests {
 
     #[test]
     fn strong_password_passes() {
-        assert!(
-            check_policy(
-                &policy(),
-                &Password::new("violet-tractor-sunrise-42"),
-                None,
-                "password"
-            )
-            .is_ok()
-        );
+        assert!(check_policy(&policy(), &Password::new("violet-tractor-sunrise-42"), None, "password").is_ok());
     }
 
     #[test]
     fn short_common_and_email_passwords_are_rejected_with_every_reason() {
         let email = normalize("margaret@example.com").ok();
-        let e = errs(check_policy(
-            &policy(),
-            &Password::new("margaret"),
-            email.as_ref(),
-            "password",
-        ));
+        let e = errs(check_policy(&policy(), &Password::new("margaret"), email.as_ref(), "password"));
         assert!(e.iter().any(|m| m.contains("at least 12")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("email")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("common")), "{e:?}");
-        let e = errs(check_policy(
-            &policy(),
-            &Password::new("password1234"),
-            None,
-            "password",
-        ));
+        let e = errs(check_policy(&policy(), &Password::new("password1234"), None, "password"));
         assert_eq!(e, vec!["is too common or easy to guess".to_owned()]);
     }
 
@@ -244,17 +198,9 @@ mod tests {
     fn length_counts_code_points_and_never_truncates() {
         // 12 code points, 36 bytes: long enough.
         let pw = Password::new("日本語のパスワードです安全");
-        assert!(
-            errs(check_policy(&policy(), &pw, None, "p"))
-                .iter()
-                .all(|m| !m.contains("at least"))
-        );
+        assert!(errs(check_policy(&policy(), &pw, None, "p")).iter().all(|m| !m.contains("at least")));
         let long = Password::new("x".repeat(129));
-        assert!(
-            errs(check_policy(&policy(), &long, None, "p"))
-                .iter()
-                .any(|m| m.contains("at most 128"))
-        );
+        assert!(errs(check_policy(&policy(), &long, None, "p")).iter().any(|m| m.contains("at most 128")));
     }
 
     #[test]
@@ -264,38 +210,18 @@ mod tests {
         assert!(check_policy(&p, &pw, None, "p").is_ok());
         p.composition_rules = true;
         let e = errs(check_policy(&p, &pw, None, "p"));
-        assert!(
-            e.iter().any(|m| m.contains("upper-case")) && e.iter().any(|m| m.contains("digit")),
-            "{e:?}"
-        );
+        assert!(e.iter().any(|m| m.contains("upper-case")) && e.iter().any(|m| m.contains("digit")), "{e:?}");
     }
 
     #[tokio::test]
     async fn hash_verify_and_upgrade_weaker_parameters() {
-        let weak = Hasher::new(
-            HashParams {
-                m_kib: 64,
-                t: 1,
-                p: 1,
-            },
-            2,
-        );
-        let strong = Hasher::new(
-            HashParams {
-                m_kib: 128,
-                t: 1,
-                p: 1,
-            },
-            2,
-        );
+        let weak = Hasher::new(HashParams { m_kib: 64, t: 1, p: 1 }, 2);
+        let strong = Hasher::new(HashParams { m_kib: 128, t: 1, p: 1 }, 2);
         let pw = Password::new("violet-tractor-sunrise-42");
         let h = weak.hash(&pw).await.ok().unwrap_or_default();
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert_eq!(weak.verify(&pw, Some(&h)).await.ok(), Some(Verified::Yes));
-        assert_eq!(
-            weak.verify(&Password::new("wrong"), Some(&h)).await.ok(),
-            Some(Verified::No)
-        );
+        assert_eq!(weak.verify(&Password::new("wrong"), Some(&h)).await.ok(), Some(Verified::No));
         match strong.verify(&pw, Some(&h)).await {
             Ok(Verified::YesRehashed(new)) => assert!(new.contains("m=128"), "{new}"),
             other => panic!("expected upgrade, got {other:?}"),

@@ -41,9 +41,7 @@ pub struct UserView {
 }
 
 fn rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::DateTime::from_timestamp(t, 0).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 impl From<&User> for UserView {
@@ -79,8 +77,7 @@ pub struct AuthService {
 }
 
 fn email_field(field: &str, raw: &str) -> AppResult<Email> {
-    email::normalize(raw)
-        .map_err(|e| AppError::Validation(vec![FieldError::new(field, e.to_string())]))
+    email::normalize(raw).map_err(|e| AppError::Validation(vec![FieldError::new(field, e.to_string())]))
 }
 
 /// Display names: at most 100 code points, no control characters; blank means none.
@@ -89,16 +86,10 @@ pub fn validate_name(name: Option<&str>) -> AppResult<Option<String>> {
         return Ok(None);
     };
     if n.chars().count() > 100 {
-        return Err(AppError::Validation(vec![FieldError::new(
-            "name",
-            "must be at most 100 characters",
-        )]));
+        return Err(AppError::Validation(vec![FieldError::new("name", "must be at most 100 characters")]));
     }
     if n.chars().any(char::is_control) {
-        return Err(AppError::Validation(vec![FieldError::new(
-            "name",
-            "must not contain control characters",
-        )]));
+        return Err(AppError::Validation(vec![FieldError::new("name", "must not contain control characters")]));
     }
     Ok(Some(n.to_owned()))
 }
@@ -127,33 +118,15 @@ impl AuthService {
     async fn issue_verification(&self, user: &User, ctx: &RequestCtx) -> AppResult<()> {
         let secret = tokens::random_secret()?;
         let expires = self.now() + self.cfg.verify_token_ttl.as_secs() as i64;
-        self.store
-            .put_one_time(
-                OneTimeKind::VerifyEmail,
-                &user.id,
-                &tokens::hash_secret(&secret),
-                expires,
-            )
-            .await?;
+        self.store.put_one_time(OneTimeKind::VerifyEmail, &user.id, &tokens::hash_secret(&secret), expires).await?;
         let token = format!("{}.{}", user.id, secret);
-        let mail = templates::verification(
-            &self.cfg.product_name,
-            &self.cfg.public_base_url,
-            &user.email,
-            &token,
-        );
+        let mail = templates::verification(&self.cfg.product_name, &self.cfg.public_base_url, &user.email, &token);
         self.send_mail(mail, ctx, "verification").await;
         Ok(())
     }
 
     /// Sign-up: same 202 and timing whether or not the address is taken.
-    pub async fn signup(
-        &self,
-        raw_email: &str,
-        pw: &Password,
-        name: Option<&str>,
-        ctx: &RequestCtx,
-    ) -> AppResult<()> {
+    pub async fn signup(&self, raw_email: &str, pw: &Password, name: Option<&str>, ctx: &RequestCtx) -> AppResult<()> {
         let email = email_field("email", raw_email);
         let name = validate_name(name);
         let (email, name) = match (email, name) {
@@ -165,9 +138,7 @@ impl AuthService {
                         errs.extend(v);
                     }
                 }
-                if let Err(AppError::Validation(v)) =
-                    check_policy(&self.cfg.password, pw, None, "password")
-                {
+                if let Err(AppError::Validation(v)) = check_policy(&self.cfg.password, pw, None, "password") {
                     errs.extend(v);
                 }
                 return Err(AppError::Validation(errs));
@@ -197,11 +168,8 @@ impl AuthService {
                 }
                 Err(crate::error::StoreError::EmailTaken) => {
                     security_event("signup", ctx, None, "existing_address");
-                    let mail = templates::attempted_signup(
-                        &self.cfg.product_name,
-                        &self.cfg.public_base_url,
-                        email.as_str(),
-                    );
+                    let mail =
+                        templates::attempted_signup(&self.cfg.product_name, &self.cfg.public_base_url, email.as_str());
                     self.send_mail(mail, ctx, "attempted_signup").await;
                     Ok(())
                 }
@@ -213,8 +181,7 @@ impl AuthService {
 
     /// Consumes a verification token (single use).
     pub async fn verify_email(&self, token: &Token, ctx: &RequestCtx) -> AppResult<()> {
-        let (user_id, hash) =
-            tokens::parse_one_time(token.expose()).ok_or(AppError::InvalidToken)?;
+        let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(AppError::InvalidToken)?;
         if self.store.verify_email(&user_id, &hash, self.now()).await? {
             security_event("email_verified", ctx, Some(&user_id), "success");
             Ok(())
@@ -240,12 +207,7 @@ impl AuthService {
     }
 
     /// Password login with lockout; see SECURITY.md "Brute force".
-    pub async fn login(
-        &self,
-        raw_email: &str,
-        pw: &Password,
-        ctx: &RequestCtx,
-    ) -> AppResult<TokenResponse> {
+    pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> AppResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
         let key = email.as_str();
         let policy = self.cfg.lockout;
@@ -257,10 +219,7 @@ impl AuthService {
                 security_event("login_failed", ctx, None, "locked");
                 return Err(AppError::InvalidCredentials);
             }
-            LockGate::Open {
-                attempt,
-                previous_locks,
-            } => (attempt, previous_locks),
+            LockGate::Open { attempt, previous_locks } => (attempt, previous_locks),
         };
         if attempt > policy.threshold {
             // Raced past the threshold before the lock landed: no password check.
@@ -269,35 +228,22 @@ impl AuthService {
             return Err(AppError::InvalidCredentials);
         }
         let user = self.store.find_user_by_email(key).await?;
-        let verified = self
-            .hasher
-            .verify(pw, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await?;
+        let verified = self.hasher.verify(pw, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match (user, &verified) {
             (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
             (user, _) => {
                 if attempt >= policy.threshold {
-                    self.lock_account(key, previous_locks, user.as_ref(), ctx)
-                        .await?;
+                    self.lock_account(key, previous_locks, user.as_ref(), ctx).await?;
                 }
-                security_event(
-                    "login_failed",
-                    ctx,
-                    user.as_ref().map(|u| u.id.as_str()),
-                    "invalid_credentials",
-                );
+                security_event("login_failed", ctx, user.as_ref().map(|u| u.id.as_str()), "invalid_credentials");
                 return Err(AppError::InvalidCredentials);
             }
         };
         self.store.clear_lockout(key).await?;
-        if let Verified::YesRehashed(new_hash) = &verified {
-            if let Err(e) = self
-                .store
-                .upgrade_password_hash(&user.id, &user.password_hash, new_hash)
-                .await
-            {
-                tracing::warn!(request_id = %ctx.request_id, error = %e, "password hash upgrade failed");
-            }
+        if let Verified::YesRehashed(new_hash) = &verified
+            && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
+        {
+            tracing::warn!(request_id = %ctx.request_id, error = %e, "password hash upgrade failed");
         }
         if !user.is_verified {
             security_event("login_failed", ctx, Some(&user.id), "email_not_verified");
@@ -321,19 +267,17 @@ impl AuthService {
         let dur = policy.lock_duration(previous_locks);
         let locked = self
             .store
-            .lock(
-                key,
-                policy.threshold,
-                now + dur.as_secs() as i64,
-                now,
-                policy.window.as_secs() as i64,
-            )
+            .lock(key, policy.threshold, now + dur.as_secs() as i64, now, policy.window.as_secs() as i64)
             .await?;
         if locked {
-            security_event("account_locked", ctx, user.map(|u| u.id.as_str()), "locked");
-            if let Some(u) = user {
-                let mail =
-                    templates::account_locked(&self.cfg.product_name, &u.email, dur.as_secs() / 60);
+            // The caller that raced past the threshold has not looked the user up yet.
+            let owner = match user {
+                Some(u) => Some(u.clone()),
+                None => self.store.find_user_by_email(key).await?,
+            };
+            security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), "locked");
+            if let Some(u) = owner {
+                let mail = templates::account_locked(&self.cfg.product_name, &u.email, dur.as_secs() / 60);
                 self.send_mail(mail, ctx, "account_locked").await;
             }
         }
@@ -400,34 +344,20 @@ impl AuthService {
         let user = match self.store.get_user(&parts.user_id).await? {
             Some(u) if u.is_active && u.is_verified => u,
             _ => {
-                self.store
-                    .delete_session(&parts.user_id, &parts.session_id)
-                    .await?;
+                self.store.delete_session(&parts.user_id, &parts.session_id).await?;
                 return Err(AppError::InvalidGrant);
             }
         };
         let secret = tokens::random_secret()?;
         let new_hash = tokens::hash_secret(&secret);
         // The session's absolute expiry caps the idle one; read it from the item on success.
-        let Some(session) = self
-            .store
-            .get_session(&parts.user_id, &parts.session_id, now)
-            .await?
-        else {
+        let Some(session) = self.store.get_session(&parts.user_id, &parts.session_id, now).await? else {
             return Err(AppError::InvalidGrant);
         };
-        let idle =
-            (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(session.absolute_expires_at);
+        let idle = (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(session.absolute_expires_at);
         let outcome = self
             .store
-            .rotate_session(
-                &parts.user_id,
-                &parts.session_id,
-                &parts.secret_hash,
-                &new_hash,
-                now,
-                idle,
-            )
+            .rotate_session(&parts.user_id, &parts.session_id, &parts.secret_hash, &new_hash, now, idle)
             .await?;
         match outcome {
             Rotation::Rotated => {
@@ -442,15 +372,8 @@ impl AuthService {
                         // Lost a race with a concurrent refresh: a clean refusal, no second successor.
                         security_event("token_refresh_race", ctx, Some(&user.id), "grace");
                     } else {
-                        self.store
-                            .delete_session(&parts.user_id, &parts.session_id)
-                            .await?;
-                        security_event(
-                            "refresh_token_reuse",
-                            ctx,
-                            Some(&user.id),
-                            "session_revoked",
-                        );
+                        self.store.delete_session(&parts.user_id, &parts.session_id).await?;
+                        security_event("refresh_token_reuse", ctx, Some(&user.id), "session_revoked");
                     }
                 }
                 Err(AppError::InvalidGrant)
@@ -463,19 +386,11 @@ impl AuthService {
         let Some(parts) = tokens::parse_refresh(token.expose()) else {
             return Ok(());
         };
-        let Some(s) = self
-            .store
-            .get_session(&parts.user_id, &parts.session_id, self.now())
-            .await?
-        else {
+        let Some(s) = self.store.get_session(&parts.user_id, &parts.session_id, self.now()).await? else {
             return Ok(());
         };
-        if s.current_hash == parts.secret_hash
-            || s.previous_hash.as_deref() == Some(parts.secret_hash.as_str())
-        {
-            self.store
-                .delete_session(&parts.user_id, &parts.session_id)
-                .await?;
+        if s.current_hash == parts.secret_hash || s.previous_hash.as_deref() == Some(parts.secret_hash.as_str()) {
+            self.store.delete_session(&parts.user_id, &parts.session_id).await?;
             security_event("session_revoked", ctx, Some(&parts.user_id), "logout");
         }
         Ok(())
@@ -488,9 +403,7 @@ impl AuthService {
             AppError::Unauthorized { sent: true }
         })?;
         match self.store.get_user(&claims.sub).await? {
-            Some(user) if user.is_active && user.session_version == claims.sv => {
-                Ok(Caller { claims, user })
-            }
+            Some(user) if user.is_active && user.session_version == claims.sv => Ok(Caller { claims, user }),
             _ => {
                 tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = "stale_session_version_or_user", "token rejected");
                 Err(AppError::Unauthorized { sent: true })

@@ -55,12 +55,7 @@ pub struct Subject<'a> {
 
 impl Jwt {
     pub fn new(keys: Arc<KeySet>, issuer: String, audience: String, ttl: Duration) -> Self {
-        Self {
-            keys,
-            issuer,
-            audience,
-            ttl,
-        }
+        Self { keys, issuer, audience, ttl }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -74,16 +69,8 @@ impl Jwt {
     /// Issues an access token for `s` at `now`; returns the token and its scope.
     pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), AppError> {
         let key = &self.keys.current;
-        let encoding = key
-            .encoding
-            .as_ref()
-            .ok_or_else(|| AppError::Internal("current key cannot sign".into()))?;
-        let scope = if s.is_superuser {
-            "openid profile email admin"
-        } else {
-            "openid profile email"
-        }
-        .to_owned();
+        let encoding = key.encoding.as_ref().ok_or_else(|| AppError::Internal("current key cannot sign".into()))?;
+        let scope = if s.is_superuser { "openid profile email admin" } else { "openid profile email" }.to_owned();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -100,8 +87,8 @@ impl Jwt {
         let mut header = Header::new(key.alg);
         header.typ = Some(ACCESS_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, encoding)
-            .map_err(|e| AppError::Internal(format!("sign: {e}")))?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| AppError::Internal(format!("sign: {e}")))?;
         Ok((token, scope))
     }
 
@@ -110,22 +97,13 @@ impl Jwt {
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenRejected> {
         // `alg: none` (any case) and unknown algorithms fail to parse here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejected::Malformed)?;
-        if header.jku.is_some()
-            || header.jwk.is_some()
-            || header.x5u.is_some()
-            || header.x5c.is_some()
-        {
+        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some() {
             return Err(TokenRejected::ForbiddenHeader);
         }
         if header.crit.is_some() {
             return Err(TokenRejected::ForbiddenHeader);
         }
-        match header
-            .typ
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        match header.typ.as_deref().map(str::to_ascii_lowercase).as_deref() {
             Some(ACCESS_TYP | "application/at+jwt") => {}
             _ => return Err(TokenRejected::WrongType),
         }
@@ -183,9 +161,7 @@ fn is_id(s: &str) -> bool {
 }
 
 fn is_secret(s: &str) -> bool {
-    s.len() == 43
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Parses an opaque refresh token; `None` for anything malformed.
@@ -195,11 +171,7 @@ pub fn parse_refresh(token: &str) -> Option<RefreshParts> {
     if it.next().is_some() || !is_id(u) || !is_id(s) || !is_secret(secret) {
         return None;
     }
-    Some(RefreshParts {
-        user_id: u.to_owned(),
-        session_id: s.to_owned(),
-        secret_hash: hash_secret(secret),
-    })
+    Some(RefreshParts { user_id: u.to_owned(), session_id: s.to_owned(), secret_hash: hash_secret(secret) })
 }
 
 /// Builds a refresh token string.
@@ -222,22 +194,11 @@ mod tests {
     use jsonwebtoken::{Algorithm, EncodingKey};
 
     fn jwt() -> Jwt {
-        Jwt::new(
-            Arc::new(KeySet::ephemeral().unwrap()),
-            "https://iss".into(),
-            "aud".into(),
-            Duration::from_secs(900),
-        )
+        Jwt::new(Arc::new(KeySet::ephemeral().unwrap()), "https://iss".into(), "aud".into(), Duration::from_secs(900))
     }
 
     fn subject() -> Subject<'static> {
-        Subject {
-            user_id: "u1",
-            email: "a@example.com",
-            email_verified: true,
-            is_superuser: false,
-            session_version: 3,
-        }
+        Subject { user_id: "u1", email: "a@example.com", email_verified: true, is_superuser: false, session_version: 3 }
     }
 
     fn b64(v: &serde_json::Value) -> String {
@@ -250,10 +211,7 @@ mod tests {
         let now = chrono::Utc::now().timestamp();
         let (t, scope) = j.issue(&subject(), now).unwrap();
         let c = j.verify(&t).unwrap();
-        assert_eq!(
-            (c.sub.as_str(), c.sv, c.scope.as_str()),
-            ("u1", 3, scope.as_str())
-        );
+        assert_eq!((c.sub.as_str(), c.sv, c.scope.as_str()), ("u1", 3, scope.as_str()));
         assert_eq!(c.exp - c.iat, 900);
         let h = jsonwebtoken::decode_header(&t).unwrap();
         assert_eq!(h.typ.as_deref(), Some("at+jwt"));
@@ -268,8 +226,7 @@ mod tests {
         let (t, _) = j.issue(&subject(), now).unwrap();
         let payload = t.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
-            let h =
-                b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": j.keys.current.kid}));
+            let h = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": j.keys.current.kid}));
             assert!(j.verify(&format!("{h}.{payload}.")).is_err(), "{alg}");
         }
     }
@@ -284,9 +241,7 @@ mod tests {
         h.kid = Some(j.keys.current.kid.clone());
         let (t, _) = j.issue(&subject(), now).unwrap();
         let claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&t).unwrap().claims;
-        let forged =
-            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(pubkey.as_bytes()))
-                .unwrap();
+        let forged = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(pubkey.as_bytes()).unwrap()).unwrap();
         assert_eq!(j.verify(&forged), Err(TokenRejected::AlgorithmMismatch));
     }
 
@@ -305,49 +260,25 @@ mod tests {
         };
         let kid = j.keys.current.kid.clone();
         assert!(j.verify(&sign(Some("at+jwt"), Some(&kid), &base)).is_ok());
-        assert_eq!(
-            j.verify(&sign(Some("JWT"), Some(&kid), &base)),
-            Err(TokenRejected::WrongType)
-        );
-        assert_eq!(
-            j.verify(&sign(None, Some(&kid), &base)),
-            Err(TokenRejected::WrongType)
-        );
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), None, &base)),
-            Err(TokenRejected::UnknownKey)
-        );
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), Some("../../etc/passwd"), &base)),
-            Err(TokenRejected::UnknownKey)
-        );
+        assert_eq!(j.verify(&sign(Some("JWT"), Some(&kid), &base)), Err(TokenRejected::WrongType));
+        assert_eq!(j.verify(&sign(None, Some(&kid), &base)), Err(TokenRejected::WrongType));
+        assert_eq!(j.verify(&sign(Some("at+jwt"), None, &base)), Err(TokenRejected::UnknownKey));
+        assert_eq!(j.verify(&sign(Some("at+jwt"), Some("../../etc/passwd"), &base)), Err(TokenRejected::UnknownKey));
         let mut c = base.clone();
         c.iss = "https://evil".into();
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), Some(&kid), &c)),
-            Err(TokenRejected::Invalid)
-        );
+        assert_eq!(j.verify(&sign(Some("at+jwt"), Some(&kid), &c)), Err(TokenRejected::Invalid));
         let mut c = base.clone();
         c.aud = "other".into();
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), Some(&kid), &c)),
-            Err(TokenRejected::Invalid)
-        );
+        assert_eq!(j.verify(&sign(Some("at+jwt"), Some(&kid), &c)), Err(TokenRejected::Invalid));
         let mut c = base.clone();
         c.exp = now - 61;
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), Some(&kid), &c)),
-            Err(TokenRejected::Invalid)
-        );
+        assert_eq!(j.verify(&sign(Some("at+jwt"), Some(&kid), &c)), Err(TokenRejected::Invalid));
         let mut c = base.clone();
         c.exp = now - 30; // within the 60 s skew
         assert!(j.verify(&sign(Some("at+jwt"), Some(&kid), &c)).is_ok());
         let mut c = base.clone();
         c.nbf = now + 120;
-        assert_eq!(
-            j.verify(&sign(Some("at+jwt"), Some(&kid), &c)),
-            Err(TokenRejected::Invalid)
-        );
+        assert_eq!(j.verify(&sign(Some("at+jwt"), Some(&kid), &c)), Err(TokenRejected::Invalid));
     }
 
     #[test]
@@ -361,16 +292,10 @@ mod tests {
         h.typ = Some("at+jwt".into());
         h.kid = Some(j.keys.current.kid.clone());
         h.jku = Some("https://evil/jwks".into());
-        assert_eq!(
-            j.verify(&jsonwebtoken::encode(&h, &c, key).unwrap()),
-            Err(TokenRejected::ForbiddenHeader)
-        );
+        assert_eq!(j.verify(&jsonwebtoken::encode(&h, &c, key).unwrap()), Err(TokenRejected::ForbiddenHeader));
         h.jku = None;
         h.x5u = Some("https://evil/cert".into());
-        assert_eq!(
-            j.verify(&jsonwebtoken::encode(&h, &c, key).unwrap()),
-            Err(TokenRejected::ForbiddenHeader)
-        );
+        assert_eq!(j.verify(&jsonwebtoken::encode(&h, &c, key).unwrap()), Err(TokenRejected::ForbiddenHeader));
     }
 
     #[test]

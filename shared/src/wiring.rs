@@ -47,36 +47,21 @@ pub async fn build(
     target: Target,
     console: Option<Arc<dyn Mailer>>,
 ) -> Result<(Arc<AuthService>, Modes), BuildError> {
-    let needs_aws = cfg.table_name.is_some()
-        || cfg.mailer == MailerKind::Ses
-        || cfg.signing_key_secret_id.is_some();
-    let sdk = if needs_aws {
-        Some(aws_config().await)
-    } else {
-        None
-    };
+    let needs_aws = cfg.table_name.is_some() || cfg.mailer == MailerKind::Ses || cfg.signing_key_secret_id.is_some();
+    let sdk = if needs_aws { Some(aws_config().await) } else { None };
 
     let (store, store_mode): (Arc<dyn Store>, String) = match (&cfg.table_name, &sdk) {
         (Some(table), Some(sdk)) => {
             let client = aws_sdk_dynamodb::Client::new(sdk);
-            (
-                Arc::new(DynamoStore::new(client, table)),
-                format!("dynamodb table {table}"),
-            )
+            (Arc::new(DynamoStore::new(client, table)), format!("dynamodb table {table}"))
         }
-        _ if target == Target::Local => (
-            Arc::new(MemoryStore::new()),
-            "in-memory (data is lost on exit)".into(),
-        ),
+        _ if target == Target::Local => (Arc::new(MemoryStore::new()), "in-memory (data is lost on exit)".into()),
         _ => return Err(BuildError("TABLE_NAME is required".into())),
     };
 
     let (mailer, mailer_mode): (Arc<dyn Mailer>, String) = match (&cfg.mailer, &sdk, console) {
         (MailerKind::Ses, Some(sdk), _) => (
-            Arc::new(SesMailer::new(
-                aws_sdk_sesv2::Client::new(sdk),
-                cfg.mail_from.clone(),
-            )),
+            Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk), cfg.mail_from.clone())),
             format!("ses from {}", cfg.mail_from),
         ),
         (MailerKind::Console, _, Some(console)) => (console, "console (GET /_dev/outbox)".into()),
@@ -86,43 +71,20 @@ pub async fn build(
     let (keys, keys_mode) = match (&cfg.signing_key_secret_id, &sdk) {
         (Some(id), Some(sdk)) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
-            let ks = KeySet::from_secrets_manager(&client, id)
-                .await
-                .map_err(|e| BuildError(e.to_string()))?;
+            let ks = KeySet::from_secrets_manager(&client, id).await.map_err(|e| BuildError(e.to_string()))?;
             let mode = format!("secrets manager {id} (kid {})", ks.current.kid);
             (ks, mode)
         }
         _ if target == Target::Local => {
             let ks = KeySet::ephemeral().map_err(|e| BuildError(e.to_string()))?;
-            let mode = format!(
-                "EPHEMERAL ES256 key kid {} (tokens die with the process)",
-                ks.current.kid
-            );
+            let mode = format!("EPHEMERAL ES256 key kid {} (tokens die with the process)", ks.current.kid);
             (ks, mode)
         }
         _ => return Err(BuildError("SIGNING_KEY_SECRET_ID is required".into())),
     };
 
-    let jwt = Jwt::new(
-        Arc::new(keys),
-        cfg.issuer.clone(),
-        cfg.audience.clone(),
-        cfg.access_ttl,
-    );
+    let jwt = Jwt::new(Arc::new(keys), cfg.issuer.clone(), cfg.audience.clone(), cfg.access_ttl);
     let hasher = Hasher::new(cfg.hash, cfg.hash_concurrency);
-    let svc = AuthService {
-        cfg: Arc::new(cfg),
-        store,
-        mailer,
-        jwt,
-        hasher,
-    };
-    Ok((
-        Arc::new(svc),
-        Modes {
-            store: store_mode,
-            mailer: mailer_mode,
-            keys: keys_mode,
-        },
-    ))
+    let svc = AuthService { cfg: Arc::new(cfg), store, mailer, jwt, hasher };
+    Ok((Arc::new(svc), Modes { store: store_mode, mailer: mailer_mode, keys: keys_mode }))
 }

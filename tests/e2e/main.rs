@@ -1,1 +1,8 @@
+//! End-to-end suite: the local server over HTTP, backed by DynamoDB Local and moto.
+//! Run through `infra/test.sh`, which starts the emulators.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod faults;
+mod flow;
+mod inputs;
+mod security;

@@ -1,1 +1,171 @@
+//! Harness for the end-to-end suite: a local server on an ephemeral port backed by DynamoDB
+//! Local (a fresh table per test) and moto's SES, and helpers to read the mail moto received.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::config::{Config, HashParams, MailerKind};
+use shared::store::dynamo::DynamoStore;
+
+/// A running local server and what the tests need to look behind it.
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub table: String,
+    pub ddb: aws_sdk_dynamodb::Client,
+}
+
+/// The sender that `infra/emulators.sh` verified in moto.
+pub const SENDER: &str = "no-reply@example.com";
+
+fn require_emulators() {
+    for v in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SESV2", "MOTO_URL"] {
+        assert!(
+            std::env::var(v).is_ok(),
+            "{v} is not set: run the suite through infra/test.sh, which starts the emulators"
+        );
+    }
+}
+
+/// The configuration tests start from: DynamoDB, SES, cheap hashing, a short timing floor.
+pub fn test_config(table: &str) -> Config {
+    Config {
+        table_name: Some(table.to_owned()),
+        mailer: MailerKind::Ses,
+        mail_from: SENDER.into(),
+        hash: HashParams::TEST,
+        enumeration_floor: Duration::from_millis(50),
+        ..Config::default()
+    }
+}
+
+/// Starts a server with the test configuration, adjusted by `tweak`.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    require_emulators();
+    let sdk = shared::wiring::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    DynamoStore::create_table(&ddb, &table).await.expect("create table in DynamoDB Local");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut cfg = test_config(&table);
+    cfg.public_base_url = base.clone();
+    cfg.issuer = base.clone();
+    tweak(&mut cfg);
+    let (app, _) = local_server::build_app(cfg).await.expect("build app");
+    tokio::spawn(local_server::serve(listener, app));
+    TestServer { base, http: reqwest::Client::new(), table, ddb }
+}
+
+/// A fresh address nobody else in the moto instance uses.
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+pub const PASSWORD: &str = "violet-tractor-sunrise-42";
+
+/// A mail as moto recorded it (moto keeps the HTML body when there is one).
+#[derive(Debug, Clone)]
+pub struct SentMail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Every mail moto has accepted for `to`, oldest first.
+pub async fn mails_to(to: &str) -> Vec<SentMail> {
+    let url = format!("{}/moto-api/data.json", std::env::var("MOTO_URL").unwrap());
+    let data: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let msgs = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
+    msgs.iter()
+        .map(|m| SentMail {
+            to: m["destinations"]["ToAddresses"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            subject: m["subject"].as_str().unwrap_or_default().to_owned(),
+            body: m["body"].as_str().unwrap_or_default().to_owned(),
+        })
+        .filter(|m| m.to.iter().any(|t| t == to))
+        .collect()
+}
+
+/// The newest one-time token in the mails to `to` whose subject contains `subject`.
+pub async fn token_from_mail(to: &str, subject: &str) -> String {
+    let mails = mails_to(to).await;
+    let mail = mails
+        .iter()
+        .rev()
+        .find(|m| m.subject.contains(subject))
+        .unwrap_or_else(|| panic!("no '{subject}' mail to {to}: {mails:?}"));
+    let at = mail.body.find("token=").expect("link with token") + "token=".len();
+    mail.body[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect()
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(&body).send().await.unwrap()
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.http.post(self.url(path)).header("content-type", content_type).body(body).send().await.unwrap()
+    }
+
+    pub async fn get_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// Signs up, reads the verification link from moto and confirms it.
+    pub async fn verified_user(&self, email: &str) {
+        let r = self.post("/auth/signup", serde_json::json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status(), 202);
+        let token = token_from_mail(email, "verify").await;
+        let r = self.post("/auth/verify-email", serde_json::json!({"token": token})).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// Logs in and returns the token response.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let r = self.post("/auth/login", serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(r.status(), 200, "login failed");
+        r.json().await.unwrap()
+    }
+
+    /// Every item in the test's table.
+    pub async fn items(&self) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        DynamoStore::new(self.ddb.clone(), &self.table).scan_all().await.unwrap()
+    }
+
+    /// The `pk` of every item.
+    pub async fn keys(&self) -> Vec<String> {
+        self.items().await.iter().filter_map(|i| i.get("pk").and_then(|v| v.as_s().ok()).cloned()).collect()
+    }
+}
+
+/// Asserts the headers every response must carry.
+pub fn assert_common_headers(r: &reqwest::Response) {
+    let h = r.headers();
+    assert!(h.get("x-request-id").is_some(), "x-request-id");
+    assert_eq!(h["strict-transport-security"], "max-age=63072000; includeSubDomains");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
+}
+
+/// Reads a problem+json body, checking its shape.
+pub async fn problem(r: reqwest::Response) -> Value {
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], status);
+    assert!(v["type"].as_str().unwrap().starts_with("urn:secure-auth:problem:"), "{v}");
+    assert!(v["title"].is_string() && v["detail"].is_string() && v["request_id"].is_string(), "{v}");
+    v
+}

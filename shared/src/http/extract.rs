@@ -21,19 +21,11 @@ fn content_type(parts: &http::HeaderMap) -> Option<String> {
     parts
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
 async fn body_bytes(req: Request) -> Result<Bytes, AppError> {
-    axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|_| AppError::PayloadTooLarge)
+    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| AppError::PayloadTooLarge)
 }
 
 fn json_error(e: serde_json::Error) -> AppError {
@@ -107,11 +99,7 @@ fn client_ip(parts: &Parts) -> String {
         }
         _ => {}
     }
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default()
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
 }
 
 /// The caller's request context, for logs and session metadata.
@@ -129,11 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .chars()
             .take(256)
             .collect();
-        Ok(Ctx(RequestCtx {
-            request_id: super::request_id::current(),
-            ip: client_ip(parts),
-            user_agent,
-        }))
+        Ok(Ctx(RequestCtx { request_id: super::request_id::current(), ip: client_ip(parts), user_agent }))
     }
 }
 
@@ -143,21 +127,14 @@ pub struct Bearer(pub Caller, pub RequestCtx);
 impl FromRequestParts<Arc<AuthService>> for Bearer {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        svc: &Arc<AuthService>,
-    ) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, svc: &Arc<AuthService>) -> Result<Self, AppError> {
         let Ctx(ctx) = Ctx::from_request_parts(parts, svc).await?;
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(AppError::Unauthorized { sent: false });
         };
-        let value = value
-            .to_str()
-            .map_err(|_| AppError::Unauthorized { sent: true })?;
+        let value = value.to_str().map_err(|_| AppError::Unauthorized { sent: true })?;
         let token = match value.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
-                t.trim()
-            }
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
             _ => return Err(AppError::Unauthorized { sent: true }),
         };
         let caller = svc.authenticate(token, &ctx).await?;

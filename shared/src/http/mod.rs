@@ -84,9 +84,7 @@ impl Endpoint {
             Endpoint::Health => r.route("/health", get(health)),
             Endpoint::Signup => r.route("/auth/signup", post(signup)),
             Endpoint::VerifyEmail => r.route("/auth/verify-email", post(verify_email)),
-            Endpoint::ResendVerification => {
-                r.route("/auth/resend-verification", post(resend_verification))
-            }
+            Endpoint::ResendVerification => r.route("/auth/resend-verification", post(resend_verification)),
             Endpoint::Login => r.route("/auth/login", post(login)),
             Endpoint::Token => r.route("/auth/token", post(token)),
             Endpoint::Refresh => r.route("/auth/refresh", post(refresh)),
@@ -103,10 +101,7 @@ pub fn router(svc: Svc, endpoints: &[Endpoint]) -> Router {
 
 /// The bare routes for `endpoints`, to merge with others before `finish`.
 pub fn routes(svc: Svc, endpoints: &[Endpoint]) -> Router {
-    endpoints
-        .iter()
-        .fold(Router::new(), |r, e| e.mount(r))
-        .with_state(svc)
+    endpoints.iter().fold(Router::new(), |r, e| e.mount(r)).with_state(svc)
 }
 
 /// The health route alone: it needs no store, key or mailer.
@@ -117,10 +112,9 @@ pub fn health_router() -> Router {
 /// What a function serves when it could not start (e.g. Secrets Manager unreachable at cold
 /// start): 503 on every path, no fallback key.
 pub fn unavailable_router() -> Router {
-    finish(
-        Router::new()
-            .fallback(|| async { AppError::Unavailable("function failed to initialize".into()) }),
-    )
+    Router::new()
+        .fallback(|| async { AppError::Unavailable("function failed to initialize".into()) })
+        .layer(middleware::from_fn(common))
 }
 
 /// Adds the 404/405 problems and the common layer to a router.
@@ -131,25 +125,16 @@ pub fn finish(r: Router) -> Router {
 }
 
 const SECURITY_HEADERS: [(&str, &str); 5] = [
-    (
-        "strict-transport-security",
-        "max-age=63072000; includeSubDomains",
-    ),
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    (
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
     ("referrer-policy", "no-referrer"),
 ];
 
 fn pick_request_id(req: &Request) -> String {
-    if let Some(v) = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| request_id::well_formed(v))
+    if let Some(v) =
+        req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| request_id::well_formed(v))
     {
         return v.to_owned();
     }
@@ -172,11 +157,7 @@ async fn common(req: Request, next: Next) -> Response {
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > MAX_BODY);
     let mut resp = request_id::scope(id.clone(), async {
-        if too_big {
-            AppError::PayloadTooLarge.into_response()
-        } else {
-            next.run(req).await
-        }
+        if too_big { AppError::PayloadTooLarge.into_response() } else { next.run(req).await }
     })
     .await;
     let h = resp.headers_mut();
@@ -202,8 +183,7 @@ fn token_result(r: AppResult<TokenResponse>) -> Response {
     match r {
         Ok(t) => {
             let mut resp = json_response(StatusCode::OK, &t);
-            resp.headers_mut()
-                .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            resp.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             resp
         }
         Err(e) => e.to_response(OAuthFlavour::TokenEndpoint),
@@ -223,17 +203,9 @@ struct SignupBody {
     name: Option<String>,
 }
 
-async fn signup(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    Json(b): Json<SignupBody>,
-) -> AppResult<Response> {
-    svc.signup(&b.email, &b.password, b.name.as_deref(), &ctx)
-        .await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &serde_json::json!({"status": "verification_pending"}),
-    ))
+async fn signup(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<SignupBody>) -> AppResult<Response> {
+    svc.signup(&b.email, &b.password, b.name.as_deref(), &ctx).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "verification_pending"})))
 }
 
 #[derive(Deserialize)]
@@ -242,16 +214,9 @@ struct TokenBody {
     token: Token,
 }
 
-async fn verify_email(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    Json(b): Json<TokenBody>,
-) -> AppResult<Response> {
+async fn verify_email(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<TokenBody>) -> AppResult<Response> {
     svc.verify_email(&b.token, &ctx).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({"status": "verified"}),
-    ))
+    Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "verified"})))
 }
 
 #[derive(Deserialize)]
@@ -260,16 +225,9 @@ struct EmailBody {
     email: String,
 }
 
-async fn resend_verification(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    Json(b): Json<EmailBody>,
-) -> AppResult<Response> {
+async fn resend_verification(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<EmailBody>) -> AppResult<Response> {
     svc.resend_verification(&b.email, &ctx).await?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &serde_json::json!({"status": "accepted"}),
-    ))
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "accepted"})))
 }
 
 #[derive(Deserialize)]
@@ -279,11 +237,7 @@ struct LoginBody {
     password: Password,
 }
 
-async fn login(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    body: Result<Json<LoginBody>, AppError>,
-) -> Response {
+async fn login(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<LoginBody>, AppError>) -> Response {
     token_result(
         async {
             let Json(b) = body?;
@@ -312,20 +266,14 @@ struct OAuthTokenBody {
     client_id: Option<String>,
 }
 
-async fn token(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    body: Result<FormOrJson<OAuthTokenBody>, AppError>,
-) -> Response {
+async fn token(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<FormOrJson<OAuthTokenBody>, AppError>) -> Response {
     token_result(
         async {
             let FormOrJson(b) = body?;
             match b.grant_type.as_str() {
                 "password" => match (b.username, b.password) {
                     (Some(u), Some(p)) => svc.login(&u, &p, &ctx).await,
-                    _ => Err(AppError::BadRequest(
-                        "username and password are required.".into(),
-                    )),
+                    _ => Err(AppError::BadRequest("username and password are required.".into())),
                 },
                 "refresh_token" => match b.refresh_token {
                     Some(t) => svc.refresh(&t, &ctx).await,
@@ -344,11 +292,7 @@ struct RefreshBody {
     refresh_token: Token,
 }
 
-async fn refresh(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    body: Result<Json<RefreshBody>, AppError>,
-) -> Response {
+async fn refresh(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<RefreshBody>, AppError>) -> Response {
     token_result(
         async {
             let Json(b) = body?;
@@ -358,11 +302,7 @@ async fn refresh(
     )
 }
 
-async fn logout(
-    State(svc): State<Svc>,
-    Ctx(ctx): Ctx,
-    Json(b): Json<RefreshBody>,
-) -> AppResult<Response> {
+async fn logout(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<RefreshBody>) -> AppResult<Response> {
     svc.logout(&b.refresh_token, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

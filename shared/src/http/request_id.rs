@@ -17,8 +17,5 @@ pub async fn scope<F: std::future::Future>(id: String, fut: F) -> F::Output {
 
 /// An incoming id is echoed only if it is short and made of safe characters.
 pub fn well_formed(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }

@@ -14,19 +14,12 @@ pub struct SesMailer {
 
 impl SesMailer {
     pub fn new(client: Client, from: impl Into<String>) -> Self {
-        Self {
-            client,
-            from: from.into(),
-        }
+        Self { client, from: from.into() }
     }
 }
 
 fn content(s: &str) -> Result<Content, MailError> {
-    Content::builder()
-        .data(s)
-        .charset("UTF-8")
-        .build()
-        .map_err(|e| MailError(e.to_string()))
+    Content::builder().data(s).charset("UTF-8").build().map_err(|e| MailError(e.to_string()))
 }
 
 #[async_trait]
@@ -36,10 +29,7 @@ impl Mailer for SesMailer {
         if let Some(html) = &mail.html {
             body = body.html(content(html)?);
         }
-        let message = Message::builder()
-            .subject(content(&mail.subject)?)
-            .body(body.build())
-            .build();
+        let message = Message::builder().subject(content(&mail.subject)?).body(body.build()).build();
         self.client
             .send_email()
             .from_email_address(&self.from)

@@ -27,10 +27,7 @@ fn html_page(product: &str, paragraphs: &[&str], link: Option<(&str, &str)>) -> 
     }
     if let Some((label, href)) = link {
         let href = escape_html(href);
-        body.push_str(&format!(
-            "<p><a href=\"{href}\">{}</a></p>\n",
-            escape_html(label)
-        ));
+        body.push_str(&format!("<p><a href=\"{href}\">{}</a></p>\n", escape_html(label)));
     }
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{product}</title></head>\
@@ -47,19 +44,14 @@ pub fn verification(product: &str, base_url: &str, to: &str, token: &str) -> Mai
         to: to.to_owned(),
         subject: format!("{product}: verify your email address"),
         text: format!("{intro}\n\n{link}\n\n{expiry}\n"),
-        html: Some(html_page(
-            product,
-            &[&intro, expiry],
-            Some(("Verify my email address", &link)),
-        )),
+        html: Some(html_page(product, &[&intro, expiry], Some(("Verify my email address", &link)))),
     }
 }
 
 /// Sent to an existing account's owner when someone signs up with its address.
 pub fn attempted_signup(product: &str, base_url: &str, to: &str) -> Mail {
-    let intro = format!(
-        "Someone tried to create a {product} account with this email address, which already has an account."
-    );
+    let intro =
+        format!("Someone tried to create a {product} account with this email address, which already has an account.");
     let advice = format!(
         "If it was you, sign in instead; if you forgot your password, reset it at {base_url}. \
          If it was not you, you can ignore this message: your account is unchanged."
@@ -74,11 +66,9 @@ pub fn attempted_signup(product: &str, base_url: &str, to: &str) -> Mail {
 
 /// Sent when repeated failed sign-ins lock the account.
 pub fn account_locked(product: &str, to: &str, minutes: u64) -> Mail {
-    let intro = format!(
-        "Your {product} account was locked for {minutes} minutes after repeated failed sign-in attempts."
-    );
-    let advice =
-        "If this was not you, someone may be guessing your password: choose a new, unique one.";
+    let intro =
+        format!("Your {product} account was locked for {minutes} minutes after repeated failed sign-in attempts.");
+    let advice = "If this was not you, someone may be guessing your password: choose a new, unique one.";
     Mail {
         to: to.to_owned(),
         subject: format!("{product}: account temporarily locked"),
@@ -93,17 +83,9 @@ mod tests {
 
     #[test]
     fn verification_link_uses_base_url_and_html_is_escaped() {
-        let m = verification(
-            "<Acme>",
-            "https://auth.example.com",
-            "a@example.com",
-            "u.tok",
-        );
-        assert!(
-            m.text
-                .contains("https://auth.example.com/auth/verify-email?token=u.tok")
-        );
-        let html = m.html.unwrap_or_default();
+        let m = verification("<Acme>", "https://auth.example.com", "a@example.com", "u.tok");
+        assert!(m.text.contains("https://auth.example.com/auth/verify-email?token=u.tok"));
+        let html = m.html.clone().unwrap_or_default();
         assert!(html.contains("&lt;Acme&gt;") && !html.contains("<Acme>"));
         assert!(!format!("{m:?}").contains("u.tok"));
     }

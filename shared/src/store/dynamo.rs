@@ -10,10 +10,9 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
 use super::*;
@@ -44,16 +43,11 @@ fn get_s(item: &Item, k: &str) -> Option<String> {
 }
 
 fn get_n(item: &Item, k: &str) -> Option<i64> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
 }
 
 fn get_b(item: &Item, k: &str) -> bool {
-    item.get(k)
-        .and_then(|v| v.as_bool().ok())
-        .copied()
-        .unwrap_or(false)
+    item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -159,10 +153,7 @@ fn item_to_session(m: &Item) -> Result<Session, StoreError> {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
@@ -188,21 +179,13 @@ impl DynamoStore {
                 .map_err(unavailable)
         };
         let ks = |name: &str, kt: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kt)
-                .build()
-                .map_err(unavailable)
+            KeySchemaElement::builder().attribute_name(name).key_type(kt).build().map_err(unavailable)
         };
         let gsi = GlobalSecondaryIndex::builder()
             .index_name("gsi1")
             .key_schema(ks("gsi1pk", KeyType::Hash)?)
             .key_schema(ks("gsi1sk", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
             .build()
             .map_err(unavailable)?;
         self::Client::create_table(client)
@@ -222,11 +205,7 @@ impl DynamoStore {
             .update_time_to_live()
             .table_name(table)
             .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name("ttl")
-                    .enabled(true)
-                    .build()
-                    .map_err(unavailable)?,
+                TimeToLiveSpecification::builder().attribute_name("ttl").enabled(true).build().map_err(unavailable)?,
             )
             .send()
             .await
@@ -257,15 +236,47 @@ impl DynamoStore {
     }
 }
 
+/// Cancellation reasons say another transaction held an item: safe to retry.
+fn transaction_conflict(e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => {
+            c.cancellation_reasons().iter().any(|r| r.code() == Some("TransactionConflict"))
+                && !c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
+        _ => false,
+    }
+}
+
+/// Sends a transaction, retrying (bounded) while it only lost to a concurrent transaction.
+async fn transact(
+    builder: aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder,
+) -> Result<(), aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError> {
+    let mut attempt = 0u64;
+    loop {
+        match builder.clone().send().await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if attempt < 4 && transaction_conflict(&e) {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(15 * attempt)).await;
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
 fn transaction_condition_failed(
     e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
 ) -> bool {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match e {
-        E::TransactionCanceledException(c) => c
-            .cancellation_reasons()
-            .iter()
-            .any(|r| r.code() == Some("ConditionalCheckFailed")),
+        E::TransactionCanceledException(c) => {
+            c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+        }
         _ => false,
     }
 }
@@ -284,36 +295,20 @@ impl UserStore for DynamoStore {
                 .build()
                 .map_err(unavailable)
         };
-        let res = self
+        let req = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(put(user_to_item(user))?)
-                    .build(),
-            )
-            .transact_items(TransactWriteItem::builder().put(put(claim)?).build())
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = e.into_service_error();
-                if transaction_condition_failed(&e) {
-                    Err(StoreError::EmailTaken)
-                } else {
-                    Err(unavailable(e))
-                }
-            }
+            .transact_items(TransactWriteItem::builder().put(put(user_to_item(user))?).build())
+            .transact_items(TransactWriteItem::builder().put(put(claim)?).build());
+        match transact(req).await {
+            Ok(()) => Ok(()),
+            Err(e) if transaction_condition_failed(&e) => Err(StoreError::EmailTaken),
+            Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        self.get(key(user_pk(id), PROFILE))
-            .await?
-            .as_ref()
-            .map(item_to_user)
-            .transpose()
+        self.get(key(user_pk(id), PROFILE)).await?.as_ref().map(item_to_user).transpose()
     }
 
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
@@ -324,12 +319,7 @@ impl UserStore for DynamoStore {
         self.get_user(&id).await
     }
 
-    async fn upgrade_password_hash(
-        &self,
-        id: &str,
-        expected: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
+    async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
@@ -348,12 +338,7 @@ impl UserStore for DynamoStore {
         }
     }
 
-    async fn update_name(
-        &self,
-        id: &str,
-        name: Option<&str>,
-        now: i64,
-    ) -> Result<Option<User>, StoreError> {
+    async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError> {
         let mut req = self
             .client
             .update_item()
@@ -364,9 +349,9 @@ impl UserStore for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .return_values(ReturnValue::AllNew);
         req = match name {
-            Some(v) => req
-                .update_expression("SET #name = :name, updated_at = :now")
-                .expression_attribute_values(":name", s(v)),
+            Some(v) => {
+                req.update_expression("SET #name = :name, updated_at = :now").expression_attribute_values(":name", s(v))
+            }
             None => req.update_expression("REMOVE #name SET updated_at = :now"),
         };
         match req.send().await.map_err(|e| e.into_service_error()) {
@@ -408,23 +393,14 @@ impl OneTimeTokenStore for DynamoStore {
         item.insert("token_hash".into(), s(hash));
         item.insert("expires_at".into(), n(expires_at));
         item.insert("ttl".into(), n(expires_at));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(unavailable)?;
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }
 
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
         let consume = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(key(
-                user_pk(user_id),
-                &one_time_sk(OneTimeKind::VerifyEmail),
-            )))
+            .set_key(Some(key(user_pk(user_id), &one_time_sk(OneTimeKind::VerifyEmail))))
             .condition_expression("token_hash = :h AND expires_at > :now")
             .expression_attribute_values(":h", s(hash))
             .expression_attribute_values(":now", n(now))
@@ -439,23 +415,15 @@ impl OneTimeTokenStore for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(unavailable)?;
-        let res = self
+        let req = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().delete(consume).build())
-            .transact_items(TransactWriteItem::builder().update(mark).build())
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = e.into_service_error();
-                if transaction_condition_failed(&e) {
-                    Ok(false)
-                } else {
-                    Err(unavailable(e))
-                }
-            }
+            .transact_items(TransactWriteItem::builder().update(mark).build());
+        match transact(req).await {
+            Ok(()) => Ok(true),
+            Err(e) if transaction_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
         }
     }
 }
@@ -494,15 +462,11 @@ impl LockoutStore for DynamoStore {
                         previous_locks: get_n(&a, "lock_count").unwrap_or(0).max(0) as u32,
                     });
                 }
-                Err(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    c.item.unwrap_or_default()
-                }
+                Err(UpdateItemError::ConditionalCheckFailedException(c)) => c.item.unwrap_or_default(),
                 Err(e) => return Err(unavailable(e)),
             };
             if get_n(&old, "expires_at").unwrap_or(0) > now {
-                return Ok(LockGate::Locked {
-                    until: get_n(&old, "locked_until").unwrap_or(now),
-                });
+                return Ok(LockGate::Locked { until: get_n(&old, "locked_until").unwrap_or(now) });
             }
             // Expired but not yet deleted by TTL: replace it with a fresh count.
             let mut fresh = key(lock_pk(k), "LOCK");
@@ -520,10 +484,7 @@ impl LockoutStore for DynamoStore {
                 .await;
             match res.map_err(|e| e.into_service_error()) {
                 Ok(_) => {
-                    return Ok(LockGate::Open {
-                        attempt: 1,
-                        previous_locks: 0,
-                    });
+                    return Ok(LockGate::Open { attempt: 1, previous_locks: 0 });
                 }
                 Err(PutItemError::ConditionalCheckFailedException(_)) => continue,
                 Err(e) => return Err(unavailable(e)),
@@ -532,14 +493,7 @@ impl LockoutStore for DynamoStore {
         Err(StoreError::Unavailable("lockout item contention".into()))
     }
 
-    async fn lock(
-        &self,
-        k: &str,
-        threshold: u32,
-        until: i64,
-        now: i64,
-        window: i64,
-    ) -> Result<bool, StoreError> {
+    async fn lock(&self, k: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
@@ -595,12 +549,7 @@ impl SessionStore for DynamoStore {
         Ok(())
     }
 
-    async fn get_session(
-        &self,
-        user_id: &str,
-        id: &str,
-        now: i64,
-    ) -> Result<Option<Session>, StoreError> {
+    async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         let item = self.get(key(user_pk(user_id), &session_sk(id))).await?;
         let session = item.as_ref().map(item_to_session).transpose()?;
         Ok(session.filter(|x| x.expires_at() > now))
@@ -624,9 +573,7 @@ impl SessionStore for DynamoStore {
                 "SET current_hash = :new, previous_hash = :old, rotated_at = :now, last_used_at = :now, \
                  idle_expires_at = :idle, #ttl = :idle",
             )
-            .condition_expression(
-                "current_hash = :old AND idle_expires_at > :now AND absolute_expires_at > :now",
-            )
+            .condition_expression("current_hash = :old AND idle_expires_at > :now AND absolute_expires_at > :now")
             .expression_attribute_names("#ttl", "ttl")
             .expression_attribute_values(":new", s(new_hash))
             .expression_attribute_values(":old", s(old_hash))

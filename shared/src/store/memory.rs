@@ -43,9 +43,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Unavailable("memory store poisoned".into()))
     }
 }
 
@@ -70,12 +68,7 @@ impl UserStore for MemoryStore {
         Ok(g.emails.get(email).and_then(|id| g.users.get(id)).cloned())
     }
 
-    async fn upgrade_password_hash(
-        &self,
-        id: &str,
-        expected: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
+    async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         match g.users.get_mut(id) {
             Some(u) if u.password_hash == expected => {
@@ -86,12 +79,7 @@ impl UserStore for MemoryStore {
         }
     }
 
-    async fn update_name(
-        &self,
-        id: &str,
-        name: Option<&str>,
-        now: i64,
-    ) -> Result<Option<User>, StoreError> {
+    async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError> {
         let mut g = self.lock()?;
         Ok(g.users.get_mut(id).map(|u| {
             u.name = name.map(str::to_owned);
@@ -117,23 +105,16 @@ impl OneTimeTokenStore for MemoryStore {
         hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.lock()?.one_time.insert(
-            (user_id.to_owned(), kind.as_str()),
-            OneTime {
-                hash: hash.to_owned(),
-                expires_at,
-            },
-        );
+        self.lock()?
+            .one_time
+            .insert((user_id.to_owned(), kind.as_str()), OneTime { hash: hash.to_owned(), expires_at });
         Ok(())
     }
 
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         let key = (user_id.to_owned(), OneTimeKind::VerifyEmail.as_str());
-        let live = g
-            .one_time
-            .get(&key)
-            .is_some_and(|t| t.hash == hash && t.expires_at > now);
+        let live = g.one_time.get(&key).is_some_and(|t| t.hash == hash && t.expires_at > now);
         if !live || !g.users.contains_key(user_id) {
             return Ok(false);
         }
@@ -159,20 +140,10 @@ impl LockoutStore for MemoryStore {
         }
         entry.failures += 1;
         entry.expires_at = entry.expires_at.max(now + window);
-        Ok(LockGate::Open {
-            attempt: entry.failures,
-            previous_locks: entry.lock_count,
-        })
+        Ok(LockGate::Open { attempt: entry.failures, previous_locks: entry.lock_count })
     }
 
-    async fn lock(
-        &self,
-        key: &str,
-        threshold: u32,
-        until: i64,
-        now: i64,
-        window: i64,
-    ) -> Result<bool, StoreError> {
+    async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         let Some(entry) = g.locks.get_mut(key) else {
             return Ok(false);
@@ -206,17 +177,9 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn get_session(
-        &self,
-        user_id: &str,
-        id: &str,
-        now: i64,
-    ) -> Result<Option<Session>, StoreError> {
+    async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         let g = self.lock()?;
-        Ok(g.sessions
-            .get(&(user_id.to_owned(), id.to_owned()))
-            .filter(|s| s.expires_at() > now)
-            .cloned())
+        Ok(g.sessions.get(&(user_id.to_owned(), id.to_owned())).filter(|s| s.expires_at() > now).cloned())
     }
 
     async fn rotate_session(
@@ -250,9 +213,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
-        self.lock()?
-            .sessions
-            .remove(&(user_id.to_owned(), id.to_owned()));
+        self.lock()?.sessions.remove(&(user_id.to_owned(), id.to_owned()));
         Ok(())
     }
 }

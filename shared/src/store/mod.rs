@@ -100,19 +100,9 @@ pub trait UserStore: Send + Sync {
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
     /// Replaces the hash only if it is still `expected` (parameter upgrade on login).
-    async fn upgrade_password_hash(
-        &self,
-        id: &str,
-        expected: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError>;
+    async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError>;
     /// Sets the display name; `None` if the user does not exist.
-    async fn update_name(
-        &self,
-        id: &str,
-        name: Option<&str>,
-        now: i64,
-    ) -> Result<Option<User>, StoreError>;
+    async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError>;
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError>;
 }
 
@@ -138,14 +128,7 @@ pub trait LockoutStore: Send + Sync {
     async fn lock_gate(&self, key: &str, now: i64, window: i64) -> Result<LockGate, StoreError>;
     /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
     /// resets the count and remembers the lock for the backoff. `true` if this call locked it.
-    async fn lock(
-        &self,
-        key: &str,
-        threshold: u32,
-        until: i64,
-        now: i64,
-        window: i64,
-    ) -> Result<bool, StoreError>;
+    async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError>;
     /// Forgets failures and locks (successful login, admin unlock).
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError>;
 }
@@ -154,12 +137,7 @@ pub trait LockoutStore: Send + Sync {
 pub trait SessionStore: Send + Sync {
     async fn create_session(&self, s: &Session) -> Result<(), StoreError>;
     /// The live session, or `None` if absent or past its expiry.
-    async fn get_session(
-        &self,
-        user_id: &str,
-        id: &str,
-        now: i64,
-    ) -> Result<Option<Session>, StoreError>;
+    async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
     /// Replaces `old_hash` by `new_hash` if it is still current and the session is live.
     /// A retried write that had already succeeded reports `Rotated`.
     async fn rotate_session(

@@ -1,0 +1,288 @@
+//! One contract suite, run against both stores: the in-memory twin and DynamoDB Local.
+//! Every test is instantiated twice by `contract!`. The DynamoDB variants need
+//! `AWS_ENDPOINT_URL_DYNAMODB` (set by `infra/test.sh`); each test gets its own table.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use shared::error::StoreError;
+use shared::store::dynamo::DynamoStore;
+use shared::store::memory::MemoryStore;
+use shared::store::{LockGate, OneTimeKind, Rotation, Session, Store, User};
+
+async fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+async fn dynamo() -> Arc<dyn Store> {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
+        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the suite through infra/test.sh, which starts DynamoDB Local"
+    );
+    let sdk = shared::wiring::aws_config().await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    DynamoStore::create_table(&client, &table).await.expect("create table in DynamoDB Local");
+    Arc::new(DynamoStore::new(client, table))
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod in_memory { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::memory().await).await } )* }
+        mod dynamodb_local { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name(super::dynamo().await).await } )* }
+    };
+}
+
+contract!(
+    given_new_user_when_created_then_found_by_id_and_email,
+    given_concurrent_signups_for_one_address_then_exactly_one_user_exists,
+    given_50_concurrent_attempts_then_no_increment_is_lost,
+    given_50_concurrent_wrong_passwords_then_at_most_threshold_pass_the_gate,
+    given_lock_then_gate_refuses_until_expiry_and_backoff_is_remembered,
+    given_expired_lock_item_not_yet_deleted_then_it_counts_as_absent,
+    given_clear_then_count_restarts,
+    given_concurrent_rotations_with_one_token_then_exactly_one_wins,
+    given_retried_rotation_that_landed_then_it_is_not_reuse,
+    given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rotate,
+    given_verification_token_when_consumed_concurrently_then_exactly_once,
+    given_newer_verification_token_then_older_is_invalid,
+    given_expired_verification_token_not_yet_deleted_then_refused,
+    given_stale_expected_hash_then_upgrade_is_refused,
+    given_missing_user_then_updates_report_absence,
+);
+
+const NOW: i64 = 1_800_000_000;
+
+fn user(email: &str) -> User {
+    User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.to_owned(),
+        name: Some("Ada".into()),
+        password_hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+        is_active: true,
+        is_verified: false,
+        is_superuser: false,
+        created_at: NOW,
+        updated_at: NOW,
+        last_login_at: None,
+        session_version: 1,
+    }
+}
+
+fn session(user_id: &str, hash: &str) -> Session {
+    Session {
+        user_id: user_id.into(),
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        current_hash: hash.into(),
+        previous_hash: None,
+        rotated_at: NOW,
+        created_at: NOW,
+        last_used_at: NOW,
+        idle_expires_at: NOW + 100,
+        absolute_expires_at: NOW + 1000,
+        ip: "192.0.2.1".into(),
+        user_agent: "ua".into(),
+    }
+}
+
+async fn given_new_user_when_created_then_found_by_id_and_email(s: Arc<dyn Store>) {
+    let u = user("ada@example.com");
+    s.create_user(&u).await.unwrap();
+    assert_eq!(s.get_user(&u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(s.find_user_by_email("ada@example.com").await.unwrap(), Some(u.clone()));
+    assert_eq!(s.find_user_by_email("nobody@example.com").await.unwrap(), None);
+    s.record_login(&u.id, NOW + 5).await.unwrap();
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().last_login_at, Some(NOW + 5));
+}
+
+async fn given_concurrent_signups_for_one_address_then_exactly_one_user_exists(s: Arc<dyn Store>) {
+    let results = join_all((0..20).map(|_| {
+        let s = s.clone();
+        async move { s.create_user(&user("race@example.com")).await }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results.iter().filter(|r| matches!(r, Err(StoreError::EmailTaken))).count();
+    assert_eq!((ok, taken), (1, 19), "{results:?}");
+    let winner = s.find_user_by_email("race@example.com").await.unwrap().unwrap();
+    assert!(s.get_user(&winner.id).await.unwrap().is_some());
+}
+
+async fn given_50_concurrent_attempts_then_no_increment_is_lost(s: Arc<dyn Store>) {
+    let gates = join_all((0..50).map(|_| {
+        let s = s.clone();
+        async move { s.lock_gate("victim@example.com", NOW, 3600).await.unwrap() }
+    }))
+    .await;
+    let mut attempts: Vec<u32> = gates
+        .iter()
+        .map(|g| match g {
+            LockGate::Open { attempt, .. } => *attempt,
+            LockGate::Locked { .. } => panic!("never locked"),
+        })
+        .collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, (1..=50).collect::<Vec<_>>());
+}
+
+async fn given_50_concurrent_wrong_passwords_then_at_most_threshold_pass_the_gate(s: Arc<dyn Store>) {
+    const THRESHOLD: u32 = 5;
+    // The service's flow: gate, then a password check only for attempt <= threshold, then
+    // lock once the threshold is reached.
+    let outcomes = join_all((0..50).map(|_| {
+        let s = s.clone();
+        async move {
+            match s.lock_gate("bf@example.com", NOW, 3600).await.unwrap() {
+                LockGate::Locked { .. } => (false, false),
+                LockGate::Open { attempt, .. } => {
+                    let checked = attempt <= THRESHOLD;
+                    let locked = if attempt >= THRESHOLD {
+                        s.lock("bf@example.com", THRESHOLD, NOW + 900, NOW, 3600).await.unwrap()
+                    } else {
+                        false
+                    };
+                    (checked, locked)
+                }
+            }
+        }
+    }))
+    .await;
+    let checked = outcomes.iter().filter(|o| o.0).count();
+    let locks = outcomes.iter().filter(|o| o.1).count();
+    assert_eq!(checked, THRESHOLD as usize, "password checks past the gate");
+    assert_eq!(locks, 1, "exactly one call locks");
+    assert_eq!(s.lock_gate("bf@example.com", NOW + 1, 3600).await.unwrap(), LockGate::Locked { until: NOW + 900 });
+}
+
+async fn given_lock_then_gate_refuses_until_expiry_and_backoff_is_remembered(s: Arc<dyn Store>) {
+    for _ in 0..3 {
+        s.lock_gate("k@example.com", NOW, 3600).await.unwrap();
+    }
+    // Below the threshold nothing locks.
+    assert!(!s.lock("k@example.com", 5, NOW + 60, NOW, 3600).await.unwrap());
+    assert!(s.lock("k@example.com", 3, NOW + 60, NOW, 3600).await.unwrap());
+    assert!(!s.lock("k@example.com", 3, NOW + 60, NOW, 3600).await.unwrap(), "already locked");
+    assert_eq!(s.lock_gate("k@example.com", NOW + 59, 3600).await.unwrap(), LockGate::Locked { until: NOW + 60 });
+    assert_eq!(
+        s.lock_gate("k@example.com", NOW + 60, 3600).await.unwrap(),
+        LockGate::Open { attempt: 1, previous_locks: 1 }
+    );
+}
+
+async fn given_expired_lock_item_not_yet_deleted_then_it_counts_as_absent(s: Arc<dyn Store>) {
+    for _ in 0..4 {
+        s.lock_gate("old@example.com", NOW, 10).await.unwrap();
+    }
+    assert_eq!(
+        s.lock_gate("old@example.com", NOW + 11, 10).await.unwrap(),
+        LockGate::Open { attempt: 1, previous_locks: 0 }
+    );
+    // An expired lock does not hold either.
+    s.lock("old@example.com", 1, NOW + 15, NOW + 11, 10).await.unwrap();
+    assert!(matches!(s.lock_gate("old@example.com", NOW + 12, 10).await.unwrap(), LockGate::Locked { .. }));
+    assert!(matches!(s.lock_gate("old@example.com", NOW + 26, 10).await.unwrap(), LockGate::Open { attempt: 1, .. }));
+}
+
+async fn given_clear_then_count_restarts(s: Arc<dyn Store>) {
+    s.lock_gate("c@example.com", NOW, 3600).await.unwrap();
+    s.lock_gate("c@example.com", NOW, 3600).await.unwrap();
+    s.clear_lockout("c@example.com").await.unwrap();
+    assert_eq!(
+        s.lock_gate("c@example.com", NOW, 3600).await.unwrap(),
+        LockGate::Open { attempt: 1, previous_locks: 0 }
+    );
+}
+
+async fn given_concurrent_rotations_with_one_token_then_exactly_one_wins(s: Arc<dyn Store>) {
+    let x = session("u1", "h0");
+    s.create_session(&x).await.unwrap();
+    let results = join_all((0..10).map(|i| {
+        let (s, id) = (s.clone(), x.id.clone());
+        async move { s.rotate_session("u1", &id, "h0", &format!("h1-{i}"), NOW + 1, NOW + 200).await.unwrap() }
+    }))
+    .await;
+    let winners = results.iter().filter(|r| **r == Rotation::Rotated).count();
+    assert_eq!(winners, 1, "{results:?}");
+    let live = s.get_session("u1", &x.id, NOW + 1).await.unwrap().unwrap();
+    assert!(live.current_hash.starts_with("h1-"));
+    assert_eq!(live.previous_hash.as_deref(), Some("h0"));
+    assert_eq!(live.idle_expires_at, NOW + 200);
+    for r in results.iter().filter(|r| **r != Rotation::Rotated) {
+        match r {
+            Rotation::Conflict(cur) => assert_eq!(cur.previous_hash.as_deref(), Some("h0")),
+            other => panic!("loser saw {other:?}"),
+        }
+    }
+}
+
+async fn given_retried_rotation_that_landed_then_it_is_not_reuse(s: Arc<dyn Store>) {
+    let x = session("u2", "a");
+    s.create_session(&x).await.unwrap();
+    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100).await.unwrap(), Rotation::Rotated);
+    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100).await.unwrap(), Rotation::Rotated);
+    assert!(matches!(s.rotate_session("u2", &x.id, "a", "c", NOW, NOW + 100).await.unwrap(), Rotation::Conflict(_)));
+    s.delete_session("u2", &x.id).await.unwrap();
+    assert_eq!(s.rotate_session("u2", &x.id, "b", "d", NOW, NOW + 100).await.unwrap(), Rotation::Missing);
+}
+
+async fn given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rotate(s: Arc<dyn Store>) {
+    let x = session("u3", "a");
+    s.create_session(&x).await.unwrap();
+    assert!(s.get_session("u3", &x.id, NOW + 99).await.unwrap().is_some());
+    assert!(s.get_session("u3", &x.id, NOW + 100).await.unwrap().is_none());
+    assert_eq!(s.rotate_session("u3", &x.id, "a", "b", NOW + 100, NOW + 200).await.unwrap(), Rotation::Missing);
+}
+
+async fn given_verification_token_when_consumed_concurrently_then_exactly_once(s: Arc<dyn Store>) {
+    let u = user("v@example.com");
+    s.create_user(&u).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "th", NOW + 100).await.unwrap();
+    let results = join_all((0..10).map(|_| {
+        let (s, id) = (s.clone(), u.id.clone());
+        async move { s.verify_email(&id, "th", NOW).await }
+    }))
+    .await;
+    let ok = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    let refused = results.iter().filter(|r| matches!(r, Ok(false))).count();
+    assert_eq!((ok, refused), (1, 9), "{results:?}");
+    assert!(s.get_user(&u.id).await.unwrap().unwrap().is_verified);
+}
+
+async fn given_newer_verification_token_then_older_is_invalid(s: Arc<dyn Store>) {
+    let u = user("n@example.com");
+    s.create_user(&u).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "old", NOW + 100).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "new", NOW + 100).await.unwrap();
+    assert!(!s.verify_email(&u.id, "old", NOW).await.unwrap());
+    assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
+    assert!(s.verify_email(&u.id, "new", NOW).await.unwrap());
+}
+
+async fn given_expired_verification_token_not_yet_deleted_then_refused(s: Arc<dyn Store>) {
+    let u = user("e@example.com");
+    s.create_user(&u).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 10).await.unwrap();
+    assert!(!s.verify_email(&u.id, "t", NOW + 10).await.unwrap());
+    assert!(!s.verify_email("no-such-user", "t", NOW).await.unwrap());
+    assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
+}
+
+async fn given_stale_expected_hash_then_upgrade_is_refused(s: Arc<dyn Store>) {
+    let u = user("h@example.com");
+    s.create_user(&u).await.unwrap();
+    assert!(!s.upgrade_password_hash(&u.id, "not-the-hash", "new").await.unwrap());
+    assert!(s.upgrade_password_hash(&u.id, &u.password_hash, "new").await.unwrap());
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "new");
+}
+
+async fn given_missing_user_then_updates_report_absence(s: Arc<dyn Store>) {
+    assert_eq!(s.update_name("ghost", Some("x"), NOW).await.unwrap(), None);
+    assert!(!s.upgrade_password_hash("ghost", "a", "b").await.unwrap());
+    s.record_login("ghost", NOW).await.unwrap();
+    assert_eq!(s.get_user("ghost").await.unwrap(), None);
+    let u = user("named@example.com");
+    s.create_user(&u).await.unwrap();
+    assert_eq!(s.update_name(&u.id, None, NOW + 1).await.unwrap().unwrap().name, None);
+    assert_eq!(s.update_name(&u.id, Some("Bo"), NOW + 2).await.unwrap().unwrap().name.as_deref(), Some("Bo"));
+}

@@ -1,0 +1,81 @@
+//! Faults in DynamoDB, SES and Secrets Manager: 503 with nothing half-written, the API answer
+//! unchanged by mail failures, and no fallback key.
+
+use e2e::*;
+use serde_json::json;
+use shared::config::Config;
+use shared::wiring::{Target, build};
+
+#[tokio::test]
+async fn given_dynamodb_failing_then_503_unavailable_with_retry_after_and_no_internals() {
+    let s = start(|c| c.table_name = Some("no-such-table".into())).await;
+    for (path, body) in [
+        ("/auth/signup", json!({"email": unique_email(), "password": PASSWORD})),
+        ("/auth/login", json!({"email": unique_email(), "password": PASSWORD})),
+        ("/auth/refresh", json!({"refresh_token": "u.s.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
+    ] {
+        let r = s.post(path, body).await;
+        assert_eq!(r.status(), 503, "{path}: lockout bookkeeping and stores fail closed");
+        assert_eq!(r.headers()["retry-after"], "5");
+        let p = problem(r).await;
+        assert_eq!(p["type"], "urn:secure-auth:problem:unavailable");
+        let text = p.to_string();
+        assert!(!text.contains("ResourceNotFound") && !text.contains("no-such-table"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn given_ses_refusing_mail_then_signup_still_answers_202_and_the_user_can_resend() {
+    // moto, like SES, refuses an unverified sender.
+    let s = start(|c| c.mail_from = "unverified-sender@example.com".into()).await;
+    let email = unique_email();
+    let r = s.post("/auth/signup", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(r.status(), 202);
+    assert!(mails_to(&email).await.is_empty());
+    assert!(s.keys().await.iter().any(|k| k.starts_with("EMAIL#")), "the account exists");
+    assert_eq!(s.post("/auth/resend-verification", json!({"email": email})).await.status(), 202);
+}
+
+async fn secrets_client() -> aws_sdk_secretsmanager::Client {
+    aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await)
+}
+
+fn lambda_config(secret: &str) -> Config {
+    let mut c = test_config("any-table");
+    c.signing_key_secret_id = Some(secret.into());
+    c
+}
+
+#[tokio::test]
+async fn given_key_set_in_secrets_manager_then_lambda_wiring_signs_with_its_current_kid() {
+    let sm = secrets_client().await;
+    let name = format!("keys-{}", uuid::Uuid::new_v4().simple());
+    let secret = json!({"keys": [
+        {"kid": "k-current", "alg": "ES256", "status": "current", "private_key_pem": shared::keys::KeySet::generate_pem().unwrap()},
+        {"kid": "k-previous", "alg": "ES256", "status": "previous", "private_key_pem": shared::keys::KeySet::generate_pem().unwrap()},
+    ]});
+    sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.unwrap();
+    let (svc, modes) = build(lambda_config(&name), Target::Lambda, None).await.expect("wiring");
+    assert!(modes.keys.contains("k-current"));
+    assert_eq!(svc.jwt.keys().current.kid, "k-current");
+    assert!(svc.jwt.keys().find("k-previous").is_some());
+}
+
+#[tokio::test]
+async fn given_secrets_manager_without_the_secret_then_lambda_refuses_with_503_and_no_fallback_key() {
+    let err = build(lambda_config("does-not-exist"), Target::Lambda, None).await.err().expect("must fail");
+    assert!(err.to_string().contains("signing keys"), "{err}");
+    // Lambda needs every real adapter: no in-memory store, console mailer or ephemeral key.
+    let mut c = lambda_config("x");
+    c.signing_key_secret_id = None;
+    assert!(build(c, Target::Lambda, None).await.is_err());
+    // What the function serves instead: 503 on every path.
+    let app = shared::http::unavailable_router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = reqwest::Client::new().post(format!("{base}/auth/login")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_common_headers(&r);
+    assert_eq!(problem(r).await["type"], "urn:secure-auth:problem:unavailable");
+}
