@@ -23,6 +23,20 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if std::env::args().any(|a| a == "--create-table")
+        && let Some(table) = cfg.table_name.as_deref()
+    {
+        {
+            let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+            match shared::store::dynamo::DynamoStore::ensure_table(&client, table).await {
+                Ok(created) => println!("table {table}: {}", if created { "created" } else { "exists" }),
+                Err(e) => {
+                    eprintln!("cannot create table {table}: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let (app, modes) = match local_server::build_app(cfg).await {
         Ok(x) => x,
         Err(e) => {

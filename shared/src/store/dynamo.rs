@@ -213,6 +213,17 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Creates the table unless it exists already (local development against DynamoDB Local).
+    pub async fn ensure_table(client: &Client, table: &str) -> Result<bool, StoreError> {
+        match client.describe_table().table_name(table).send().await {
+            Ok(_) => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
+                Self::create_table(client, table).await.map(|()| true)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Every item in the table (tests use it to look for orphans; never used by handlers).
     pub async fn scan_all(&self) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Starts the real local-server binary on embedded defaults (no AWS variables) and walks
+# sign-up → outbox → verify → login → me → refresh with curl.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cargo build --locked -q -p local-server
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+log="$(mktemp)"
+# Embedded defaults: strip every variable that would switch to AWS.
+env -u TABLE_NAME -u MAILER -u SIGNING_KEY_SECRET_ID -u AWS_ENDPOINT_URL_DYNAMODB \
+    -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER PORT="$port" \
+    target/debug/local-server >"$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do curl -sf "$base/health" >/dev/null && break; sleep 0.1; done
+grep -q "listening on $base" "$log" || { cat "$log"; echo "no startup line"; exit 1; }
+grep -q "EPHEMERAL" "$log" || { cat "$log"; echo "ephemeral key not announced"; exit 1; }
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+email="smoke-$RANDOM@example.com"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+  -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/signup")
+[ "$code" = 202 ] || { echo "signup: $code"; exit 1; }
+token=$(curl -sf "$base/_dev/outbox" | python3 -c "import json,sys; m=json.load(sys.stdin)[-1]; print(m['text'].split('token=')[1].split()[0])")
+curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
+pair=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/login")
+access=$(echo "$pair" | json "['access_token']")
+refresh=$(echo "$pair" | json "['refresh_token']")
+[ "$(curl -sf -H "authorization: Bearer $access" "$base/auth/me" | json "['email']")" = "$email" ]
+curl -sf -d "grant_type=refresh_token&refresh_token=$refresh" "$base/auth/token" >/dev/null
+echo "smoke: local server on embedded defaults walked signup → verify → login → me → refresh"

