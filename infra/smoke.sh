@@ -29,4 +29,25 @@ access=$(echo "$pair" | json "['access_token']")
 refresh=$(echo "$pair" | json "['refresh_token']")
 [ "$(curl -sf -H "authorization: Bearer $access" "$base/auth/me" | json "['email']")" = "$email" ]
 curl -sf -d "grant_type=refresh_token&refresh_token=$refresh" "$base/auth/token" >/dev/null
+
+# Security events: one JSON line each, with the stable names; no secret anywhere in the log.
+kill $pid; wait $pid 2>/dev/null || true
+python3 - "$log" "$token" "$access" "$refresh" <<'PY'
+import json, sys
+log, *secrets = sys.argv[1:]
+secrets.append("violet-tractor-sunrise-42")
+text = open(log).read()
+for s in secrets:
+    assert s and s not in text, "a secret reached the log"
+    # The secret part of a token (its last segment; ids before it may be logged).
+    assert s.split(".")[-1] not in text, "a token's secret part reached the log"
+events = [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+names = [e.get("event") for e in events]
+for want in ["signup", "email_verified", "login_succeeded", "token_refreshed"]:
+    assert want in names, f"no {want} event in {names}"
+for e in events:
+    if e.get("event") in ("signup", "login_succeeded"):
+        assert e["timestamp"].endswith("Z") and e["request_id"] and e["ip"] == "127.0.0.1", e
+print(f"smoke: {len(events)} JSON log lines, security events present, no secret logged")
+PY
 echo "smoke: local server on embedded defaults walked signup → verify → login → me → refresh"
