@@ -35,6 +35,9 @@ infra/emulators.sh start
 step "unit, contract (memory + DynamoDB Local) and end-to-end tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
+step "schemathesis against /openapi.json, and /docs in headless Chromium"
+infra/api-tests.sh
+
 step "local server smoke test (README run command, embedded defaults)"
 infra/smoke.sh
 

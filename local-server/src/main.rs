@@ -4,6 +4,19 @@ use shared::config::Config;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().any(|a| a == "--openapi") {
+        // `cargo run -p local-server -- --openapi > openapi.json` regenerates the checked-in copy.
+        match shared::http::openapi().to_pretty_json() {
+            Ok(doc) => {
+                println!("{doc}");
+                return std::process::ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     shared::logging::init();
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
     let cfg = match Config::from_env() {

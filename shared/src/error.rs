@@ -6,7 +6,7 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
 /// A field-level validation message, listed in the problem's `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -126,26 +126,23 @@ impl AppError {
     pub fn to_response(&self, flavour: OAuthFlavour) -> Response {
         let (status, slug, title) = self.parts();
         let request_id = crate::http::request_id::current();
-        match self {
-            AppError::Unavailable(m) | AppError::Internal(m) => {
-                tracing::error!(request_id = %request_id, status = status.as_u16(), error = %m, "request failed");
-            }
-            _ => {}
+        if let AppError::Unavailable(m) | AppError::Internal(m) = self {
+            tracing::error!(request_id = %request_id, status = status.as_u16(), error = %m, "request failed");
         }
-        let mut body = serde_json::json!({
-            "type": format!("urn:secure-auth:problem:{slug}"),
-            "title": title,
-            "status": status.as_u16(),
-            "detail": self.detail(),
-            "request_id": request_id,
-        });
-        if let AppError::Validation(errors) = self {
-            body["errors"] = serde_json::json!(errors);
-        }
-        if flavour == OAuthFlavour::TokenEndpoint {
-            body["error"] = serde_json::json!(self.oauth_error());
-        }
-        let mut resp = (status, body.to_string()).into_response();
+        let problem = Problem {
+            kind: format!("urn:secure-auth:problem:{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            request_id,
+            errors: match self {
+                AppError::Validation(errors) => Some(errors.clone()),
+                _ => None,
+            },
+            error: (flavour == OAuthFlavour::TokenEndpoint).then(|| self.oauth_error().to_owned()),
+        };
+        let body = serde_json::to_string(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match self {
@@ -165,6 +162,30 @@ impl AppError {
         }
         resp
     }
+}
+
+/// RFC 9457 problem details, as every error is sent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(description = "RFC 9457 problem. `type` is `urn:secure-auth:problem:<slug>`, slugs: \
+validation-failed, malformed-request, invalid-token, invalid-credentials, invalid-grant, \
+unsupported-grant-type, email-not-verified, unauthorized, forbidden, not-found, method-not-allowed, \
+payload-too-large, unsupported-media-type, conflict, unavailable, internal.")]
+pub struct Problem {
+    #[serde(rename = "type")]
+    #[schema(example = "urn:secure-auth:problem:invalid-credentials")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Quote it to support; the only internal id ever sent.
+    pub request_id: String,
+    /// Field-level failures (validation problems only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// RFC 6749 §5.2 error code (token-issuing endpoints only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "invalid_grant")]
+    pub error: Option<String>,
 }
 
 impl IntoResponse for AppError {

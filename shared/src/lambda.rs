@@ -13,6 +13,8 @@ pub async fn run(endpoint: Endpoint) -> Result<(), Error> {
     crate::logging::init();
     let app = if endpoint == Endpoint::Health {
         http::health_router()
+    } else if endpoint == Endpoint::Docs {
+        http::docs_router()
     } else {
         let built = match Config::from_env() {
             Ok(cfg) => wiring::build(cfg, Target::Lambda, None).await.map_err(|e| e.to_string()),

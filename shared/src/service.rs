@@ -16,9 +16,10 @@ use crate::store::{LockGate, OneTimeKind, Rotation, Session, Store, User};
 use crate::tokens::{self, AccessClaims, Jwt, Subject};
 
 /// RFC 6749 §5.1 token response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: u64,
     pub refresh_token: String,
@@ -27,16 +28,20 @@ pub struct TokenResponse {
 }
 
 /// The public view of a user (never hashes, tokens or lockout internals).
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
+    #[schema(format = Email)]
     pub email: String,
     pub name: Option<String>,
     pub is_active: bool,
     pub is_verified: bool,
     pub is_superuser: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    #[schema(format = DateTime)]
     pub last_login_at: Option<String>,
 }
 

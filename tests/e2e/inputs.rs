@@ -88,6 +88,8 @@ async fn given_hostile_bodies_then_each_gets_a_4xx_problem_and_nothing_is_writte
             "payload-too-large",
         ),
         ("/auth/login", "application/json", "[]".into(), 400, "validation-failed"),
+        ("/auth/signup", "application/json", format!(r#"["a@example.com", "{PASSWORD}"]"#), 400, "validation-failed"),
+        ("/auth/signup", "application/json", "".into(), 400, "malformed-request"),
         ("/auth/verify-email", "application/json", json!({"token": "../../etc"}).to_string(), 400, "invalid-token"),
         (
             "/auth/resend-verification",

@@ -39,9 +39,16 @@ fn json_error(e: serde_json::Error) -> AppError {
     }
 }
 
-/// Parses JSON with the target type's `deny_unknown_fields` and serde's duplicate-key check.
+/// Parses a JSON object with the target type's `deny_unknown_fields` and serde's duplicate-key
+/// check. Serde would also read a struct from an array (`["a@b.c", "pw"]`): only objects pass.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    serde_json::from_slice(bytes).map_err(json_error)
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(json_error),
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            Err(AppError::Validation(vec![FieldError::new("body", "must be a JSON object")]))
+        }
+        _ => Err(AppError::BadRequest("Malformed JSON: expected an object".into())),
+    }
 }
 
 /// A JSON request body of type `T` (which should `deny_unknown_fields`).

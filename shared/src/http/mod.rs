@@ -7,14 +7,18 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use http::{HeaderName, HeaderValue, StatusCode, header};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::error::{AppError, AppResult, OAuthFlavour};
+use crate::error::{AppError, AppResult, OAuthFlavour, Problem};
 use crate::secret::{Password, Token};
 use crate::service::{AuthService, TokenResponse, UserView};
 
+pub mod docs;
 pub mod extract;
 pub mod request_id;
 
@@ -34,10 +38,11 @@ pub enum Endpoint {
     Refresh,
     Logout,
     Me,
+    Docs,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 9] = [
+    pub const ALL: [Endpoint; 10] = [
         Endpoint::Health,
         Endpoint::Signup,
         Endpoint::VerifyEmail,
@@ -47,6 +52,7 @@ impl Endpoint {
         Endpoint::Refresh,
         Endpoint::Logout,
         Endpoint::Me,
+        Endpoint::Docs,
     ];
 
     /// The function binary that serves it (see `functions/src/bin`).
@@ -61,6 +67,7 @@ impl Endpoint {
             Endpoint::Refresh => "refresh",
             Endpoint::Logout => "logout",
             Endpoint::Me => "me",
+            Endpoint::Docs => "docs",
         }
     }
 
@@ -76,22 +83,34 @@ impl Endpoint {
             Endpoint::Refresh => &[("POST", "/auth/refresh")],
             Endpoint::Logout => &[("POST", "/auth/logout")],
             Endpoint::Me => &[("GET", "/auth/me"), ("PATCH", "/auth/me")],
+            Endpoint::Docs => &[("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{file}")],
         }
     }
 
-    fn mount(self, r: Router<Svc>) -> Router<Svc> {
+    /// Mounts the endpoint's handlers; each route lands in the OpenAPI document too.
+    fn mount(self, r: OpenApiRouter<Svc>) -> OpenApiRouter<Svc> {
         match self {
-            Endpoint::Health => r.route("/health", get(health)),
-            Endpoint::Signup => r.route("/auth/signup", post(signup)),
-            Endpoint::VerifyEmail => r.route("/auth/verify-email", post(verify_email)),
-            Endpoint::ResendVerification => r.route("/auth/resend-verification", post(resend_verification)),
-            Endpoint::Login => r.route("/auth/login", post(login)),
-            Endpoint::Token => r.route("/auth/token", post(token)),
-            Endpoint::Refresh => r.route("/auth/refresh", post(refresh)),
-            Endpoint::Logout => r.route("/auth/logout", post(logout)),
-            Endpoint::Me => r.route("/auth/me", get(me).patch(update_me)),
+            Endpoint::Health => r.routes(routes!(health)),
+            Endpoint::Signup => r.routes(routes!(signup)),
+            Endpoint::VerifyEmail => r.routes(routes!(verify_email)),
+            Endpoint::ResendVerification => r.routes(routes!(resend_verification)),
+            Endpoint::Login => r.routes(routes!(login)),
+            Endpoint::Token => r.routes(routes!(token)),
+            Endpoint::Refresh => r.routes(routes!(refresh)),
+            Endpoint::Logout => r.routes(routes!(logout)),
+            Endpoint::Me => r.routes(routes!(me, update_me)),
+            Endpoint::Docs => r
+                .routes(routes!(docs::openapi_json))
+                .routes(routes!(docs::docs_index))
+                .routes(routes!(docs::docs_asset)),
         }
     }
+}
+
+/// The mounted routes of `endpoints` and their OpenAPI paths.
+fn api(endpoints: &[Endpoint]) -> (Router<Svc>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    endpoints.iter().fold(OpenApiRouter::with_openapi(docs::ApiDoc::openapi()), |r, e| e.mount(r)).split_for_parts()
 }
 
 /// The router for `endpoints`, with the common layers and problem+json fallbacks.
@@ -101,12 +120,22 @@ pub fn router(svc: Svc, endpoints: &[Endpoint]) -> Router {
 
 /// The bare routes for `endpoints`, to merge with others before `finish`.
 pub fn routes(svc: Svc, endpoints: &[Endpoint]) -> Router {
-    endpoints.iter().fold(Router::new(), |r, e| e.mount(r)).with_state(svc)
+    api(endpoints).0.with_state(svc)
+}
+
+/// The OpenAPI 3.1 document of every endpoint, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    docs::finish_document(api(&Endpoint::ALL).1)
 }
 
 /// The health route alone: it needs no store, key or mailer.
 pub fn health_router() -> Router {
     finish(Router::new().route("/health", get(health)))
+}
+
+/// The docs routes alone: they need no store, key or mailer either.
+pub fn docs_router() -> Router {
+    finish(docs::router())
 }
 
 /// What a function serves when it could not start (e.g. Secrets Manager unreachable at cold
@@ -190,53 +219,96 @@ fn token_result(r: AppResult<TokenResponse>) -> Response {
     }
 }
 
+/// `{"status": …}` bodies.
+#[derive(Serialize, ToSchema)]
+pub struct StatusBody {
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+const PROBLEM: &str = "application/problem+json";
+
+/// Liveness: no store access.
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = StatusBody, example = json!({"status": "ok"}))))]
 async fn health() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    /// At least `PASSWORD_MIN_LENGTH` (default 12) code points, at most 128; not common, not the email.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Password,
+    #[schema(max_length = 100)]
     #[serde(default)]
     name: Option<String>,
 }
 
+/// Sign up; the same 202 whether or not the address is already registered.
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupBody, responses(
+    (status = 202, body = StatusBody, example = json!({"status": "verification_pending"})),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (policy failures listed in `errors`) or malformed-request"),
+))]
 async fn signup(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<SignupBody>) -> AppResult<Response> {
     svc.signup(&b.email, &b.password, b.name.as_deref(), &ctx).await?;
     Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "verification_pending"})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
+    /// The one-time token from the mail link.
+    #[schema(value_type = String)]
     token: Token,
 }
 
+/// Confirm an email address with the token from the verification mail (single use).
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = TokenBody, responses(
+    (status = 200, body = StatusBody, example = json!({"status": "verified"})),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "invalid-token when unknown, used or expired"),
+))]
 async fn verify_email(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<TokenBody>) -> AppResult<Response> {
     svc.verify_email(&b.token, &ctx).await?;
     Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "verified"})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EmailBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
 }
 
+/// Send the verification mail again; the same answer whether or not the account exists.
+#[utoipa::path(post, path = "/auth/resend-verification", tag = "auth", request_body = EmailBody, responses(
+    (status = 202, body = StatusBody, example = json!({"status": "accepted"})),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+))]
 async fn resend_verification(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<EmailBody>) -> AppResult<Response> {
     svc.resend_verification(&b.email, &ctx).await?;
     Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "accepted"})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: Password,
 }
 
+/// Password login. Unknown email, wrong password, locked or deactivated account: one identical 401.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody, responses(
+    (status = 200, body = TokenResponse),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (`error`: invalid_request)"),
+    (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials (`error`: invalid_grant)",
+        headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
+    (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, only after a correct password"),
+))]
 async fn login(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<LoginBody>, AppError>) -> Response {
     token_result(
         async {
@@ -248,15 +320,20 @@ async fn login(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<LoginBod
 }
 
 /// RFC 6749 token request; `scope` and `client_id` are accepted and ignored (public client).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OAuthTokenBody {
+    /// `password` (with `username`, `password`) or `refresh_token` (with `refresh_token`).
+    #[schema(example = "password")]
     grant_type: String,
     #[serde(default)]
+    #[schema(format = Email)]
     username: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     password: Option<Password>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     refresh_token: Option<Token>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -266,6 +343,19 @@ struct OAuthTokenBody {
     client_id: Option<String>,
 }
 
+/// RFC 6749 token endpoint: password and refresh_token grants, form-encoded or JSON.
+#[utoipa::path(post, path = "/auth/token", tag = "auth",
+    request_body(content(
+        (OAuthTokenBody = "application/x-www-form-urlencoded"),
+        (OAuthTokenBody = "application/json"),
+    )),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "invalid_request or unsupported_grant_type"),
+        (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials / invalid-grant (`error`: invalid_grant)",
+            headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified"),
+))]
 async fn token(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<FormOrJson<OAuthTokenBody>, AppError>) -> Response {
     token_result(
         async {
@@ -286,12 +376,20 @@ async fn token(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<FormOrJson<OA
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RefreshBody {
+    #[schema(value_type = String)]
     refresh_token: Token,
 }
 
+/// Rotate a refresh token. Replay of a rotated token after the grace window revokes the session.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshBody, responses(
+    (status = 200, body = TokenResponse),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (`error`: invalid_request)"),
+    (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-grant (`error`: invalid_grant)",
+        headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
+))]
 async fn refresh(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<RefreshBody>, AppError>) -> Response {
     token_result(
         async {
@@ -302,20 +400,30 @@ async fn refresh(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<Json<Refres
     )
 }
 
+/// Revoke the refresh token's session; 204 also for unknown or malformed tokens (RFC 7009).
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshBody, responses(
+    (status = 204, description = "Revoked, or nothing to revoke"),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+))]
 async fn logout(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<RefreshBody>) -> AppResult<Response> {
     svc.logout(&b.refresh_token, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The caller's profile.
+#[utoipa::path(get, path = "/auth/me", tag = "account", security(("bearer" = []), ("oauth2" = [])), responses(
+    (status = 200, body = UserView),
+))]
 async fn me(Bearer(caller, _): Bearer) -> Response {
     json_response(StatusCode::OK, &UserView::from(&caller.user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateMeBody {
     /// Absent: unchanged; `null` or blank: cleared.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 100)]
     name: Option<Option<String>>,
 }
 
@@ -323,6 +431,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// Change the caller's display name (the only field a user may set here).
+#[utoipa::path(patch, path = "/auth/me", tag = "account", security(("bearer" = []), ("oauth2" = [])), request_body = UpdateMeBody, responses(
+    (status = 200, body = UserView),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+))]
 async fn update_me(
     State(svc): State<Svc>,
     Bearer(caller, _): Bearer,
