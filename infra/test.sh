@@ -22,9 +22,10 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "template lint (sam validate --lint, cfn-lint)"
+step "template lint (sam validate --lint, cfn-lint, SAM transform)"
 AWS_DEFAULT_REGION=us-east-1 infra/.venv-tools/bin/sam validate --lint --template template.yaml
 infra/.venv-tools/bin/cfn-lint template.yaml
+infra/.venv-tools/bin/python infra/check-template.py
 
 step "emulators"
 trap 'infra/emulators.sh stop' EXIT

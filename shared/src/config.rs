@@ -78,6 +78,10 @@ pub struct Config {
     pub product_name: String,
     /// Secrets Manager secret holding the signing keys; `None` means an ephemeral key.
     pub signing_key_secret_id: Option<String>,
+    /// How long a function trusts its cached key set before re-reading the secret.
+    pub key_cache_ttl: Duration,
+    /// Algorithm of new keys (the local server's ephemeral key, rotation, `keys init`).
+    pub signing_alg: crate::keys::KeyAlg,
     pub public_base_url: String,
     pub issuer: String,
     pub audience: String,
@@ -102,6 +106,8 @@ impl Default for Config {
             mail_from: "no-reply@example.com".into(),
             product_name: "Secure Auth".into(),
             signing_key_secret_id: None,
+            key_cache_ttl: Duration::from_secs(300),
+            signing_alg: crate::keys::KeyAlg::ES256,
             public_base_url: "http://127.0.0.1:3000".into(),
             issuer: "http://127.0.0.1:3000".into(),
             audience: "secure-auth".into(),
@@ -177,6 +183,11 @@ impl Config {
             mail_from: var("MAIL_FROM").unwrap_or(d.mail_from),
             product_name: var("PRODUCT_NAME").unwrap_or(d.product_name),
             signing_key_secret_id: var("SIGNING_KEY_SECRET_ID"),
+            key_cache_ttl: secs("KEY_CACHE_SECONDS", d.key_cache_ttl)?,
+            signing_alg: match var("SIGNING_ALG") {
+                Some(a) => crate::keys::KeyAlg::parse(&a).map_err(|e| ConfigError(e.0))?,
+                None => d.signing_alg,
+            },
             issuer: var("JWT_ISSUER").unwrap_or_else(|| public_base_url.clone()),
             public_base_url,
             audience: var("JWT_AUDIENCE").unwrap_or(d.audience),

@@ -33,3 +33,17 @@ pub async fn run(endpoint: Endpoint) -> Result<(), Error> {
     };
     lambda_http::run(app).await
 }
+
+/// The `rotate-keys` function: Secrets Manager's rotation steps for the signing-key secret.
+pub async fn run_rotation() -> Result<(), Error> {
+    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
+    crate::logging::init();
+    let cfg = Config::from_env().map_err(|e| Error::from(e.to_string()))?;
+    let client = aws_sdk_secretsmanager::Client::new(&wiring::aws_config().await);
+    let client = &client;
+    let alg = cfg.signing_alg;
+    lambda_http::lambda_runtime::run(service_fn(move |ev: LambdaEvent<crate::rotation::RotationEvent>| async move {
+        crate::rotation::handle_event(client, ev.payload, alg).await.map_err(|e| Error::from(e.to_string()))
+    }))
+    .await
+}

@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod logging;
 pub mod mail;
 pub mod password;
+pub mod rotation;
 pub mod secret;
 pub mod service;
 pub mod store;

@@ -322,6 +322,7 @@ impl AuthService {
     }
 
     async fn start_session(&self, user: &User, ctx: &RequestCtx) -> AppResult<TokenResponse> {
+        self.jwt.refresh_keys().await;
         let now = self.now();
         let secret = tokens::random_secret()?;
         let absolute = now + self.cfg.refresh_absolute_ttl.as_secs() as i64;
@@ -345,6 +346,7 @@ impl AuthService {
     /// Rotates a refresh token; replay after the grace window revokes the session.
     pub async fn refresh(&self, token: &Token, ctx: &RequestCtx) -> AppResult<TokenResponse> {
         let parts = tokens::parse_refresh(token.expose()).ok_or(AppError::InvalidGrant)?;
+        self.jwt.refresh_keys().await;
         let now = self.now();
         let user = match self.store.get_user(&parts.user_id).await? {
             Some(u) if u.is_active && u.is_verified => u,
@@ -403,6 +405,7 @@ impl AuthService {
 
     /// Verifies a bearer token and checks the user is still active at that session version.
     pub async fn authenticate(&self, bearer: &str, ctx: &RequestCtx) -> AppResult<Caller> {
+        self.jwt.refresh_keys().await;
         let claims = self.jwt.verify(bearer).map_err(|why| {
             tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = ?why, "token rejected");
             AppError::Unauthorized { sent: true }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::AppError;
-use crate::keys::KeySet;
+use crate::keys::{KeyProvider, KeySet};
 
 /// The `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TYP: &str = "at+jwt";
@@ -37,7 +37,7 @@ pub struct AccessClaims {
 /// Signs and verifies access tokens with one key set.
 #[derive(Clone)]
 pub struct Jwt {
-    keys: Arc<KeySet>,
+    keys: Arc<KeyProvider>,
     issuer: String,
     audience: String,
     ttl: Duration,
@@ -54,21 +54,32 @@ pub struct Subject<'a> {
 }
 
 impl Jwt {
-    pub fn new(keys: Arc<KeySet>, issuer: String, audience: String, ttl: Duration) -> Self {
+    pub fn new(keys: Arc<KeyProvider>, issuer: String, audience: String, ttl: Duration) -> Self {
         Self { keys, issuer, audience, ttl }
+    }
+
+    /// Re-reads the key set if its cache has expired (at most once per `KEY_CACHE_SECONDS`).
+    pub async fn refresh_keys(&self) {
+        self.keys.refresh_if_stale().await;
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
     }
 
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
 
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// The cached key set.
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.keys()
     }
 
     /// Issues an access token for `s` at `now`; returns the token and its scope.
     pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), AppError> {
-        let key = &self.keys.current;
+        let keys = self.keys.keys();
+        let key = &keys.current;
         let encoding = key.encoding.as_ref().ok_or_else(|| AppError::Internal("current key cannot sign".into()))?;
         let scope = if s.is_superuser { "openid profile email admin" } else { "openid profile email" }.to_owned();
         let claims = AccessClaims {
@@ -108,7 +119,8 @@ impl Jwt {
             _ => return Err(TokenRejected::WrongType),
         }
         let kid = header.kid.as_deref().ok_or(TokenRejected::UnknownKey)?;
-        let key = self.keys.find(kid).ok_or(TokenRejected::UnknownKey)?;
+        let keys = self.keys.keys();
+        let key = keys.find(kid).ok_or(TokenRejected::UnknownKey)?;
         if header.alg != key.alg {
             return Err(TokenRejected::AlgorithmMismatch);
         }
@@ -193,8 +205,30 @@ mod tests {
     use super::*;
     use jsonwebtoken::{Algorithm, EncodingKey};
 
+    fn jwt_with(alg: crate::keys::KeyAlg) -> Jwt {
+        let keys = Arc::new(KeyProvider::fixed(KeySet::ephemeral(alg).unwrap()));
+        Jwt::new(keys, "https://iss".into(), "aud".into(), Duration::from_secs(900))
+    }
+
     fn jwt() -> Jwt {
-        Jwt::new(Arc::new(KeySet::ephemeral().unwrap()), "https://iss".into(), "aud".into(), Duration::from_secs(900))
+        jwt_with(crate::keys::KeyAlg::ES256)
+    }
+
+    #[test]
+    fn rs256_and_hs256_key_sets_sign_and_verify_and_pin_their_algorithm() {
+        for alg in [crate::keys::KeyAlg::RS256, crate::keys::KeyAlg::HS256] {
+            let j = jwt_with(alg);
+            let now = chrono::Utc::now().timestamp();
+            let (t, _) = j.issue(&subject(), now).unwrap();
+            assert!(j.verify(&t).is_ok(), "{alg:?}");
+            // The same claims under another algorithm and the same kid are refused.
+            let claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&t).unwrap().claims;
+            let mut h = Header::new(Algorithm::HS384);
+            h.typ = Some("at+jwt".into());
+            h.kid = Some(j.keys().current.kid.clone());
+            let forged = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(b"k").unwrap()).unwrap();
+            assert_eq!(j.verify(&forged), Err(TokenRejected::AlgorithmMismatch));
+        }
     }
 
     fn subject() -> Subject<'static> {
@@ -215,7 +249,7 @@ mod tests {
         assert_eq!(c.exp - c.iat, 900);
         let h = jsonwebtoken::decode_header(&t).unwrap();
         assert_eq!(h.typ.as_deref(), Some("at+jwt"));
-        assert_eq!(h.kid.as_deref(), Some(j.keys.current.kid.as_str()));
+        assert_eq!(h.kid.as_deref(), Some(j.keys().current.kid.as_str()));
         assert_eq!(h.alg, Algorithm::ES256);
     }
 
@@ -226,7 +260,7 @@ mod tests {
         let (t, _) = j.issue(&subject(), now).unwrap();
         let payload = t.split('.').nth(1).unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
-            let h = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": j.keys.current.kid}));
+            let h = b64(&serde_json::json!({"alg": alg, "typ": "at+jwt", "kid": j.keys().current.kid}));
             assert!(j.verify(&format!("{h}.{payload}.")).is_err(), "{alg}");
         }
     }
@@ -235,10 +269,10 @@ mod tests {
     fn hs256_signed_with_public_key_is_rejected() {
         let j = jwt();
         let now = chrono::Utc::now().timestamp();
-        let pubkey = j.keys.current.public_jwk.to_string();
+        let pubkey = j.keys().current.public_jwk.as_ref().unwrap().to_string();
         let mut h = Header::new(Algorithm::HS256);
         h.typ = Some("at+jwt".into());
-        h.kid = Some(j.keys.current.kid.clone());
+        h.kid = Some(j.keys().current.kid.clone());
         let (t, _) = j.issue(&subject(), now).unwrap();
         let claims: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&t).unwrap().claims;
         let forged = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(pubkey.as_bytes()).unwrap()).unwrap();
@@ -249,7 +283,8 @@ mod tests {
     fn wrong_typ_kid_iss_aud_and_expiry_are_rejected() {
         let j = jwt();
         let now = chrono::Utc::now().timestamp();
-        let key = j.keys.current.encoding.as_ref().unwrap();
+        let keys = j.keys();
+        let key = keys.current.encoding.as_ref().unwrap();
         let (t, _) = j.issue(&subject(), now).unwrap();
         let base: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&t).unwrap().claims;
         let sign = |typ: Option<&str>, kid: Option<&str>, c: &AccessClaims| {
@@ -258,7 +293,7 @@ mod tests {
             h.kid = kid.map(Into::into);
             jsonwebtoken::encode(&h, c, key).unwrap()
         };
-        let kid = j.keys.current.kid.clone();
+        let kid = j.keys().current.kid.clone();
         assert!(j.verify(&sign(Some("at+jwt"), Some(&kid), &base)).is_ok());
         assert_eq!(j.verify(&sign(Some("JWT"), Some(&kid), &base)), Err(TokenRejected::WrongType));
         assert_eq!(j.verify(&sign(None, Some(&kid), &base)), Err(TokenRejected::WrongType));
@@ -285,12 +320,13 @@ mod tests {
     fn jku_jwk_x5u_headers_are_rejected() {
         let j = jwt();
         let now = chrono::Utc::now().timestamp();
-        let key = j.keys.current.encoding.as_ref().unwrap();
+        let keys = j.keys();
+        let key = keys.current.encoding.as_ref().unwrap();
         let (t, _) = j.issue(&subject(), now).unwrap();
         let c: AccessClaims = jsonwebtoken::dangerous::insecure_decode(&t).unwrap().claims;
         let mut h = Header::new(Algorithm::ES256);
         h.typ = Some("at+jwt".into());
-        h.kid = Some(j.keys.current.kid.clone());
+        h.kid = Some(j.keys().current.kid.clone());
         h.jku = Some("https://evil/jwks".into());
         assert_eq!(j.verify(&jsonwebtoken::encode(&h, &c, key).unwrap()), Err(TokenRejected::ForbiddenHeader));
         h.jku = None;

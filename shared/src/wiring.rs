@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, MailerKind};
-use crate::keys::KeySet;
+use crate::keys::{KeyProvider, KeySet};
 use crate::mail::Mailer;
 use crate::mail::ses::SesMailer;
 use crate::password::Hasher;
@@ -71,14 +71,19 @@ pub async fn build(
     let (keys, keys_mode) = match (&cfg.signing_key_secret_id, &sdk) {
         (Some(id), Some(sdk)) => {
             let client = aws_sdk_secretsmanager::Client::new(sdk);
-            let ks = KeySet::from_secrets_manager(&client, id).await.map_err(|e| BuildError(e.to_string()))?;
-            let mode = format!("secrets manager {id} (kid {})", ks.current.kid);
-            (ks, mode)
+            let kp = KeyProvider::from_secrets_manager(client, id.clone(), cfg.key_cache_ttl)
+                .await
+                .map_err(|e| BuildError(e.to_string()))?;
+            let ks = kp.keys();
+            let mode =
+                format!("secrets manager {id} (current kid {}, {} more verifying)", ks.current.kid, ks.others.len());
+            (kp, mode)
         }
         _ if target == Target::Local => {
-            let ks = KeySet::ephemeral().map_err(|e| BuildError(e.to_string()))?;
-            let mode = format!("EPHEMERAL ES256 key kid {} (tokens die with the process)", ks.current.kid);
-            (ks, mode)
+            let ks = KeySet::ephemeral(cfg.signing_alg).map_err(|e| BuildError(e.to_string()))?;
+            let mode =
+                format!("EPHEMERAL {:?} key kid {} (tokens die with the process)", cfg.signing_alg, ks.current.kid);
+            (KeyProvider::fixed(ks), mode)
         }
         _ => return Err(BuildError("SIGNING_KEY_SECRET_ID is required".into())),
     };

@@ -50,15 +50,13 @@ fn lambda_config(secret: &str) -> Config {
 async fn given_key_set_in_secrets_manager_then_lambda_wiring_signs_with_its_current_kid() {
     let sm = secrets_client().await;
     let name = format!("keys-{}", uuid::Uuid::new_v4().simple());
-    let secret = json!({"keys": [
-        {"kid": "k-current", "alg": "ES256", "status": "current", "private_key_pem": shared::keys::KeySet::generate_pem().unwrap()},
-        {"kid": "k-previous", "alg": "ES256", "status": "previous", "private_key_pem": shared::keys::KeySet::generate_pem().unwrap()},
-    ]});
-    sm.create_secret().name(&name).secret_string(secret.to_string()).send().await.unwrap();
+    let first = shared::rotation::init(&sm, &name, shared::keys::KeyAlg::ES256).await.unwrap();
+    shared::rotation::rotate_now(&sm, &name, shared::keys::KeyAlg::ES256).await.unwrap();
     let (svc, modes) = build(lambda_config(&name), Target::Lambda, None).await.expect("wiring");
-    assert!(modes.keys.contains("k-current"));
-    assert_eq!(svc.jwt.keys().current.kid, "k-current");
-    assert!(svc.jwt.keys().find("k-previous").is_some());
+    let current = svc.jwt.keys().current.kid.clone();
+    assert_ne!(current, first);
+    assert!(modes.keys.contains(&current));
+    assert!(svc.jwt.keys().find(&first).is_some(), "the previous key still verifies");
 }
 
 #[tokio::test]

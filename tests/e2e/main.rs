@@ -2,8 +2,10 @@
 //! Run through `infra/test.sh`, which starts the emulators.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod docs;
 mod faults;
 mod flow;
 mod inputs;
+mod keys;
 mod security;

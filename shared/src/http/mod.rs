@@ -39,10 +39,11 @@ pub enum Endpoint {
     Logout,
     Me,
     Docs,
+    Jwks,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 10] = [
+    pub const ALL: [Endpoint; 11] = [
         Endpoint::Health,
         Endpoint::Signup,
         Endpoint::VerifyEmail,
@@ -53,6 +54,7 @@ impl Endpoint {
         Endpoint::Logout,
         Endpoint::Me,
         Endpoint::Docs,
+        Endpoint::Jwks,
     ];
 
     /// The function binary that serves it (see `functions/src/bin`).
@@ -68,6 +70,7 @@ impl Endpoint {
             Endpoint::Logout => "logout",
             Endpoint::Me => "me",
             Endpoint::Docs => "docs",
+            Endpoint::Jwks => "jwks",
         }
     }
 
@@ -84,6 +87,7 @@ impl Endpoint {
             Endpoint::Logout => &[("POST", "/auth/logout")],
             Endpoint::Me => &[("GET", "/auth/me"), ("PATCH", "/auth/me")],
             Endpoint::Docs => &[("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{file}")],
+            Endpoint::Jwks => &[("GET", "/.well-known/jwks.json"), ("GET", "/.well-known/openid-configuration")],
         }
     }
 
@@ -103,6 +107,7 @@ impl Endpoint {
                 .routes(routes!(docs::openapi_json))
                 .routes(routes!(docs::docs_index))
                 .routes(routes!(docs::docs_asset)),
+            Endpoint::Jwks => r.routes(routes!(jwks)).routes(routes!(openid_configuration)),
         }
     }
 }
@@ -446,4 +451,80 @@ async fn update_me(
         None => UserView::from(&caller.user),
     };
     Ok(json_response(StatusCode::OK, &view))
+}
+
+fn public_cache(mut resp: Response) -> Response {
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp
+}
+
+/// A JSON Web Key Set (RFC 7517).
+#[derive(Serialize, ToSchema)]
+struct JwkSet {
+    /// Public keys: current, next, previous. Never private or symmetric keys.
+    #[schema(value_type = Vec<Object>)]
+    keys: Vec<serde_json::Value>,
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses(
+    (status = 200, body = JwkSet, headers(("Cache-Control" = String, description = "public, max-age=300"))),
+))]
+async fn jwks(State(svc): State<Svc>) -> Response {
+    svc.jwt.refresh_keys().await;
+    public_cache(json_response(StatusCode::OK, &svc.jwt.keys().jwks()))
+}
+
+/// OpenID-style discovery metadata (RFC 8414).
+#[derive(Serialize, ToSchema)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    token_endpoint: String,
+    grant_types_supported: Vec<String>,
+    response_types_supported: Vec<String>,
+    subject_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    id_token_signing_alg_values_supported: Vec<String>,
+    scopes_supported: Vec<String>,
+    claims_supported: Vec<String>,
+}
+
+/// Where the keys and the token endpoint are, and what they support.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "meta", responses(
+    (status = 200, body = Discovery, headers(("Cache-Control" = String, description = "public, max-age=300"))),
+))]
+async fn openid_configuration(State(svc): State<Svc>) -> Response {
+    svc.jwt.refresh_keys().await;
+    let keys = svc.jwt.keys();
+    let mut algs: Vec<String> =
+        std::iter::once(&keys.current).chain(keys.others.iter()).map(|k| format!("{:?}", k.alg)).collect();
+    algs.dedup();
+    let base = &svc.cfg.public_base_url;
+    let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let d = Discovery {
+        issuer: svc.jwt.issuer().to_owned(),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        token_endpoint: format!("{base}/auth/token"),
+        grant_types_supported: v(&["password", "refresh_token"]),
+        response_types_supported: v(&["token"]),
+        subject_types_supported: v(&["public"]),
+        token_endpoint_auth_methods_supported: v(&["none"]),
+        id_token_signing_alg_values_supported: algs,
+        scopes_supported: v(&["openid", "profile", "email", "admin"]),
+        claims_supported: v(&[
+            "iss",
+            "aud",
+            "sub",
+            "iat",
+            "nbf",
+            "exp",
+            "jti",
+            "scope",
+            "email",
+            "email_verified",
+            "sv",
+        ]),
+    };
+    public_cache(json_response(StatusCode::OK, &d))
 }
