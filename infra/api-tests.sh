@@ -5,13 +5,16 @@
 #      README: API.md answers 400 to schema-valid but unknown tokens and weak passwords, rules
 #      JSON Schema cannot express). Any 5xx, undocumented status, content type, header or
 #      response schema fails.
-#   2. /docs in headless Chromium with the network closed: the operations list must render.
+#   2. PyJWT and Authlib (clients we did not write) against the JWKS and /auth/token.
+#   3. /docs in headless Chromium with the network closed: the operations list must render.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if [ ! -x infra/.venv-api/bin/schemathesis ]; then
+stamp="infra/.venv-api/.installed-$(sha1sum infra/requirements-api-tests.txt | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
   python3 -m venv infra/.venv-api
   infra/.venv-api/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-api-tests.txt
+  touch "$stamp"
 fi
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
@@ -37,6 +40,10 @@ print(re.search(r'token=([A-Za-z0-9._-]+)', msgs[-1]['body']).group(1))")
 curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
 access=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}" "$base/auth/login" \
   | python3 -c "import json,sys; print(json.load(sys.stdin)['access_token'])")
+
+# Standard clients: PyJWT against the JWKS, Authlib's RFC 6749 client against /auth/token.
+BASE_URL="$base" USER_EMAIL="$email" USER_PASSWORD="$password" \
+  infra/.venv-api/bin/pytest -q -p no:cacheprovider tests/interop
 
 SCHEMATHESIS_TELEMETRY=false infra/.venv-api/bin/schemathesis run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
