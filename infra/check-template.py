@@ -26,5 +26,9 @@ for method in ("get", "patch"):
     security = paths["/auth/me"][method].get("security")
     assert security == [{"JwtAuthorizer": []}], f"/auth/me {method}: {security}"
 assert "security" not in paths["/auth/login"]["post"], "public routes must not need a token"
+stage = out["Resources"]["HttpApiApiGatewayDefaultStage"]["Properties"]
+assert "ThrottlingBurstLimit" in stage["DefaultRouteSettings"], stage
+alarms = {v["Properties"]["MetricName"] for v in out["Resources"].values() if v["Type"] == "AWS::CloudWatch::Alarm"}
+assert alarms == {"AccountLocked", "RefreshTokenReuse"}, alarms
 functions = [k for k, v in out["Resources"].items() if v["Type"] == "AWS::Lambda::Function"]
-print(f"template: SAM transform OK ({len(functions)} functions, {len(paths)} API paths, JWT authorizer on the bearer routes)")
+print(f"template: SAM transform OK ({len(functions)} functions, {len(paths)} API paths, JWT authorizer on the bearer routes, stage throttling, alarms)")

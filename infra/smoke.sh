@@ -9,7 +9,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 log="$(mktemp)"
 # Embedded defaults: strip every variable that would switch to AWS.
 env -u TABLE_NAME -u MAILER -u SIGNING_KEY_SECRET_ID -u AWS_ENDPOINT_URL_DYNAMODB \
-    -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER PORT="$port" \
+    -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER PORT="$port" METRICS=emf \
     target/debug/local-server >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
@@ -26,6 +26,8 @@ token=$(curl -sf "$base/_dev/outbox" | python3 -c "import json,sys; m=json.load(
 curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
 pair=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/login")
 access=$(echo "$pair" | json "['access_token']")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"wrong-password-1\"}" "$base/auth/login")
+[ "$code" = 401 ] || { echo "wrong password: $code"; exit 1; }
 refresh=$(echo "$pair" | json "['refresh_token']")
 [ "$(curl -sf -H "authorization: Bearer $access" "$base/auth/me" | json "['email']")" = "$email" ]
 curl -sf -d "grant_type=refresh_token&refresh_token=$refresh" "$base/auth/token" >/dev/null
@@ -41,13 +43,16 @@ for s in secrets:
     assert s and s not in text, "a secret reached the log"
     # The secret part of a token (its last segment; ids before it may be logged).
     assert s.split(".")[-1] not in text, "a token's secret part reached the log"
-events = [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+lines = [json.loads(l) for l in text.splitlines() if l.startswith("{")]
+metrics = {m["Name"] for l in lines if "_aws" in l for m in l["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+assert {"LoginSucceeded", "LoginFailed"} <= metrics, f"EMF metrics missing: {metrics}"
+events = [l for l in lines if "_aws" not in l]
 names = [e.get("event") for e in events]
 for want in ["signup", "email_verified", "login_succeeded", "token_refreshed"]:
     assert want in names, f"no {want} event in {names}"
 for e in events:
     if e.get("event") in ("signup", "login_succeeded"):
         assert e["timestamp"].endswith("Z") and e["request_id"] and e["ip"] == "127.0.0.1", e
-print(f"smoke: {len(events)} JSON log lines, security events present, no secret logged")
+print(f"smoke: {len(events)} JSON log lines, security events present, EMF metrics {sorted(metrics)}, no secret logged")
 PY
 echo "smoke: local server on embedded defaults walked signup → verify → login → me → refresh"

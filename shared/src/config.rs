@@ -34,7 +34,10 @@ impl Default for PasswordPolicy {
 /// Lockout policy: threshold, then exponential backoff capped at `max`.
 #[derive(Debug, Clone, Copy)]
 pub struct LockoutPolicy {
+    /// Failures from one IP that lock the account for that IP.
     pub threshold: u32,
+    /// Failures from all IPs together that lock the account for everyone.
+    pub account_ceiling: u32,
     pub base: Duration,
     pub max: Duration,
     /// How long a failure count is remembered without a new failure.
@@ -45,6 +48,7 @@ impl Default for LockoutPolicy {
     fn default() -> Self {
         Self {
             threshold: 5,
+            account_ceiling: 50,
             base: Duration::from_secs(15 * 60),
             max: Duration::from_secs(24 * 3600),
             window: Duration::from_secs(24 * 3600),
@@ -96,6 +100,7 @@ pub struct Config {
     pub lockout: LockoutPolicy,
     /// Minimum answer time of the enumeration-sensitive endpoints (signup, resend).
     pub enumeration_floor: Duration,
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 impl Default for Config {
@@ -121,6 +126,7 @@ impl Default for Config {
             hash_concurrency: 4,
             lockout: LockoutPolicy::default(),
             enumeration_floor: Duration::from_millis(300),
+            rate_limits: crate::ratelimit::RateLimits::default(),
         }
     }
 }
@@ -173,6 +179,7 @@ impl Config {
         };
         let lockout = LockoutPolicy {
             threshold: num("LOCKOUT_THRESHOLD", d.lockout.threshold)?.max(1),
+            account_ceiling: num("LOCKOUT_ACCOUNT_CEILING", d.lockout.account_ceiling)?.max(1),
             base: secs("LOCKOUT_BASE_SECONDS", d.lockout.base)?,
             max: secs("LOCKOUT_MAX_SECONDS", d.lockout.max)?,
             window: secs("LOCKOUT_WINDOW_SECONDS", d.lockout.window)?,
@@ -204,6 +211,8 @@ impl Config {
                 "ENUMERATION_FLOOR_MS",
                 d.enumeration_floor.as_millis() as u64,
             )?),
+            rate_limits: crate::ratelimit::RateLimits::from_env(flag("RATE_LIMITS_ENABLED"), var)
+                .map_err(ConfigError)?,
         })
     }
 }

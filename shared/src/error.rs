@@ -50,6 +50,9 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("conflict")]
     Conflict(String),
+    /// Over a rate limit; the headers tell when to come back.
+    #[error("rate limited")]
+    RateLimited { limit: u32, reset: u64 },
     /// A dependency (DynamoDB, SES, Secrets Manager) failed after retries.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -85,6 +88,7 @@ impl AppError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type")
             }
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service temporarily unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
@@ -117,6 +121,7 @@ impl AppError {
             PayloadTooLarge => "The request body exceeds 16 KiB.".into(),
             UnsupportedMediaType => "Send application/json.".into(),
             Conflict(m) => m.clone(),
+            RateLimited { .. } => "Too many requests; retry after the time in Retry-After.".into(),
             Unavailable(_) => "A dependency is temporarily unavailable; retry later.".into(),
             Internal(_) => "An unexpected error occurred; quote the request id.".into(),
         }
@@ -158,6 +163,12 @@ impl AppError {
             AppError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            AppError::RateLimited { limit, reset } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*reset));
+                h.insert("ratelimit-limit", HeaderValue::from(*limit));
+                h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+                h.insert("ratelimit-reset", HeaderValue::from(*reset));
+            }
             _ => {}
         }
         resp
@@ -169,7 +180,7 @@ impl AppError {
 #[schema(description = "RFC 9457 problem. `type` is `urn:secure-auth:problem:<slug>`, slugs: \
 validation-failed, malformed-request, invalid-token, invalid-credentials, invalid-grant, \
 unsupported-grant-type, email-not-verified, unauthorized, forbidden, not-found, method-not-allowed, \
-payload-too-large, unsupported-media-type, conflict, unavailable, internal.")]
+payload-too-large, unsupported-media-type, conflict, rate-limited, unavailable, internal.")]
 pub struct Problem {
     #[serde(rename = "type")]
     #[schema(example = "urn:secure-auth:problem:invalid-credentials")]

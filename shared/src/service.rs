@@ -117,6 +117,7 @@ impl AuthService {
     async fn send_mail(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
         if let Err(e) = self.mailer.send(&mail).await {
             tracing::warn!(request_id = %ctx.request_id, event = "mail_failed", mail = what, error = %e.0, "mail delivery failed");
+            crate::metrics::count("MailFailed");
         }
     }
 
@@ -211,40 +212,56 @@ impl AuthService {
         .await
     }
 
-    /// Password login with lockout; see SECURITY.md "Brute force".
+    /// Password login with lockout; see SECURITY.md "Brute force" and the README's policy.
+    ///
+    /// Two counters, each an atomic conditional update made before any password check: one per
+    /// (account, client IP), which locks the account *for that IP* after `threshold` failures,
+    /// and one per account, which locks it for everyone after `account_ceiling` failures from
+    /// all IPs. One attacker therefore cannot lock the owner out from the owner's own network,
+    /// while a distributed guesser still meets a hard limit.
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> AppResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
-        let key = email.as_str();
+        let account_key = email.as_str().to_owned();
+        let pair_key = format!("{account_key}#{}", ctx.ip);
         let policy = self.cfg.lockout;
         let window = policy.window.as_secs() as i64;
-        // Fails closed: if the count cannot be written, nobody signs in.
-        let gate = self.store.lock_gate(key, self.now(), window).await?;
-        let (attempt, previous_locks) = match gate {
-            LockGate::Locked { .. } => {
-                security_event("login_failed", ctx, None, "locked");
-                return Err(AppError::InvalidCredentials);
+        // Fails closed: if a count cannot be written, nobody signs in.
+        let mut gates = Vec::with_capacity(2);
+        for (key, limit) in [(&pair_key, policy.threshold), (&account_key, policy.account_ceiling)] {
+            match self.store.lock_gate(key, self.now(), window).await? {
+                LockGate::Locked { .. } => return Err(self.login_failed(ctx, None, "locked")),
+                LockGate::Open { attempt, previous_locks } => {
+                    if attempt == 1 && previous_locks > 0 {
+                        security_event("account_unlocked", ctx, None, "lock_expired");
+                    }
+                    gates.push((key.clone(), limit, attempt, previous_locks));
+                }
             }
-            LockGate::Open { attempt, previous_locks } => (attempt, previous_locks),
-        };
-        if attempt > policy.threshold {
-            // Raced past the threshold before the lock landed: no password check.
-            self.lock_account(key, previous_locks, None, ctx).await?;
-            security_event("login_failed", ctx, None, "locked");
-            return Err(AppError::InvalidCredentials);
         }
-        let user = self.store.find_user_by_email(key).await?;
+        if gates.iter().any(|(_, limit, attempt, _)| attempt > limit) {
+            // Raced past a threshold before its lock landed: no password check.
+            for (key, limit, attempt, prev) in &gates {
+                if attempt > limit {
+                    self.lock_account(key, *limit, *prev, &account_key, None, ctx).await?;
+                }
+            }
+            return Err(self.login_failed(ctx, None, "locked"));
+        }
+        let user = self.store.find_user_by_email(&account_key).await?;
         let verified = self.hasher.verify(pw, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match (user, &verified) {
             (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
             (user, _) => {
-                if attempt >= policy.threshold {
-                    self.lock_account(key, previous_locks, user.as_ref(), ctx).await?;
+                for (key, limit, attempt, prev) in &gates {
+                    if attempt >= limit {
+                        self.lock_account(key, *limit, *prev, &account_key, user.as_ref(), ctx).await?;
+                    }
                 }
-                security_event("login_failed", ctx, user.as_ref().map(|u| u.id.as_str()), "invalid_credentials");
-                return Err(AppError::InvalidCredentials);
+                return Err(self.login_failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
-        self.store.clear_lockout(key).await?;
+        self.store.clear_lockout(&pair_key).await?;
+        self.store.clear_lockout(&account_key).await?;
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
         {
@@ -257,30 +274,41 @@ impl AuthService {
         let tokens = self.start_session(&user, ctx).await?;
         self.store.record_login(&user.id, self.now()).await?;
         security_event("login_succeeded", ctx, Some(&user.id), "success");
+        crate::metrics::count("LoginSucceeded");
         Ok(tokens)
     }
 
+    fn login_failed(&self, ctx: &RequestCtx, user: Option<&User>, outcome: &str) -> AppError {
+        security_event("login_failed", ctx, user.map(|u| u.id.as_str()), outcome);
+        crate::metrics::count("LoginFailed");
+        AppError::InvalidCredentials
+    }
+
+    /// Locks `key` (a pair or the account) if its count reached `limit`; mails the owner once
+    /// per lock.
     async fn lock_account(
         &self,
         key: &str,
+        limit: u32,
         previous_locks: u32,
+        account: &str,
         user: Option<&User>,
         ctx: &RequestCtx,
     ) -> AppResult<()> {
         let policy = self.cfg.lockout;
         let now = self.now();
         let dur = policy.lock_duration(previous_locks);
-        let locked = self
-            .store
-            .lock(key, policy.threshold, now + dur.as_secs() as i64, now, policy.window.as_secs() as i64)
-            .await?;
+        let locked =
+            self.store.lock(key, limit, now + dur.as_secs() as i64, now, policy.window.as_secs() as i64).await?;
         if locked {
             // The caller that raced past the threshold has not looked the user up yet.
             let owner = match user {
                 Some(u) => Some(u.clone()),
-                None => self.store.find_user_by_email(key).await?,
+                None => self.store.find_user_by_email(account).await?,
             };
-            security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), "locked");
+            let scope = if key == account { "account" } else { "account_from_ip" };
+            security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), scope);
+            crate::metrics::count("AccountLocked");
             if let Some(u) = owner {
                 let mail = templates::account_locked(&self.cfg.product_name, &u.email, dur.as_secs() / 60);
                 self.send_mail(mail, ctx, "account_locked").await;
@@ -381,6 +409,7 @@ impl AuthService {
                     } else {
                         self.store.delete_session(&parts.user_id, &parts.session_id).await?;
                         security_event("refresh_token_reuse", ctx, Some(&user.id), "session_revoked");
+                        crate::metrics::count("RefreshTokenReuse");
                     }
                 }
                 Err(AppError::InvalidGrant)

@@ -50,6 +50,8 @@ contract!(
     given_expired_verification_token_not_yet_deleted_then_refused,
     given_stale_expected_hash_then_upgrade_is_refused,
     given_missing_user_then_updates_report_absence,
+    given_100_concurrent_hits_on_a_limit_of_10_then_exactly_10_count,
+    given_expired_rate_item_not_yet_deleted_then_counting_restarts,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -285,4 +287,26 @@ async fn given_missing_user_then_updates_report_absence(s: Arc<dyn Store>) {
     s.create_user(&u).await.unwrap();
     assert_eq!(s.update_name(&u.id, None, NOW + 1).await.unwrap().unwrap().name, None);
     assert_eq!(s.update_name(&u.id, Some("Bo"), NOW + 2).await.unwrap().unwrap().name.as_deref(), Some("Bo"));
+}
+
+async fn given_100_concurrent_hits_on_a_limit_of_10_then_exactly_10_count(s: Arc<dyn Store>) {
+    let results = join_all((0..100).map(|_| {
+        let s = s.clone();
+        async move { s.rate_hit("login#ip#192.0.2.7#100", 10, NOW, NOW + 60).await.unwrap() }
+    }))
+    .await;
+    let mut counted: Vec<u32> = results.iter().flatten().copied().collect();
+    counted.sort_unstable();
+    assert_eq!(counted, (1..=10).collect::<Vec<_>>());
+    assert_eq!(s.rate_count("login#ip#192.0.2.7#100", NOW).await.unwrap(), 10);
+    assert_eq!(s.rate_count("login#ip#192.0.2.8#100", NOW).await.unwrap(), 0, "keys are independent");
+}
+
+async fn given_expired_rate_item_not_yet_deleted_then_counting_restarts(s: Arc<dyn Store>) {
+    for _ in 0..3 {
+        s.rate_hit("k", 3, NOW, NOW + 10).await.unwrap();
+    }
+    assert_eq!(s.rate_hit("k", 3, NOW + 5, NOW + 10).await.unwrap(), None);
+    assert_eq!(s.rate_count("k", NOW + 10).await.unwrap(), 0, "expired counts as absent");
+    assert_eq!(s.rate_hit("k", 3, NOW + 10, NOW + 20).await.unwrap(), Some(1));
 }

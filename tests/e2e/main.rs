@@ -8,4 +8,5 @@ mod faults;
 mod flow;
 mod inputs;
 mod keys;
+mod ratelimit;
 mod security;

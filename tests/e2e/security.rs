@@ -62,7 +62,8 @@ async fn given_threshold_failures_then_account_locks_owner_is_mailed_once_and_un
     for _ in 0..3 {
         s.post("/auth/login", json!({"email": ghost, "password": "wrong-password-1"})).await;
     }
-    assert!(s.keys().await.contains(&format!("LOCK#{ghost}")));
+    let keys = s.keys().await;
+    assert!(keys.contains(&format!("LOCK#{ghost}")) && keys.contains(&format!("LOCK#{ghost}#127.0.0.1")), "{keys:?}");
 }
 
 #[tokio::test]

@@ -72,7 +72,13 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
         .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String))
         .description(Some("The request id (echoed if the client sent a well-formed one)"))
         .build();
+    let limited: Vec<&str> = super::Endpoint::ALL
+        .iter()
+        .filter(|e| crate::ratelimit::DEFAULTS.iter().any(|(name, _)| *name == e.binary()))
+        .flat_map(|e| e.routes().iter().map(|(_, p)| *p))
+        .collect();
     for (path, item) in doc.paths.paths.iter_mut() {
+        let is_limited = limited.contains(&path.as_str());
         let is_meta = path == "/health" || path == "/openapi.json" || path.starts_with("/docs");
         for op in
             [&mut item.get, &mut item.post, &mut item.patch, &mut item.put, &mut item.delete].into_iter().flatten()
@@ -95,6 +101,18 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
                         )
                         .build();
                 responses.entry("401".into()).or_insert_with(|| unauthorized.into());
+            }
+            if is_limited {
+                let header = |d: &str| HeaderBuilder::new().description(Some(d.to_owned())).build();
+                let limited = ResponseBuilder::from(problem_response(
+                    "rate-limited: over a per-IP or per-email limit (only when RATE_LIMITS_ENABLED); nothing was done",
+                ))
+                .header("Retry-After", header("Seconds until the window resets"))
+                .header("RateLimit-Limit", header("Requests allowed per window"))
+                .header("RateLimit-Remaining", header("Requests left in the window"))
+                .header("RateLimit-Reset", header("Seconds until the window resets"))
+                .build();
+                responses.entry("429".into()).or_insert_with(|| limited.into());
             }
             if !is_meta {
                 let unavailable =

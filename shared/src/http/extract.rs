@@ -17,7 +17,7 @@ use crate::service::{AuthService, Caller};
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 * 1024;
 
-fn content_type(parts: &http::HeaderMap) -> Option<String> {
+pub(crate) fn content_type(parts: &http::HeaderMap) -> Option<String> {
     parts
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -95,9 +95,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
 
 /// The client IP: API Gateway's `sourceIp` in Lambda, the socket peer locally; never
 /// `X-Forwarded-For`.
-fn client_ip(parts: &Parts) -> String {
+pub(crate) fn client_ip(ext: &http::Extensions) -> String {
     use lambda_http::request::RequestContext;
-    match parts.extensions.get::<RequestContext>() {
+    match ext.get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(c)) => {
             return c.http.source_ip.clone().unwrap_or_default();
         }
@@ -106,7 +106,7 @@ fn client_ip(parts: &Parts) -> String {
         }
         _ => {}
     }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
+    ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
 }
 
 /// The caller's request context, for logs and session metadata.
@@ -124,7 +124,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .chars()
             .take(256)
             .collect();
-        Ok(Ctx(RequestCtx { request_id: super::request_id::current(), ip: client_ip(parts), user_agent }))
+        Ok(Ctx(RequestCtx { request_id: super::request_id::current(), ip: client_ip(&parts.extensions), user_agent }))
     }
 }
 

@@ -93,22 +93,31 @@ impl Endpoint {
 
     /// Mounts the endpoint's handlers; each route lands in the OpenAPI document too.
     fn mount(self, r: OpenApiRouter<Svc>) -> OpenApiRouter<Svc> {
-        match self {
-            Endpoint::Health => r.routes(routes!(health)),
-            Endpoint::Signup => r.routes(routes!(signup)),
-            Endpoint::VerifyEmail => r.routes(routes!(verify_email)),
-            Endpoint::ResendVerification => r.routes(routes!(resend_verification)),
-            Endpoint::Login => r.routes(routes!(login)),
-            Endpoint::Token => r.routes(routes!(token)),
-            Endpoint::Refresh => r.routes(routes!(refresh)),
-            Endpoint::Logout => r.routes(routes!(logout)),
-            Endpoint::Me => r.routes(routes!(me, update_me)),
-            Endpoint::Docs => r
+        let n = OpenApiRouter::new();
+        let sub = match self {
+            Endpoint::Health => n.routes(routes!(health)),
+            Endpoint::Signup => n.routes(routes!(signup)),
+            Endpoint::VerifyEmail => n.routes(routes!(verify_email)),
+            Endpoint::ResendVerification => n.routes(routes!(resend_verification)),
+            Endpoint::Login => n.routes(routes!(login)),
+            Endpoint::Token => n.routes(routes!(token)),
+            Endpoint::Refresh => n.routes(routes!(refresh)),
+            Endpoint::Logout => n.routes(routes!(logout)),
+            Endpoint::Me => n.routes(routes!(me, update_me)),
+            Endpoint::Docs => n
                 .routes(routes!(docs::openapi_json))
                 .routes(routes!(docs::docs_index))
                 .routes(routes!(docs::docs_asset)),
-            Endpoint::Jwks => r.routes(routes!(jwks)).routes(routes!(openid_configuration)),
-        }
+            Endpoint::Jwks => n.routes(routes!(jwks)).routes(routes!(openid_configuration)),
+        };
+        // Every unauthenticated endpoint with limits gets them, ahead of its handler.
+        let limited = crate::ratelimit::DEFAULTS.iter().any(|(name, _)| *name == self.binary());
+        let sub = if limited {
+            sub.route_layer(middleware::from_fn(move |req: Request, next: Next| rate_limited(self, req, next)))
+        } else {
+            sub
+        };
+        r.merge(sub)
     }
 }
 
@@ -125,7 +134,69 @@ pub fn router(svc: Svc, endpoints: &[Endpoint]) -> Router {
 
 /// The bare routes for `endpoints`, to merge with others before `finish`.
 pub fn routes(svc: Svc, endpoints: &[Endpoint]) -> Router {
-    api(endpoints).0.with_state(svc)
+    api(endpoints).0.layer(axum::Extension(svc.clone())).with_state(svc)
+}
+
+/// The normalized email a rate-limited body names (`email`, or the token endpoint's
+/// `username`), if any; anything unparsable simply has none (the handler will refuse it).
+fn email_in(content_type: Option<&str>, bytes: &[u8]) -> Option<String> {
+    let raw = match content_type {
+        Some("application/x-www-form-urlencoded") => serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == "username")
+            .map(|(_, v)| v)?,
+        _ => {
+            let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            v.get("email").or_else(|| v.get("username"))?.as_str()?.to_owned()
+        }
+    };
+    crate::email::normalize(&raw).ok().map(|e| e.as_str().to_owned())
+}
+
+/// Applies `endpoint`'s rate limits before anything else runs: a limited request costs two
+/// small DynamoDB calls per key and nothing more (no hashing, no mail, no other store work).
+async fn rate_limited(endpoint: Endpoint, req: Request, next: Next) -> Response {
+    let Some(svc) = req.extensions().get::<Svc>().cloned() else { return next.run(req).await };
+    let limits = &svc.cfg.rate_limits;
+    let Some(cfg) = limits.endpoints.get(endpoint.binary()).filter(|_| limits.enabled).copied() else {
+        return next.run(req).await;
+    };
+    let flavour = match endpoint {
+        Endpoint::Login | Endpoint::Token | Endpoint::Refresh => OAuthFlavour::TokenEndpoint,
+        _ => OAuthFlavour::Plain,
+    };
+    let ip = extract::client_ip(req.extensions());
+    let (req, email) = if cfg.email.is_some() {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return AppError::PayloadTooLarge.to_response(flavour);
+        };
+        let email = email_in(extract::content_type(&parts.headers).as_deref(), &bytes);
+        (Request::from_parts(parts, axum::body::Body::from(bytes)), email)
+    } else {
+        (req, None)
+    };
+    let decision =
+        crate::ratelimit::check(svc.store.as_ref(), limits, endpoint.binary(), &ip, email.as_deref(), crate::now())
+            .await;
+    let decision = match decision {
+        Ok(Some(d)) => d,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return AppError::from(e).to_response(flavour),
+    };
+    if decision.limited {
+        let ctx = crate::logging::RequestCtx { request_id: request_id::current(), ip, user_agent: String::new() };
+        crate::logging::security_event("rate_limited", &ctx, None, endpoint.binary());
+        crate::metrics::count("RateLimited");
+        return AppError::RateLimited { limit: decision.limit, reset: decision.reset }.to_response(flavour);
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(decision.reset));
+    resp
 }
 
 /// The OpenAPI 3.1 document of every endpoint, generated from the handlers.

@@ -623,3 +623,72 @@ impl SessionStore for DynamoStore {
         Ok(())
     }
 }
+
+fn rate_pk(key: &str) -> String {
+    format!("RATE#{key}")
+}
+
+#[async_trait]
+impl RateLimitStore for DynamoStore {
+    async fn rate_hit(&self, k: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError> {
+        // Bounded: each retry means another writer just replaced an expired item.
+        for _ in 0..5 {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(rate_pk(k), "RATE")))
+                .update_expression("SET expires_at = :exp, #ttl = :exp ADD hits :one")
+                .condition_expression("attribute_not_exists(pk) OR (expires_at > :now AND hits < :limit)")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":exp", n(expires_at))
+                .expression_attribute_values(":limit", n(limit))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+                .await;
+            let old = match res.map_err(|e| e.into_service_error()) {
+                Ok(out) => {
+                    let hits = out.attributes.as_ref().and_then(|a| get_n(a, "hits")).unwrap_or(1);
+                    return Ok(Some(hits.max(0) as u32));
+                }
+                Err(UpdateItemError::ConditionalCheckFailedException(c)) => c.item.unwrap_or_default(),
+                Err(e) => return Err(unavailable(e)),
+            };
+            if get_n(&old, "expires_at").unwrap_or(0) > now {
+                return Ok(None);
+            }
+            // Expired but not yet deleted by TTL: start a fresh count.
+            let mut fresh = key(rate_pk(k), "RATE");
+            fresh.insert("hits".into(), n(1));
+            fresh.insert("expires_at".into(), n(expires_at));
+            fresh.insert("ttl".into(), n(expires_at));
+            let res = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(fresh))
+                .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
+                .expression_attribute_values(":now", n(now))
+                .send()
+                .await;
+            match res.map_err(|e| e.into_service_error()) {
+                Ok(_) => return Ok(Some(1)),
+                Err(PutItemError::ConditionalCheckFailedException(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(StoreError::Unavailable("rate-limit item contention".into()))
+    }
+
+    async fn rate_count(&self, k: &str, now: i64) -> Result<u32, StoreError> {
+        let item = self.get(key(rate_pk(k), "RATE")).await?;
+        Ok(item
+            .filter(|i| get_n(i, "expires_at").unwrap_or(0) > now)
+            .and_then(|i| get_n(&i, "hits"))
+            .unwrap_or(0)
+            .max(0) as u32)
+    }
+}

@@ -29,6 +29,7 @@ struct Inner {
     one_time: HashMap<(String, &'static str), OneTime>,
     locks: HashMap<String, Lock>,
     sessions: HashMap<(String, String), Session>,
+    counters: HashMap<String, (u32, i64)>,
 }
 
 /// The in-process store.
@@ -215,5 +216,26 @@ impl SessionStore for MemoryStore {
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
         self.lock()?.sessions.remove(&(user_id.to_owned(), id.to_owned()));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MemoryStore {
+    async fn rate_hit(&self, key: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError> {
+        let mut g = self.lock()?;
+        let entry = g.counters.entry(key.to_owned()).or_insert((0, expires_at));
+        if entry.1 <= now {
+            *entry = (0, expires_at);
+        }
+        if entry.0 >= limit {
+            return Ok(None);
+        }
+        entry.0 += 1;
+        entry.1 = expires_at;
+        Ok(Some(entry.0))
+    }
+
+    async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError> {
+        Ok(self.lock()?.counters.get(key).filter(|(_, exp)| *exp > now).map(|(n, _)| *n).unwrap_or(0))
     }
 }

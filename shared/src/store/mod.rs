@@ -152,6 +152,16 @@ pub trait SessionStore: Send + Sync {
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError>;
 }
 
+/// Rate-limit counters: one item per key and window, expiring by TTL.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Counts one hit on `key` if its live count is below `limit`, atomically (one conditional
+    /// `ADD`); `None` when the limit is reached. An item past `expires_at` counts as absent.
+    async fn rate_hit(&self, key: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError>;
+    /// The live count of `key` (0 if absent or expired).
+    async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError>;
+}
+
 /// Everything the service needs from storage.
-pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore {}
-impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore> Store for T {}
+pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore {}
+impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore> Store for T {}
