@@ -22,9 +22,11 @@ class NoManagedPolicies:
 
 out = transform(template, {"PublicBaseUrl": "https://auth.example.com", "MailFrom": "no-reply@example.com"}, NoManagedPolicies())
 paths = out["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
-for method in ("get", "patch"):
-    security = paths["/auth/me"][method].get("security")
-    assert security == [{"JwtAuthorizer": []}], f"/auth/me {method}: {security}"
+bearer = [("/auth/me", "get"), ("/auth/me", "patch"), ("/auth/change-password", "post"), ("/auth/change-email", "post"),
+          ("/auth/sessions", "get"), ("/auth/sessions/{id}", "delete"), ("/auth/logout-all", "post")]
+for path, method in bearer:
+    security = paths[path][method].get("security")
+    assert security == [{"JwtAuthorizer": []}], f"{path} {method}: {security}"
 assert "security" not in paths["/auth/login"]["post"], "public routes must not need a token"
 stage = out["Resources"]["HttpApiApiGatewayDefaultStage"]["Properties"]
 assert "ThrottlingBurstLimit" in stage["DefaultRouteSettings"], stage

@@ -15,6 +15,8 @@ pub async fn run(endpoint: Endpoint) -> Result<(), Error> {
         http::health_router()
     } else if endpoint == Endpoint::Docs {
         http::docs_router()
+    } else if endpoint == Endpoint::Pages {
+        http::pages_router()
     } else {
         let built = match Config::from_env() {
             Ok(cfg) => wiring::build(cfg, Target::Lambda, None).await.map_err(|e| e.to_string()),

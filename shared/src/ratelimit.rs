@@ -38,7 +38,7 @@ const fn l(max: u32, window: u64) -> Option<Limit> {
 }
 
 /// The defaults: generous for people, tight for scripts; lockout still guards passwords.
-pub const DEFAULTS: [(&str, EndpointLimits); 9] = [
+pub const DEFAULTS: [(&str, EndpointLimits); 10] = [
     ("login", EndpointLimits { ip: l(30, 60), email: l(10, 60) }),
     ("token", EndpointLimits { ip: l(30, 60), email: l(10, 60) }),
     ("signup", EndpointLimits { ip: l(10, 60), email: l(3, 3600) }),
@@ -48,6 +48,7 @@ pub const DEFAULTS: [(&str, EndpointLimits); 9] = [
     ("logout", EndpointLimits { ip: l(60, 60), email: None }),
     ("forgot-password", EndpointLimits { ip: l(10, 60), email: l(3, 3600) }),
     ("reset-password", EndpointLimits { ip: l(10, 60), email: None }),
+    ("confirm-email-change", EndpointLimits { ip: l(20, 60), email: None }),
 ];
 
 impl Default for RateLimits {

@@ -12,7 +12,7 @@ use crate::logging::{RequestCtx, security_event};
 use crate::mail::{Mail, Mailer, templates};
 use crate::password::{Hasher, Verified, check_policy};
 use crate::secret::{Password, Token};
-use crate::store::{LockGate, OneTimeKind, Rotation, Session, Store, User};
+use crate::store::{EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, User};
 use crate::tokens::{self, AccessClaims, Jwt, Subject};
 
 /// RFC 6749 §5.1 token response.
@@ -63,6 +63,20 @@ impl From<&User> for UserView {
             last_login_at: u.last_login_at.map(rfc3339),
         }
     }
+}
+
+/// A session as `GET /auth/sessions` lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub last_used_at: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// True for the session the calling access token belongs to.
+    pub current: bool,
 }
 
 /// An authenticated caller: verified token claims and the user as stored now.
@@ -317,7 +331,7 @@ impl AuthService {
         Ok(())
     }
 
-    fn access_token(&self, user: &User, now: i64) -> AppResult<(String, String)> {
+    fn access_token(&self, user: &User, session_id: &str, now: i64) -> AppResult<(String, String)> {
         self.jwt.issue(
             &Subject {
                 user_id: &user.id,
@@ -325,6 +339,7 @@ impl AuthService {
                 email_verified: user.is_verified,
                 is_superuser: user.is_superuser,
                 session_version: user.session_version,
+                session_id,
             },
             now,
         )
@@ -338,7 +353,7 @@ impl AuthService {
         idle_expires_at: i64,
         now: i64,
     ) -> AppResult<TokenResponse> {
-        let (access_token, scope) = self.access_token(user, now)?;
+        let (access_token, scope) = self.access_token(user, session_id, now)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -366,6 +381,7 @@ impl AuthService {
             absolute_expires_at: absolute,
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.chars().take(256).collect(),
+            session_version: user.session_version,
         };
         self.store.create_session(&session).await?;
         self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
@@ -389,6 +405,12 @@ impl AuthService {
         let Some(session) = self.store.get_session(&parts.user_id, &parts.session_id, now).await? else {
             return Err(AppError::InvalidGrant);
         };
+        if session.session_version != user.session_version {
+            // Revoked by a password change, reset or forced logout whose clean-up had not
+            // reached this session yet.
+            self.store.delete_session(&parts.user_id, &parts.session_id).await?;
+            return Err(AppError::InvalidGrant);
+        }
         let idle = (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(session.absolute_expires_at);
         let outcome = self
             .store
@@ -458,4 +480,174 @@ impl AuthService {
             .ok_or(AppError::Unauthorized { sent: true })?;
         Ok(UserView::from(&user))
     }
+
+    fn wrong_password(field: &str) -> AppError {
+        AppError::Validation(vec![FieldError::new(field, "is incorrect")])
+    }
+
+    /// Mails a reset link if the account exists; the same 202 and timing either way.
+    pub async fn forgot_password(&self, raw_email: &str, ctx: &RequestCtx) -> AppResult<()> {
+        let email = email_field("email", raw_email)?;
+        with_floor(self.cfg.enumeration_floor, async {
+            let Some(u) = self.store.find_user_by_email(email.as_str()).await?.filter(|u| u.is_active) else {
+                security_event("password_reset_requested", ctx, None, "unknown_address");
+                return Ok(());
+            };
+            let secret = tokens::random_secret()?;
+            let expires = self.now() + RESET_TTL_SECS;
+            self.store.put_one_time(OneTimeKind::ResetPassword, &u.id, &tokens::hash_secret(&secret), expires).await?;
+            let token = format!("{}.{}", u.id, secret);
+            let mail = templates::password_reset(&self.cfg.product_name, &self.cfg.public_base_url, &u.email, &token);
+            self.send_mail(mail, ctx, "password_reset").await;
+            security_event("password_reset_requested", ctx, Some(&u.id), "sent");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Sets a new password with a reset token (single use); revokes every session, bumps the
+    /// session version, clears lockout and notifies the owner.
+    pub async fn reset_password(&self, token: &Token, new_pw: &Password, ctx: &RequestCtx) -> AppResult<()> {
+        let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(AppError::InvalidToken)?;
+        let user = self.store.get_user(&user_id).await?.ok_or(AppError::InvalidToken)?;
+        // The policy runs first, so a weak password does not spend the token.
+        check_policy(&self.cfg.password, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
+        let new_hash = self.hasher.hash(new_pw).await?;
+        if self.store.reset_password(&user_id, &hash, &new_hash, self.now()).await?.is_none() {
+            security_event("password_reset", ctx, Some(&user_id), "invalid_token");
+            return Err(AppError::InvalidToken);
+        }
+        // Sessions are already dead (their version is behind); this only tidies up.
+        self.store.delete_sessions(&user_id, None).await?;
+        self.store.clear_lockout(&user.email).await?;
+        security_event("password_reset", ctx, Some(&user_id), "success");
+        let mail = templates::password_changed(&self.cfg.product_name, &self.cfg.public_base_url, &user.email);
+        self.send_mail(mail, ctx, "password_changed").await;
+        Ok(())
+    }
+
+    /// Changes the password with the current one; every other session is revoked, the
+    /// caller's session stays usable (its refresh token moves to the new version).
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &Password,
+        new_pw: &Password,
+        ctx: &RequestCtx,
+    ) -> AppResult<()> {
+        let user = &caller.user;
+        if self.hasher.verify(current, Some(&user.password_hash)).await? == Verified::No {
+            security_event("password_changed", ctx, Some(&user.id), "wrong_current_password");
+            return Err(Self::wrong_password("current_password"));
+        }
+        check_policy(&self.cfg.password, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
+        let new_hash = self.hasher.hash(new_pw).await?;
+        let sv = self
+            .store
+            .change_password(&user.id, &user.password_hash, &new_hash, self.now())
+            .await?
+            .ok_or_else(|| AppError::Conflict("The password changed meanwhile; try again.".into()))?;
+        self.store.confirm_session_version(&user.id, &caller.claims.sid, sv).await?;
+        self.store.delete_sessions(&user.id, Some(&caller.claims.sid)).await?;
+        security_event("password_changed", ctx, Some(&user.id), "success");
+        let mail = templates::password_changed(&self.cfg.product_name, &self.cfg.public_base_url, &user.email);
+        self.send_mail(mail, ctx, "password_changed").await;
+        Ok(())
+    }
+
+    /// Starts an email change: a link to the new address, a notice to the old one. The same
+    /// 202 whether or not the new address is taken (that surfaces only at confirmation, to the
+    /// holder of the new address).
+    pub async fn change_email(
+        &self,
+        caller: &Caller,
+        current: &Password,
+        raw_new: &str,
+        ctx: &RequestCtx,
+    ) -> AppResult<()> {
+        let new_email = email_field("new_email", raw_new)?;
+        let user = &caller.user;
+        if self.hasher.verify(current, Some(&user.password_hash)).await? == Verified::No {
+            security_event("email_change_requested", ctx, Some(&user.id), "wrong_current_password");
+            return Err(Self::wrong_password("current_password"));
+        }
+        if new_email.as_str() == user.email {
+            return Err(AppError::Validation(vec![FieldError::new("new_email", "is already your address")]));
+        }
+        let secret = tokens::random_secret()?;
+        let expires = self.now() + EMAIL_CHANGE_TTL_SECS;
+        self.store.put_email_change(&user.id, &tokens::hash_secret(&secret), new_email.as_str(), expires).await?;
+        let token = format!("{}.{}", user.id, secret);
+        let (product, base) = (&self.cfg.product_name, &self.cfg.public_base_url);
+        self.send_mail(
+            templates::email_change_confirm(product, base, new_email.as_str(), &token),
+            ctx,
+            "email_change_confirm",
+        )
+        .await;
+        self.send_mail(templates::email_change_notice(product, base, &user.email, false), ctx, "email_change_notice")
+            .await;
+        security_event("email_change_requested", ctx, Some(&user.id), "sent");
+        Ok(())
+    }
+
+    /// Confirms an email change (single use): the unique-email claim moves in one transaction.
+    pub async fn confirm_email_change(&self, token: &Token, ctx: &RequestCtx) -> AppResult<UserView> {
+        let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(AppError::InvalidToken)?;
+        match self.store.confirm_email_change(&user_id, &hash, self.now()).await? {
+            EmailChange::Changed { user, old_email } => {
+                security_event("email_changed", ctx, Some(&user.id), "success");
+                let (product, base) = (&self.cfg.product_name, &self.cfg.public_base_url);
+                self.send_mail(templates::email_change_notice(product, base, &old_email, true), ctx, "email_changed")
+                    .await;
+                Ok(UserView::from(&user))
+            }
+            EmailChange::Taken => {
+                security_event("email_changed", ctx, Some(&user_id), "address_taken");
+                Err(AppError::Conflict("That address is already in use; the request was cancelled.".into()))
+            }
+            EmailChange::InvalidToken => Err(AppError::InvalidToken),
+        }
+    }
+
+    /// The caller's live sessions, newest last.
+    pub async fn list_sessions(&self, caller: &Caller) -> AppResult<Vec<SessionView>> {
+        let sessions = self.store.list_sessions(&caller.user.id, self.now()).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|x| x.session_version == caller.user.session_version)
+            .map(|x| SessionView {
+                current: x.id == caller.claims.sid,
+                id: x.id,
+                created_at: rfc3339(x.created_at),
+                last_used_at: rfc3339(x.last_used_at),
+                ip: x.ip,
+                user_agent: x.user_agent,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's own sessions; 404 for anyone else's or an unknown id.
+    pub async fn revoke_session(&self, caller: &Caller, id: &str, ctx: &RequestCtx) -> AppResult<()> {
+        let found = self.store.get_session(&caller.user.id, id, self.now()).await?;
+        if found.is_none() {
+            return Err(AppError::NotFound);
+        }
+        self.store.delete_session(&caller.user.id, id).await?;
+        security_event("session_revoked", ctx, Some(&caller.user.id), "one");
+        Ok(())
+    }
+
+    /// Revokes all the caller's sessions and bumps the session version.
+    pub async fn logout_all(&self, caller: &Caller, ctx: &RequestCtx) -> AppResult<()> {
+        self.store.bump_session_version(&caller.user.id, self.now()).await?;
+        self.store.delete_sessions(&caller.user.id, None).await?;
+        security_event("session_revoked", ctx, Some(&caller.user.id), "all");
+        Ok(())
+    }
 }
+
+/// Reset links live one hour (SECURITY.md).
+pub const RESET_TTL_SECS: i64 = 3600;
+/// Email-change links live one hour too: they move the account's sign-in address.
+pub const EMAIL_CHANGE_TTL_SECS: i64 = 3600;

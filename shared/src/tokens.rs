@@ -32,6 +32,8 @@ pub struct AccessClaims {
     pub email: String,
     pub email_verified: bool,
     pub sv: u64,
+    /// The session (refresh-token family) this token was issued for.
+    pub sid: String,
 }
 
 /// Signs and verifies access tokens with one key set.
@@ -51,6 +53,7 @@ pub struct Subject<'a> {
     pub email_verified: bool,
     pub is_superuser: bool,
     pub session_version: u64,
+    pub session_id: &'a str,
 }
 
 impl Jwt {
@@ -94,6 +97,7 @@ impl Jwt {
             email: s.email.to_owned(),
             email_verified: s.email_verified,
             sv: s.session_version,
+            sid: s.session_id.to_owned(),
         };
         let mut header = Header::new(key.alg);
         header.typ = Some(ACCESS_TYP.to_owned());
@@ -232,7 +236,14 @@ mod tests {
     }
 
     fn subject() -> Subject<'static> {
-        Subject { user_id: "u1", email: "a@example.com", email_verified: true, is_superuser: false, session_version: 3 }
+        Subject {
+            user_id: "u1",
+            email: "a@example.com",
+            email_verified: true,
+            is_superuser: false,
+            session_version: 3,
+            session_id: "s1",
+        }
     }
 
     fn b64(v: &serde_json::Value) -> String {

@@ -9,7 +9,7 @@ use futures::future::join_all;
 use shared::error::StoreError;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
-use shared::store::{LockGate, OneTimeKind, Rotation, Session, Store, User};
+use shared::store::{EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, User};
 
 async fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
@@ -52,6 +52,11 @@ contract!(
     given_missing_user_then_updates_report_absence,
     given_100_concurrent_hits_on_a_limit_of_10_then_exactly_10_count,
     given_expired_rate_item_not_yet_deleted_then_counting_restarts,
+    given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_version_bumped,
+    given_email_change_then_the_claim_moves_atomically_and_the_token_is_single_use,
+    given_email_change_racing_a_signup_for_the_same_address_then_exactly_one_owns_it,
+    given_sessions_then_they_list_per_user_and_revoke_all_but_one,
+    given_password_change_then_it_is_conditional_and_bumps_the_version,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -85,6 +90,7 @@ fn session(user_id: &str, hash: &str) -> Session {
         absolute_expires_at: NOW + 1000,
         ip: "192.0.2.1".into(),
         user_agent: "ua".into(),
+        session_version: 1,
     }
 }
 
@@ -309,4 +315,99 @@ async fn given_expired_rate_item_not_yet_deleted_then_counting_restarts(s: Arc<d
     assert_eq!(s.rate_hit("k", 3, NOW + 5, NOW + 10).await.unwrap(), None);
     assert_eq!(s.rate_count("k", NOW + 10).await.unwrap(), 0, "expired counts as absent");
     assert_eq!(s.rate_hit("k", 3, NOW + 10, NOW + 20).await.unwrap(), Some(1));
+}
+
+async fn given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_version_bumped(s: Arc<dyn Store>) {
+    let u = user("r@example.com");
+    s.create_user(&u).await.unwrap();
+    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "rt", NOW + 3600).await.unwrap();
+    let results = join_all((0..5).map(|i| {
+        let (s, id) = (s.clone(), u.id.clone());
+        async move { s.reset_password(&id, "rt", &format!("new-{i}"), NOW).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1, "{results:?}");
+    let after = s.get_user(&u.id).await.unwrap().unwrap();
+    assert_eq!(after.session_version, 2);
+    assert!(after.password_hash.starts_with("new-"));
+    // A verification token is not a reset token, and expired ones are refused.
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "vt", NOW + 3600).await.unwrap();
+    assert_eq!(s.reset_password(&u.id, "vt", "x", NOW).await.unwrap(), None);
+    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "old", NOW + 10).await.unwrap();
+    assert_eq!(s.reset_password(&u.id, "old", "x", NOW + 10).await.unwrap(), None);
+}
+
+async fn given_email_change_then_the_claim_moves_atomically_and_the_token_is_single_use(s: Arc<dyn Store>) {
+    let u = user("before@example.com");
+    s.create_user(&u).await.unwrap();
+    s.put_email_change(&u.id, "ct", "after@example.com", NOW + 3600).await.unwrap();
+    assert_eq!(s.confirm_email_change(&u.id, "wrong", NOW).await.unwrap(), EmailChange::InvalidToken);
+    match s.confirm_email_change(&u.id, "ct", NOW).await.unwrap() {
+        EmailChange::Changed { user, old_email } => {
+            assert_eq!((user.email.as_str(), old_email.as_str()), ("after@example.com", "before@example.com"));
+            assert_eq!(user.session_version, 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.confirm_email_change(&u.id, "ct", NOW).await.unwrap(), EmailChange::InvalidToken);
+    assert!(s.find_user_by_email("before@example.com").await.unwrap().is_none());
+    assert_eq!(s.find_user_by_email("after@example.com").await.unwrap().unwrap().id, u.id);
+    // The old address is free again.
+    s.create_user(&user("before@example.com")).await.unwrap();
+}
+
+async fn given_email_change_racing_a_signup_for_the_same_address_then_exactly_one_owns_it(s: Arc<dyn Store>) {
+    for round in 0..5 {
+        let target = format!("contested-{round}@example.com");
+        let u = user(&format!("mover-{round}@example.com"));
+        s.create_user(&u).await.unwrap();
+        s.put_email_change(&u.id, "ct", &target, NOW + 3600).await.unwrap();
+        let newcomer = user(&target);
+        let (change, signup) = tokio::join!(s.confirm_email_change(&u.id, "ct", NOW), s.create_user(&newcomer));
+        let change = change.unwrap();
+        let moved = matches!(change, EmailChange::Changed { .. });
+        assert_eq!(moved, signup.is_err(), "round {round}: {change:?} / {signup:?}");
+        if !moved {
+            assert_eq!(change, EmailChange::Taken);
+        }
+        let owner = s.find_user_by_email(&target).await.unwrap().unwrap();
+        assert_eq!(owner.id, if moved { u.id.clone() } else { newcomer.id.clone() });
+        let mover = s.get_user(&u.id).await.unwrap().unwrap();
+        assert_eq!(mover.email, if moved { target.clone() } else { format!("mover-{round}@example.com") });
+        assert_eq!(s.find_user_by_email(&mover.email).await.unwrap().unwrap().id, u.id, "the mover keeps a claim");
+    }
+}
+
+async fn given_sessions_then_they_list_per_user_and_revoke_all_but_one(s: Arc<dyn Store>) {
+    let a: Vec<Session> = (0..3).map(|i| Session { created_at: NOW + i, ..session("ua", "h") }).collect();
+    for x in &a {
+        s.create_session(x).await.unwrap();
+    }
+    s.create_session(&session("ub", "h")).await.unwrap();
+    let mut expired = session("ua", "h");
+    expired.idle_expires_at = NOW - 1;
+    s.create_session(&expired).await.unwrap();
+    let listed = s.list_sessions("ua", NOW).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
+        a.iter().map(|x| x.id.clone()).collect::<Vec<_>>()
+    );
+    s.confirm_session_version("ua", &a[0].id, 7).await.unwrap();
+    assert_eq!(s.get_session("ua", &a[0].id, NOW).await.unwrap().unwrap().session_version, 7);
+    let removed = s.delete_sessions("ua", Some(&a[0].id)).await.unwrap();
+    assert_eq!(removed, 3, "two live and one expired");
+    assert_eq!(s.list_sessions("ua", NOW).await.unwrap().len(), 1);
+    assert_eq!(s.list_sessions("ub", NOW).await.unwrap().len(), 1, "other users untouched");
+    assert_eq!(s.delete_sessions("ua", None).await.unwrap(), 1);
+    assert_eq!(s.delete_sessions("ua", None).await.unwrap(), 0, "safe to retry");
+}
+
+async fn given_password_change_then_it_is_conditional_and_bumps_the_version(s: Arc<dyn Store>) {
+    let u = user("pc@example.com");
+    s.create_user(&u).await.unwrap();
+    assert_eq!(s.change_password(&u.id, "stale", "new", NOW).await.unwrap(), None);
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", NOW).await.unwrap(), Some(2));
+    assert_eq!(s.bump_session_version(&u.id, NOW).await.unwrap(), Some(3));
+    assert_eq!(s.bump_session_version("ghost", NOW).await.unwrap(), None);
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "new");
 }

@@ -19,7 +19,14 @@ fn secret_name() -> String {
 }
 
 fn subject() -> Subject<'static> {
-    Subject { user_id: "u", email: "u@example.com", email_verified: true, is_superuser: false, session_version: 1 }
+    Subject {
+        user_id: "u",
+        email: "u@example.com",
+        email_verified: true,
+        is_superuser: false,
+        session_version: 1,
+        session_id: "s",
+    }
 }
 
 async fn jwt(sm: &aws_sdk_secretsmanager::Client, secret: &str, ttl: Duration) -> Jwt {

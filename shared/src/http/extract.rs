@@ -66,15 +66,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// A body that is either JSON or `application/x-www-form-urlencoded` (RFC 6749 §4.3).
-pub struct FormOrJson<T>(pub T);
+/// A body that is either JSON or `application/x-www-form-urlencoded` (RFC 6749 §4.3, and the
+/// mail pages' forms); the flag says it was a form.
+pub struct FormOrJson<T>(pub T, pub bool);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, AppError> {
         match content_type(req.headers()).as_deref() {
-            Some("application/json") => parse_json(&body_bytes(req).await?).map(FormOrJson),
+            Some("application/json") => parse_json(&body_bytes(req).await?).map(|t| FormOrJson(t, false)),
             Some("application/x-www-form-urlencoded") => {
                 let bytes = body_bytes(req).await?;
                 // Repeated parameters are refused (RFC 6749 §3.2).
@@ -85,7 +86,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
                     return Err(AppError::BadRequest("Repeated form parameter.".into()));
                 }
                 serde_urlencoded::from_bytes(&bytes)
-                    .map(FormOrJson)
+                    .map(|t| FormOrJson(t, true))
                     .map_err(|e| AppError::Validation(vec![FieldError::new("body", e.to_string())]))
             }
             _ => Err(AppError::UnsupportedMediaType),

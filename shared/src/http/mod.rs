@@ -20,6 +20,7 @@ use crate::service::{AuthService, TokenResponse, UserView};
 
 pub mod docs;
 pub mod extract;
+pub mod pages;
 pub mod request_id;
 
 use extract::{Bearer, Ctx, FormOrJson, Json, MAX_BODY};
@@ -40,10 +41,17 @@ pub enum Endpoint {
     Me,
     Docs,
     Jwks,
+    ForgotPassword,
+    ResetPassword,
+    ChangePassword,
+    ChangeEmail,
+    ConfirmEmailChange,
+    Sessions,
+    Pages,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 11] = [
+    pub const ALL: [Endpoint; 18] = [
         Endpoint::Health,
         Endpoint::Signup,
         Endpoint::VerifyEmail,
@@ -55,6 +63,13 @@ impl Endpoint {
         Endpoint::Me,
         Endpoint::Docs,
         Endpoint::Jwks,
+        Endpoint::ForgotPassword,
+        Endpoint::ResetPassword,
+        Endpoint::ChangePassword,
+        Endpoint::ChangeEmail,
+        Endpoint::ConfirmEmailChange,
+        Endpoint::Sessions,
+        Endpoint::Pages,
     ];
 
     /// The function binary that serves it (see `functions/src/bin`).
@@ -71,6 +86,13 @@ impl Endpoint {
             Endpoint::Me => "me",
             Endpoint::Docs => "docs",
             Endpoint::Jwks => "jwks",
+            Endpoint::ForgotPassword => "forgot-password",
+            Endpoint::ResetPassword => "reset-password",
+            Endpoint::ChangePassword => "change-password",
+            Endpoint::ChangeEmail => "change-email",
+            Endpoint::ConfirmEmailChange => "confirm-email-change",
+            Endpoint::Sessions => "sessions",
+            Endpoint::Pages => "pages",
         }
     }
 
@@ -88,6 +110,17 @@ impl Endpoint {
             Endpoint::Me => &[("GET", "/auth/me"), ("PATCH", "/auth/me")],
             Endpoint::Docs => &[("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{file}")],
             Endpoint::Jwks => &[("GET", "/.well-known/jwks.json"), ("GET", "/.well-known/openid-configuration")],
+            Endpoint::ForgotPassword => &[("POST", "/auth/forgot-password")],
+            Endpoint::ResetPassword => &[("POST", "/auth/reset-password")],
+            Endpoint::ChangePassword => &[("POST", "/auth/change-password")],
+            Endpoint::ChangeEmail => &[("POST", "/auth/change-email")],
+            Endpoint::ConfirmEmailChange => &[("POST", "/auth/confirm-email-change")],
+            Endpoint::Sessions => {
+                &[("GET", "/auth/sessions"), ("DELETE", "/auth/sessions/{id}"), ("POST", "/auth/logout-all")]
+            }
+            Endpoint::Pages => {
+                &[("GET", "/auth/verify-email"), ("GET", "/auth/reset-password"), ("GET", "/auth/confirm-email-change")]
+            }
         }
     }
 
@@ -109,6 +142,15 @@ impl Endpoint {
                 .routes(routes!(docs::docs_index))
                 .routes(routes!(docs::docs_asset)),
             Endpoint::Jwks => n.routes(routes!(jwks)).routes(routes!(openid_configuration)),
+            Endpoint::ForgotPassword => n.routes(routes!(forgot_password)),
+            Endpoint::ResetPassword => n.routes(routes!(reset_password)),
+            Endpoint::ChangePassword => n.routes(routes!(change_password)),
+            Endpoint::ChangeEmail => n.routes(routes!(change_email)),
+            Endpoint::ConfirmEmailChange => n.routes(routes!(confirm_email_change)),
+            Endpoint::Sessions => {
+                n.routes(routes!(list_sessions)).routes(routes!(revoke_session)).routes(routes!(logout_all))
+            }
+            Endpoint::Pages => pages_routes(n),
         };
         // Every unauthenticated endpoint with limits gets them, ahead of its handler.
         let limited = crate::ratelimit::DEFAULTS.iter().any(|(name, _)| *name == self.binary());
@@ -212,6 +254,18 @@ pub fn health_router() -> Router {
 /// The docs routes alone: they need no store, key or mailer either.
 pub fn docs_router() -> Router {
     finish(docs::router())
+}
+
+/// The mail-link pages on any router: they take no state.
+fn pages_routes<S: Clone + Send + Sync + 'static>(n: OpenApiRouter<S>) -> OpenApiRouter<S> {
+    n.routes(routes!(pages::verify_email_page))
+        .routes(routes!(pages::reset_password_page))
+        .routes(routes!(pages::confirm_email_change_page))
+}
+
+/// The mail-link pages alone (the `pages` function): rendering them touches nothing.
+pub fn pages_router() -> Router {
+    finish(pages_routes(OpenApiRouter::new()).split_for_parts().0)
 }
 
 /// What a function serves when it could not start (e.g. Secrets Manager unreachable at cold
@@ -341,14 +395,43 @@ struct TokenBody {
     token: Token,
 }
 
-/// Confirm an email address with the token from the verification mail (single use).
-#[utoipa::path(post, path = "/auth/verify-email", tag = "auth", request_body = TokenBody, responses(
-    (status = 200, body = StatusBody, example = json!({"status": "verified"})),
-    (status = 400, body = Problem, content_type = PROBLEM, description = "invalid-token when unknown, used or expired"),
+/// Answers a mail page's form with HTML, an API client with JSON.
+fn form_or_json(form: bool, r: AppResult<Response>, page_title: &str, page_text: &str) -> Response {
+    match (form, r) {
+        (false, Ok(resp)) => resp,
+        (false, Err(e)) => e.into_response(),
+        (true, Ok(_)) => pages::page(StatusCode::OK, page_title, &format!("<p>{page_text}</p>")),
+        (true, Err(e)) => pages::error_page(&e),
+    }
+}
+
+/// Confirm an email address with the token from the verification mail (single use). The
+/// mail page's form posts it form-encoded and gets an HTML page back.
+#[utoipa::path(post, path = "/auth/verify-email", tag = "auth",
+    request_body(content((TokenBody = "application/json"), (TokenBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, content((StatusBody = "application/json", example = json!({"status": "verified"})), (String = "text/html"))),
+        (status = 400, description = "invalid-token when unknown, used or expired",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
 ))]
-async fn verify_email(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<TokenBody>) -> AppResult<Response> {
-    svc.verify_email(&b.token, &ctx).await?;
-    Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "verified"})))
+async fn verify_email(
+    State(svc): State<Svc>,
+    Ctx(ctx): Ctx,
+    body: Result<FormOrJson<TokenBody>, AppError>,
+) -> Response {
+    let form = body.as_ref().is_ok_and(|b| b.1);
+    let r = async {
+        let FormOrJson(b, _) = body?;
+        svc.verify_email(&b.token, &ctx).await?;
+        Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "verified"})))
+    }
+    .await;
+    form_or_json(
+        form,
+        r,
+        "Email address verified",
+        "Your email address is verified. You can close this page and sign in.",
+    )
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -435,7 +518,7 @@ struct OAuthTokenBody {
 async fn token(State(svc): State<Svc>, Ctx(ctx): Ctx, body: Result<FormOrJson<OAuthTokenBody>, AppError>) -> Response {
     token_result(
         async {
-            let FormOrJson(b) = body?;
+            let FormOrJson(b, _) = body?;
             match b.grant_type.as_str() {
                 "password" => match (b.username, b.password) {
                     (Some(u), Some(p)) => svc.login(&u, &p, &ctx).await,
@@ -598,4 +681,167 @@ async fn openid_configuration(State(svc): State<Svc>) -> Response {
         ]),
     };
     public_cache(json_response(StatusCode::OK, &d))
+}
+
+/// Ask for a password-reset link; the same 202 whether or not the account exists.
+#[utoipa::path(post, path = "/auth/forgot-password", tag = "auth", request_body = EmailBody, responses(
+    (status = 202, body = StatusBody, example = json!({"status": "accepted"})),
+    (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+))]
+async fn forgot_password(State(svc): State<Svc>, Ctx(ctx): Ctx, Json(b): Json<EmailBody>) -> AppResult<Response> {
+    svc.forgot_password(&b.email, &ctx).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "accepted"})))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    #[schema(value_type = String)]
+    token: Token,
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    new_password: Password,
+}
+
+/// Set a new password with the token from the reset mail (single use): every session is
+/// revoked. The mail page's form posts it form-encoded and gets an HTML page back.
+#[utoipa::path(post, path = "/auth/reset-password", tag = "auth",
+    request_body(content((ResetBody = "application/json"), (ResetBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 204, description = "Password changed (JSON clients)"),
+        (status = 200, description = "Result page (form posts)", content_type = "text/html", body = String),
+        (status = 400, description = "invalid-token, or validation-failed for the new password",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+))]
+async fn reset_password(
+    State(svc): State<Svc>,
+    Ctx(ctx): Ctx,
+    body: Result<FormOrJson<ResetBody>, AppError>,
+) -> Response {
+    let form = body.as_ref().is_ok_and(|b| b.1);
+    let r = async {
+        let FormOrJson(b, _) = body?;
+        svc.reset_password(&b.token, &b.new_password, &ctx).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    form_or_json(
+        form,
+        r,
+        "Password changed",
+        "Your password was changed and every session signed out. You can sign in now.",
+    )
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordBody {
+    #[schema(value_type = String, format = Password)]
+    current_password: Password,
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    new_password: Password,
+}
+
+/// Change the password. Every other session is revoked and older access tokens stop working;
+/// the caller's refresh token stays valid (refresh to get a current access token).
+#[utoipa::path(post, path = "/auth/change-password", tag = "account", security(("bearer" = []), ("oauth2" = [])),
+    request_body = ChangePasswordBody, responses(
+        (status = 204, description = "Changed"),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (wrong current password or policy)"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: changed concurrently"),
+))]
+async fn change_password(
+    State(svc): State<Svc>,
+    Bearer(caller, ctx): Bearer,
+    Json(b): Json<ChangePasswordBody>,
+) -> AppResult<Response> {
+    svc.change_password(&caller, &b.current_password, &b.new_password, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChangeEmailBody {
+    #[schema(value_type = String, format = Password)]
+    current_password: Password,
+    #[schema(format = Email, max_length = 254)]
+    new_email: String,
+}
+
+/// Ask to change the sign-in address: a link goes to the new address, a notice to the old one.
+#[utoipa::path(post, path = "/auth/change-email", tag = "account", security(("bearer" = []), ("oauth2" = [])),
+    request_body = ChangeEmailBody, responses(
+        (status = 202, body = StatusBody, example = json!({"status": "confirmation_sent"})),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (wrong current password, bad address)"),
+))]
+async fn change_email(
+    State(svc): State<Svc>,
+    Bearer(caller, ctx): Bearer,
+    Json(b): Json<ChangeEmailBody>,
+) -> AppResult<Response> {
+    svc.change_email(&caller, &b.current_password, &b.new_email, &ctx).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "confirmation_sent"})))
+}
+
+/// Confirm an email change with the token from the mail to the new address (single use).
+#[utoipa::path(post, path = "/auth/confirm-email-change", tag = "auth",
+    request_body(content((TokenBody = "application/json"), (TokenBody = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, content((UserView = "application/json"), (String = "text/html"))),
+        (status = 400, description = "invalid-token", content((Problem = "application/problem+json"), (String = "text/html"))),
+        (status = 409, description = "conflict: the address was taken meanwhile",
+            content((Problem = "application/problem+json"), (String = "text/html"))),
+))]
+async fn confirm_email_change(
+    State(svc): State<Svc>,
+    Ctx(ctx): Ctx,
+    body: Result<FormOrJson<TokenBody>, AppError>,
+) -> Response {
+    let form = body.as_ref().is_ok_and(|b| b.1);
+    let r = async {
+        let FormOrJson(b, _) = body?;
+        let user = svc.confirm_email_change(&b.token, &ctx).await?;
+        Ok(json_response(StatusCode::OK, &user))
+    }
+    .await;
+    form_or_json(form, r, "Email address changed", "Your sign-in address was changed. Sign in with the new address.")
+}
+
+/// `{"items": [...]}` of sessions.
+#[derive(Serialize, ToSchema)]
+struct SessionList {
+    items: Vec<crate::service::SessionView>,
+}
+
+/// The caller's live sessions.
+#[utoipa::path(get, path = "/auth/sessions", tag = "account", security(("bearer" = []), ("oauth2" = [])), responses(
+    (status = 200, body = SessionList),
+))]
+async fn list_sessions(State(svc): State<Svc>, Bearer(caller, _): Bearer) -> AppResult<Response> {
+    let items = svc.list_sessions(&caller).await?;
+    Ok(json_response(StatusCode::OK, &SessionList { items }))
+}
+
+/// Revoke one of the caller's own sessions.
+#[utoipa::path(delete, path = "/auth/sessions/{id}", tag = "account", security(("bearer" = []), ("oauth2" = [])),
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found: no such session of the caller's"),
+))]
+async fn revoke_session(
+    State(svc): State<Svc>,
+    Bearer(caller, ctx): Bearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    svc.revoke_session(&caller, &id, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revoke every session of the caller and make every access token of theirs stale.
+#[utoipa::path(post, path = "/auth/logout-all", tag = "account", security(("bearer" = []), ("oauth2" = [])), responses(
+    (status = 204, description = "All sessions revoked"),
+))]
+async fn logout_all(State(svc): State<Svc>, Bearer(caller, ctx): Bearer) -> AppResult<Response> {
+    svc.logout_all(&caller, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -77,6 +77,70 @@ pub fn account_locked(product: &str, to: &str, minutes: u64) -> Mail {
     }
 }
 
+/// The reset link (1 hour, single use).
+pub fn password_reset(product: &str, base_url: &str, to: &str, token: &str) -> Mail {
+    let link = format!("{base_url}/auth/reset-password?token={token}");
+    let intro = format!("Someone asked to reset the password of your {product} account.");
+    let advice = "The link expires in 1 hour and works once. If it was not you, ignore this message: \
+                  your password is unchanged.";
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: reset your password"),
+        text: format!("{intro}\n\n{link}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, advice], Some(("Choose a new password", &link)))),
+    }
+}
+
+/// Sent after a password change or reset.
+pub fn password_changed(product: &str, base_url: &str, to: &str) -> Mail {
+    let intro = format!("The password of your {product} account was just changed; other sessions were signed out.");
+    let advice = format!(
+        "If this was not you, reset your password now ({base_url}, \"Forgot password\") and review your sessions."
+    );
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: your password was changed"),
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, &advice], None)),
+    }
+}
+
+/// Sent to the new address: the confirmation link.
+pub fn email_change_confirm(product: &str, base_url: &str, to: &str, token: &str) -> Mail {
+    let link = format!("{base_url}/auth/confirm-email-change?token={token}");
+    let intro = format!("Confirm that this address should become the sign-in address of your {product} account.");
+    let advice = "The link expires in 1 hour and works once. If you did not ask for this, ignore this message.";
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: confirm your new email address"),
+        text: format!("{intro}\n\n{link}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, advice], Some(("Confirm my new address", &link)))),
+    }
+}
+
+/// Sent to the old address when a change is requested, and again when it is confirmed.
+pub fn email_change_notice(product: &str, base_url: &str, to: &str, confirmed: bool) -> Mail {
+    let intro = if confirmed {
+        format!("The sign-in address of your {product} account was changed; this address no longer signs in.")
+    } else {
+        format!("Someone signed in to your {product} account asked to change its sign-in address.")
+    };
+    let advice = format!(
+        "If this was not you, reset your password now ({base_url}, \"Forgot password\"): the request \
+         needed your current password."
+    );
+    Mail {
+        to: to.to_owned(),
+        subject: if confirmed {
+            format!("{product}: your sign-in address was changed")
+        } else {
+            format!("{product}: email change requested")
+        },
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, &advice], None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

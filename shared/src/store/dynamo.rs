@@ -131,6 +131,7 @@ fn session_to_item(x: &Session) -> Item {
     m.insert("absolute_expires_at".into(), n(x.absolute_expires_at));
     m.insert("ip".into(), s(&x.ip));
     m.insert("user_agent".into(), s(&x.user_agent));
+    m.insert("sv".into(), n(x.session_version));
     m.insert("ttl".into(), n(x.expires_at()));
     m
 }
@@ -148,6 +149,7 @@ fn item_to_session(m: &Item) -> Result<Session, StoreError> {
         absolute_expires_at: get_n(m, "absolute_expires_at").unwrap_or_default(),
         ip: get_s(m, "ip").unwrap_or_default(),
         user_agent: get_s(m, "user_agent").unwrap_or_default(),
+        session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
     })
 }
 
@@ -372,6 +374,26 @@ impl UserStore for DynamoStore {
         }
     }
 
+    async fn change_password(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.bump_user(
+            id,
+            "password_hash = :new, updated_at = :now",
+            "password_hash = :old",
+            vec![(":new", s(new_hash)), (":old", s(expected)), (":now", n(now))],
+        )
+        .await
+    }
+
+    async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError> {
+        self.bump_user(id, "updated_at = :now", "attribute_exists(pk)", vec![(":now", n(now))]).await
+    }
+
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
         let res = self
             .client
@@ -386,6 +408,61 @@ impl UserStore for DynamoStore {
         match res.map_err(|e| e.into_service_error()) {
             Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// `ADD sv 1` (plus `set`) on the user, if `condition` holds; the new version.
+    async fn bump_user(
+        &self,
+        id: &str,
+        set: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), PROFILE)))
+            .update_expression(format!("SET {set} ADD sv :one"))
+            .condition_expression(condition)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::UpdatedNew);
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await.map_err(|e| e.into_service_error()) {
+            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, "sv")).map(|v| v.max(0) as u64)),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn query_sessions(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(user_pk(user_id)))
+                .expression_attribute_values(":prefix", s("SESSION#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(item_to_session(item)?);
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
         }
     }
 }
@@ -406,6 +483,145 @@ impl OneTimeTokenStore for DynamoStore {
         item.insert("ttl".into(), n(expires_at));
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn put_email_change(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_email: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut item = key(user_pk(user_id), &one_time_sk(OneTimeKind::ChangeEmail));
+        item.insert("type".into(), s("one_time_token"));
+        item.insert("token_hash".into(), s(hash));
+        item.insert("new_email".into(), s(new_email));
+        item.insert("expires_at".into(), n(expires_at));
+        item.insert("ttl".into(), n(expires_at));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let consume = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &one_time_sk(OneTimeKind::ResetPassword))))
+            .condition_expression("token_hash = :h AND expires_at > :now")
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let set = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET password_hash = :new, updated_at = :now ADD sv :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":new", s(new_hash))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(unavailable)?;
+        let req = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(consume).build())
+            .transact_items(TransactWriteItem::builder().update(set).build());
+        match transact(req).await {
+            Ok(()) => Ok(self.get_user(user_id).await?.map(|u| u.session_version)),
+            Err(e) if transaction_condition_failed(&e) => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
+        let token_key = key(user_pk(user_id), &one_time_sk(OneTimeKind::ChangeEmail));
+        let Some(token) = self.get(token_key.clone()).await? else { return Ok(EmailChange::InvalidToken) };
+        let live =
+            get_s(&token, "token_hash").as_deref() == Some(hash) && get_n(&token, "expires_at").unwrap_or(0) > now;
+        let (Some(new_email), true) = (get_s(&token, "new_email"), live) else { return Ok(EmailChange::InvalidToken) };
+        let Some(user) = self.get_user(user_id).await? else { return Ok(EmailChange::InvalidToken) };
+        let consume = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(token_key.clone()))
+            .condition_expression("token_hash = :h AND expires_at > :now AND new_email = :new")
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":new", s(&new_email))
+            .build()
+            .map_err(unavailable)?;
+        let release = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(email_pk(&user.email), "EMAIL")))
+            .condition_expression("user_id = :uid")
+            .expression_attribute_values(":uid", s(user_id))
+            .build()
+            .map_err(unavailable)?;
+        let mut claim = key(email_pk(&new_email), "EMAIL");
+        claim.insert("user_id".into(), s(user_id));
+        claim.insert("type".into(), s("email_claim"));
+        let take = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(claim))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET email = :new, gsi1sk = :new, updated_at = :now ADD sv :one")
+            .condition_expression("email = :old")
+            .expression_attribute_values(":new", s(&new_email))
+            .expression_attribute_values(":old", s(&user.email))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(unavailable)?;
+        let req = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(consume).build())
+            .transact_items(TransactWriteItem::builder().delete(release).build())
+            .transact_items(TransactWriteItem::builder().put(take).build())
+            .transact_items(TransactWriteItem::builder().update(update).build());
+        match transact(req).await {
+            Ok(()) => {
+                let old_email = user.email;
+                let user = self.get_user(user_id).await?.ok_or_else(|| corrupt("user"))?;
+                Ok(EmailChange::Changed { user, old_email })
+            }
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+                let taken = match &e {
+                    E::TransactionCanceledException(c) => {
+                        let r = c.cancellation_reasons();
+                        r.get(2).and_then(|x| x.code()) == Some("ConditionalCheckFailed")
+                            && r.iter().enumerate().all(|(i, x)| i == 2 || x.code().is_none_or(|c| c == "None"))
+                    }
+                    _ => false,
+                };
+                if taken {
+                    // The token is spent either way; a new request can be made.
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .set_key(Some(token_key))
+                        .send()
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(EmailChange::Taken)
+                } else if transaction_condition_failed(&e) {
+                    Ok(EmailChange::InvalidToken)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
     }
 
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
@@ -610,6 +826,41 @@ impl SessionStore for DynamoStore {
             return Ok(Rotation::Rotated);
         }
         Ok(Rotation::Conflict(current))
+    }
+
+    async fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<Session>, StoreError> {
+        let mut out: Vec<Session> =
+            self.query_sessions(user_id).await?.into_iter().filter(|x| x.expires_at() > now).collect();
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for x in self.query_sessions(user_id).await? {
+            if Some(x.id.as_str()) != keep {
+                self.delete_session(user_id, &x.id).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn confirm_session_version(&self, user_id: &str, id: &str, sv: u64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &session_sk(id))))
+            .update_expression("SET sv = :sv")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":sv", n(sv))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {

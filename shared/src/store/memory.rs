@@ -12,6 +12,7 @@ use super::*;
 struct OneTime {
     hash: String,
     expires_at: i64,
+    payload: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -95,6 +96,40 @@ impl UserStore for MemoryStore {
         }
         Ok(())
     }
+
+    async fn change_password(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut g = self.lock()?;
+        Ok(g.users.get_mut(id).filter(|u| u.password_hash == expected).map(|u| {
+            u.password_hash = new_hash.to_owned();
+            u.session_version += 1;
+            u.updated_at = now;
+            u.session_version
+        }))
+    }
+
+    async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError> {
+        let mut g = self.lock()?;
+        Ok(g.users.get_mut(id).map(|u| {
+            u.session_version += 1;
+            u.updated_at = now;
+            u.session_version
+        }))
+    }
+}
+
+impl Inner {
+    /// Removes a live one-time token of `kind` matching `hash`; its payload if it was there.
+    fn take_one_time(&mut self, kind: OneTimeKind, user_id: &str, hash: &str, now: i64) -> Option<OneTime> {
+        let key = (user_id.to_owned(), kind.as_str());
+        let live = self.one_time.get(&key).is_some_and(|t| t.hash == hash && t.expires_at > now);
+        if live { self.one_time.remove(&key) } else { None }
+    }
 }
 
 #[async_trait]
@@ -108,8 +143,61 @@ impl OneTimeTokenStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.lock()?
             .one_time
-            .insert((user_id.to_owned(), kind.as_str()), OneTime { hash: hash.to_owned(), expires_at });
+            .insert((user_id.to_owned(), kind.as_str()), OneTime { hash: hash.to_owned(), expires_at, payload: None });
         Ok(())
+    }
+
+    async fn put_email_change(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_email: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let t = OneTime { hash: hash.to_owned(), expires_at, payload: Some(new_email.to_owned()) };
+        self.lock()?.one_time.insert((user_id.to_owned(), OneTimeKind::ChangeEmail.as_str()), t);
+        Ok(())
+    }
+
+    async fn reset_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut g = self.lock()?;
+        if !g.users.contains_key(user_id) || g.take_one_time(OneTimeKind::ResetPassword, user_id, hash, now).is_none() {
+            return Ok(None);
+        }
+        Ok(g.users.get_mut(user_id).map(|u| {
+            u.password_hash = new_hash.to_owned();
+            u.session_version += 1;
+            u.updated_at = now;
+            u.session_version
+        }))
+    }
+
+    async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
+        let mut g = self.lock()?;
+        if !g.users.contains_key(user_id) {
+            return Ok(EmailChange::InvalidToken);
+        }
+        let Some(new_email) = g.take_one_time(OneTimeKind::ChangeEmail, user_id, hash, now).and_then(|t| t.payload)
+        else {
+            return Ok(EmailChange::InvalidToken);
+        };
+        if g.emails.contains_key(&new_email) {
+            return Ok(EmailChange::Taken);
+        }
+        let Some(u) = g.users.get_mut(user_id) else { return Ok(EmailChange::InvalidToken) };
+        let old_email = std::mem::replace(&mut u.email, new_email.clone());
+        u.session_version += 1;
+        u.updated_at = now;
+        let user = u.clone();
+        g.emails.remove(&old_email);
+        g.emails.insert(new_email, user_id.to_owned());
+        Ok(EmailChange::Changed { user, old_email })
     }
 
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
@@ -215,6 +303,28 @@ impl SessionStore for MemoryStore {
 
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
         self.lock()?.sessions.remove(&(user_id.to_owned(), id.to_owned()));
+        Ok(())
+    }
+
+    async fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<Session>, StoreError> {
+        let g = self.lock()?;
+        let mut out: Vec<Session> =
+            g.sessions.values().filter(|s| s.user_id == user_id && s.expires_at() > now).cloned().collect();
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError> {
+        let mut g = self.lock()?;
+        let before = g.sessions.len();
+        g.sessions.retain(|(u, id), _| u != user_id || Some(id.as_str()) == keep);
+        Ok(before - g.sessions.len())
+    }
+
+    async fn confirm_session_version(&self, user_id: &str, id: &str, sv: u64) -> Result<(), StoreError> {
+        if let Some(s) = self.lock()?.sessions.get_mut(&(user_id.to_owned(), id.to_owned())) {
+            s.session_version = sv;
+        }
         Ok(())
     }
 }

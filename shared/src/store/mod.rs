@@ -46,6 +46,9 @@ pub struct Session {
     pub absolute_expires_at: i64,
     pub ip: String,
     pub user_agent: String,
+    /// The user's session version when the session was made (or last confirmed); a session
+    /// behind the user's current version is dead, even if revoking it failed half-way.
+    pub session_version: u64,
 }
 
 impl Session {
@@ -59,14 +62,31 @@ impl Session {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OneTimeKind {
     VerifyEmail,
+    ResetPassword,
+    ChangeEmail,
 }
 
 impl OneTimeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             OneTimeKind::VerifyEmail => "VERIFY_EMAIL",
+            OneTimeKind::ResetPassword => "RESET_PASSWORD",
+            OneTimeKind::ChangeEmail => "CHANGE_EMAIL",
         }
     }
+}
+
+/// Outcome of confirming an email change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailChange {
+    Changed {
+        user: User,
+        old_email: String,
+    },
+    /// Unknown, used, superseded or expired token.
+    InvalidToken,
+    /// The new address was claimed by someone else meanwhile; the token is spent.
+    Taken,
 }
 
 /// Result of passing the lockout gate.
@@ -104,6 +124,17 @@ pub trait UserStore: Send + Sync {
     /// Sets the display name; `None` if the user does not exist.
     async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError>;
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError>;
+    /// Replaces the password hash if it is still `expected` and bumps the session version;
+    /// returns the new version, or `None` if the hash changed meanwhile or the user is gone.
+    async fn change_password(
+        &self,
+        id: &str,
+        expected: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Bumps the session version (forced logout); the new version, or `None` if no such user.
+    async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError>;
 }
 
 #[async_trait]
@@ -119,6 +150,26 @@ pub trait OneTimeTokenStore: Send + Sync {
     /// Consumes a live verification token and marks the user verified, in one transaction.
     /// `false` when the token is unknown, used, superseded or expired.
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+    /// Stores an email-change token carrying the new address (replacing an older one).
+    async fn put_email_change(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_email: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+    /// Consumes a live reset token, sets the new hash and bumps the session version, in one
+    /// transaction; the new version, or `None` for an unknown, used or expired token.
+    async fn reset_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Consumes a live email-change token and moves the unique-email claim, in one
+    /// transaction (old claim deleted, new claim created, user updated, session version bumped).
+    async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError>;
 }
 
 #[async_trait]
@@ -150,6 +201,12 @@ pub trait SessionStore: Send + Sync {
         idle_expires_at: i64,
     ) -> Result<Rotation, StoreError>;
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError>;
+    /// The user's live sessions (one query, no scan), oldest first.
+    async fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<Session>, StoreError>;
+    /// Deletes every session of the user but `keep`; safe to retry. Returns how many went.
+    async fn delete_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<usize, StoreError>;
+    /// Moves a live session to session version `sv` (the caller's session after a password change).
+    async fn confirm_session_version(&self, user_id: &str, id: &str, sv: u64) -> Result<(), StoreError>;
 }
 
 /// Rate-limit counters: one item per key and window, expiring by TTL.

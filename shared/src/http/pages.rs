@@ -1,0 +1,122 @@
+//! The small server-rendered pages that mail links open. The GET shows one button or a
+//! new-password form and changes nothing (mail scanners fetch every link); the form POSTs the
+//! token in the body to the API, which answers a form with a result page. No JavaScript, no
+//! external resources, `Referrer-Policy: no-referrer`, a CSP that allows only inline styles
+//! and posting to this origin.
+
+use axum::extract::Query;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Deserialize;
+
+use crate::error::AppError;
+use crate::mail::templates::escape_html;
+
+/// The pages' CSP: API.md's default plus inline styles and same-origin form posts.
+pub const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem;\
+color:#1f2328}button{font-size:1rem;padding:.6rem 1.2rem;border-radius:.4rem;border:0;background:#0969da;color:#fff;\
+cursor:pointer}input{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box;margin:.3rem 0 1rem}\
+.error{color:#cf222e}";
+
+/// An HTML page with `status`.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title><style>{STYLE}</style></head>\n<body><main><h1>{t}</h1>\n{body}</main></body></html>\n",
+        t = escape_html(title)
+    );
+    let mut resp = (status, html).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    resp
+}
+
+/// The result page for a form submission that failed.
+pub fn error_page(e: &AppError) -> Response {
+    let (status, _, title) = e.parts();
+    let detail = match e {
+        AppError::Validation(errors) => errors
+            .iter()
+            .map(|f| format!("<li>{}: {}</li>", escape_html(&f.field.replace('_', " ")), escape_html(&f.message)))
+            .collect::<String>(),
+        AppError::InvalidToken => "<li>This link is invalid, already used or expired. Ask for a new one.</li>".into(),
+        _ => format!("<li>{}</li>", escape_html(title)),
+    };
+    page(status, title, &format!("<ul class=\"error\">{detail}</ul>"))
+}
+
+/// The `?token=` of a mail link.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LinkQuery {
+    /// The one-time token from the mail.
+    token: Option<String>,
+}
+
+fn well_formed(token: &Option<String>) -> Option<&str> {
+    token.as_deref().filter(|t| crate::tokens::parse_one_time(t).is_some())
+}
+
+fn hidden_token(token: &str) -> String {
+    format!("<input type=\"hidden\" name=\"token\" value=\"{}\">", escape_html(token))
+}
+
+/// Opens the verification link: one button that POSTs the token.
+#[utoipa::path(get, path = "/auth/verify-email", tag = "pages", params(LinkQuery), responses(
+    (status = 200, description = "A page with one button", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+))]
+pub async fn verify_email_page(Query(q): Query<LinkQuery>) -> Response {
+    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    page(
+        StatusCode::OK,
+        "Verify your email address",
+        &format!(
+            "<form method=\"post\" action=\"/auth/verify-email\">{}<button type=\"submit\">Verify my email address</button></form>",
+            hidden_token(token)
+        ),
+    )
+}
+
+/// Opens the reset link: a new-password form that POSTs the token and the password.
+#[utoipa::path(get, path = "/auth/reset-password", tag = "pages", params(LinkQuery), responses(
+    (status = 200, description = "A new-password form", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+))]
+pub async fn reset_password_page(Query(q): Query<LinkQuery>) -> Response {
+    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    page(
+        StatusCode::OK,
+        "Choose a new password",
+        &format!(
+            "<form method=\"post\" action=\"/auth/reset-password\">{}\
+             <label for=\"new_password\">New password (at least 12 characters)</label>\
+             <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" \
+             minlength=\"8\" maxlength=\"128\" required>\
+             <button type=\"submit\">Set my new password</button></form>",
+            hidden_token(token)
+        ),
+    )
+}
+
+/// Opens the email-change link: one button that POSTs the token.
+#[utoipa::path(get, path = "/auth/confirm-email-change", tag = "pages", params(LinkQuery), responses(
+    (status = 200, description = "A page with one button", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+))]
+pub async fn confirm_email_change_page(Query(q): Query<LinkQuery>) -> Response {
+    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    page(
+        StatusCode::OK,
+        "Confirm your new email address",
+        &format!(
+            "<form method=\"post\" action=\"/auth/confirm-email-change\">{}<button type=\"submit\">Confirm my new address</button></form>",
+            hidden_token(token)
+        ),
+    )
+}
