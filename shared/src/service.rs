@@ -236,7 +236,7 @@ impl AuthService {
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> AppResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
         let account_key = email.as_str().to_owned();
-        let pair_key = format!("{account_key}#{}", ctx.ip);
+        let pair_key = crate::store::pair_lock_key(&account_key, &ctx.ip);
         let policy = self.cfg.lockout;
         let window = policy.window.as_secs() as i64;
         // Fails closed: if a count cannot be written, nobody signs in.
@@ -274,7 +274,6 @@ impl AuthService {
                 return Err(self.login_failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
-        self.store.clear_lockout(&pair_key).await?;
         self.store.clear_lockout(&account_key).await?;
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await

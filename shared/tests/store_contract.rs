@@ -57,6 +57,7 @@ contract!(
     given_email_change_racing_a_signup_for_the_same_address_then_exactly_one_owns_it,
     given_sessions_then_they_list_per_user_and_revoke_all_but_one,
     given_password_change_then_it_is_conditional_and_bumps_the_version,
+    given_account_clear_then_every_ip_lock_of_that_account_goes_too,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -410,4 +411,26 @@ async fn given_password_change_then_it_is_conditional_and_bumps_the_version(s: A
     assert_eq!(s.bump_session_version(&u.id, NOW).await.unwrap(), Some(3));
     assert_eq!(s.bump_session_version("ghost", NOW).await.unwrap(), None);
     assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "new");
+}
+
+async fn given_account_clear_then_every_ip_lock_of_that_account_goes_too(s: Arc<dyn Store>) {
+    use shared::store::pair_lock_key;
+    let a = pair_lock_key("acc@example.com", "192.0.2.1");
+    let b = pair_lock_key("acc@example.com", "192.0.2.2");
+    let other = pair_lock_key("other@example.com", "192.0.2.1");
+    for k in [a.as_str(), b.as_str(), other.as_str(), "acc@example.com"] {
+        s.lock_gate(k, NOW, 3600).await.unwrap();
+        assert!(s.lock(k, 1, NOW + 900, NOW, 3600).await.unwrap());
+    }
+    s.clear_lockout(&a).await.unwrap();
+    assert!(matches!(s.lock_gate(&a, NOW, 3600).await.unwrap(), LockGate::Open { .. }), "a pair clears alone");
+    assert!(matches!(s.lock_gate(&b, NOW, 3600).await.unwrap(), LockGate::Locked { .. }));
+    s.clear_lockout("acc@example.com").await.unwrap();
+    for k in ["acc@example.com", b.as_str()] {
+        assert!(matches!(s.lock_gate(k, NOW, 3600).await.unwrap(), LockGate::Open { attempt: 1, .. }), "{k:?}");
+    }
+    assert!(
+        matches!(s.lock_gate(&other, NOW, 3600).await.unwrap(), LockGate::Locked { .. }),
+        "other accounts untouched"
+    );
 }

@@ -8,5 +8,6 @@ mod faults;
 mod flow;
 mod inputs;
 mod keys;
+mod lifecycle;
 mod ratelimit;
 mod security;

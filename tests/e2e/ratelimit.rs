@@ -54,7 +54,12 @@ async fn given_100_parallel_logins_against_an_ip_limit_of_10_then_exactly_10_are
         (Some("urn:secure-auth:problem:rate-limited"), Some("invalid_request"))
     );
     // Limited requests did no other work: only the 10 processed ones touched the lockout counters.
-    let locks = s.keys().await.iter().filter(|k| k.starts_with("LOCK#") && !k.contains("#127.")).count();
+    let locks = s
+        .items()
+        .await
+        .iter()
+        .filter(|i| i["pk"].as_s().unwrap().starts_with("LOCK#") && i["sk"].as_s().unwrap() == "LOCK")
+        .count();
     assert_eq!(locks, 10);
 }
 

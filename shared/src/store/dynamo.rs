@@ -61,8 +61,13 @@ const PROFILE: &str = "PROFILE";
 fn email_pk(email: &str) -> String {
     format!("EMAIL#{email}")
 }
-fn lock_pk(key: &str) -> String {
-    format!("LOCK#{key}")
+/// Account keys live at (`LOCK#<email>`, `LOCK`); (account, IP) keys beside them at
+/// (`LOCK#<email>`, `IP#<ip>`), so clearing an account is one query.
+fn lock_key(k: &str) -> Item {
+    match k.split_once(LOCK_KEY_SEP) {
+        Some((account, ip)) => key(format!("LOCK#{account}"), &format!("IP#{ip}")),
+        None => key(format!("LOCK#{k}"), "LOCK"),
+    }
 }
 fn session_sk(id: &str) -> String {
     format!("SESSION#{id}")
@@ -664,7 +669,7 @@ impl LockoutStore for DynamoStore {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(key(lock_pk(k), "LOCK")))
+                .set_key(Some(lock_key(k)))
                 .update_expression(
                     "SET failures = if_not_exists(failures, :zero) + :one, expires_at = :exp, #ttl = :exp",
                 )
@@ -696,7 +701,7 @@ impl LockoutStore for DynamoStore {
                 return Ok(LockGate::Locked { until: get_n(&old, "locked_until").unwrap_or(now) });
             }
             // Expired but not yet deleted by TTL: replace it with a fresh count.
-            let mut fresh = key(lock_pk(k), "LOCK");
+            let mut fresh = lock_key(k);
             fresh.insert("failures".into(), n(1));
             fresh.insert("expires_at".into(), n(now + window));
             fresh.insert("ttl".into(), n(now + window));
@@ -725,7 +730,7 @@ impl LockoutStore for DynamoStore {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(lock_pk(k), "LOCK")))
+            .set_key(Some(lock_key(k)))
             .update_expression(
                 "SET locked_until = :until, failures = :zero, \
                  lock_count = if_not_exists(lock_count, :zero) + :one, expires_at = :exp, #ttl = :exp",
@@ -751,13 +756,35 @@ impl LockoutStore for DynamoStore {
     }
 
     async fn clear_lockout(&self, k: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(lock_pk(k), "LOCK")))
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let mut keys = vec![lock_key(k)];
+        if !k.contains(LOCK_KEY_SEP) {
+            let items = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("LOCK#{k}")))
+                .projection_expression("pk, sk")
+                .send()
+                .await
+                .map_err(unavailable)?;
+            keys.extend(
+                items
+                    .items()
+                    .iter()
+                    .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|v| v != "LOCK"))
+                    .cloned(),
+            );
+        }
+        for item_key in keys {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(item_key))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(())
     }
 }

@@ -249,7 +249,8 @@ impl LockoutStore for MemoryStore {
     }
 
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError> {
-        self.lock()?.locks.remove(key);
+        let prefix = format!("{key}{LOCK_KEY_SEP}");
+        self.lock()?.locks.retain(|k, _| k != key && (key.contains(LOCK_KEY_SEP) || !k.starts_with(&prefix)));
         Ok(())
     }
 }

@@ -172,6 +172,15 @@ pub trait OneTimeTokenStore: Send + Sync {
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError>;
 }
 
+/// Separates the account from the client IP in a per-(account, IP) lockout key. A control
+/// character: normalized emails never contain one.
+pub const LOCK_KEY_SEP: char = '\u{1f}';
+
+/// The lockout key of `account` as seen from `ip`.
+pub fn pair_lock_key(account: &str, ip: &str) -> String {
+    format!("{account}{LOCK_KEY_SEP}{ip}")
+}
+
 #[async_trait]
 pub trait LockoutStore: Send + Sync {
     /// Atomically counts an attempt unless the key is locked. Counts expire `window` seconds
@@ -180,7 +189,8 @@ pub trait LockoutStore: Send + Sync {
     /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
     /// resets the count and remembers the lock for the backoff. `true` if this call locked it.
     async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError>;
-    /// Forgets failures and locks (successful login, admin unlock).
+    /// Forgets failures and locks of `key`; for an account key, also of every (account, IP)
+    /// key (successful login, password reset, admin unlock).
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError>;
 }
 
