@@ -3,10 +3,13 @@
 # emulators must be started and infra/.run/env sourced):
 #   1. Schemathesis against /openapi.json with every check but positive_data_acceptance (see
 #      README: API.md answers 400 to schema-valid but unknown tokens and weak passwords, rules
-#      JSON Schema cannot express). Any 5xx, undocumented status, content type, header or
+#      JSON Schema cannot express) and without POST /auth/logout-all, which would end the test
+#      user's session and leave every other bearer operation untested past authentication
+#      (tests/e2e/lifecycle.rs covers it). Any 5xx, undocumented status, content type, header or
 #      response schema fails.
 #   2. PyJWT and Authlib (clients we did not write) against the JWKS and /auth/token.
-#   3. /docs in headless Chromium with the network closed: the operations list must render.
+#   3. The mail-link pages in headless Chromium (playwright-core): open, submit, see the result.
+#   4. /docs in headless Chromium with the network closed: the operations list must render.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -45,9 +48,13 @@ access=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",
 BASE_URL="$base" USER_EMAIL="$email" USER_PASSWORD="$password" \
   infra/.venv-api/bin/pytest -q -p no:cacheprovider tests/interop
 
+# The mail pages in headless Chromium: open the link from the mail, submit, see the result.
+BASE_URL="$base" node --test tests/browser/
+
 SCHEMATHESIS_TELEMETRY=false infra/.venv-api/bin/schemathesis run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
   --header "Authorization: Bearer $access" \
+  --exclude-path /auth/logout-all \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-150}" --seed 42 --no-color
 
 dom="$(timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \

