@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document (generated from the handlers by utoipa) and the interactive docs:
 //! Swagger UI vendored into the binary, so nothing is fetched from a CDN at run time.
 
-use std::sync::{Arc, OnceLock};
+#[cfg(feature = "swagger-ui")]
+use std::sync::Arc;
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::Path;
@@ -131,14 +133,23 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
     doc
 }
 
+#[cfg(feature = "swagger-ui")]
 const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; connect-src 'self'; font-src 'self' data:; base-uri 'self'; frame-ancestors 'none'";
 
+#[cfg(feature = "swagger-ui")]
 fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
     static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
     CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::new(["/openapi.json"]).validator_url("none"))).clone()
 }
 
+/// Without the `swagger-ui` feature (every Lambda binary but `docs`) the assets are not linked.
+#[cfg(not(feature = "swagger-ui"))]
+fn swagger_file(_file: &str) -> Result<Response, AppError> {
+    Err(AppError::NotFound)
+}
+
+#[cfg(feature = "swagger-ui")]
 fn swagger_file(file: &str) -> Result<Response, AppError> {
     let f = utoipa_swagger_ui::serve(file, swagger_config())
         .map_err(|e| AppError::Internal(format!("swagger ui: {e}")))?

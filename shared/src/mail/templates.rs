@@ -146,6 +146,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_mail_has_text_and_html_with_the_product_name_and_links_on_the_base_url() {
+        let (p, base, to) = ("Acme ID", "https://id.acme.test", "a@example.com");
+        let mails = [
+            verification(p, base, to, "u.t1"),
+            attempted_signup(p, base, to),
+            account_locked(p, to, 15),
+            password_reset(p, base, to, "u.t2"),
+            password_changed(p, base, to),
+            email_change_confirm(p, base, to, "u.t3"),
+            email_change_notice(p, base, to, false),
+            email_change_notice(p, base, to, true),
+        ];
+        for m in &mails {
+            let html = m.html.as_deref().unwrap_or_default();
+            assert!(
+                m.subject.starts_with("Acme ID") && m.text.contains("Acme ID") && html.contains("Acme ID"),
+                "{m:?}"
+            );
+            assert_eq!(m.to, to);
+            for text in [m.text.as_str(), html] {
+                for link in text.split(|c: char| c.is_whitespace() || c == '"').filter(|w| w.starts_with("http")) {
+                    assert!(link.starts_with(base), "{link}");
+                }
+            }
+        }
+        assert!(mails[3].text.contains("https://id.acme.test/auth/reset-password?token=u.t2"));
+        assert!(mails[5].text.contains("https://id.acme.test/auth/confirm-email-change?token=u.t3"));
+    }
+
+    #[test]
     fn verification_link_uses_base_url_and_html_is_escaped() {
         let m = verification("<Acme>", "https://auth.example.com", "a@example.com", "u.tok");
         assert!(m.text.contains("https://auth.example.com/auth/verify-email?token=u.tok"));
