@@ -445,6 +445,45 @@ impl DynamoStore {
         }
     }
 
+    /// In one transaction: deletes the live one-time token of `kind` if its hash matches, and
+    /// applies `update` to the user. `false` for an unknown, used or expired token.
+    async fn consume_and_update(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        update: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let consume = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &one_time_sk(kind))))
+            .condition_expression("token_hash = :h AND expires_at > :now")
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let mut apply = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression(update)
+            .condition_expression("attribute_exists(pk)");
+        for (k, v) in values {
+            apply = apply.expression_attribute_values(k, v);
+        }
+        let req = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(consume).build())
+            .transact_items(TransactWriteItem::builder().update(apply.build().map_err(unavailable)?).build());
+        match transact(req).await {
+            Ok(()) => Ok(true),
+            Err(e) if transaction_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn query_sessions(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
@@ -514,33 +553,12 @@ impl OneTimeTokenStore for DynamoStore {
         new_hash: &str,
         now: i64,
     ) -> Result<Option<u64>, StoreError> {
-        let consume = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), &one_time_sk(OneTimeKind::ResetPassword))))
-            .condition_expression("token_hash = :h AND expires_at > :now")
-            .expression_attribute_values(":h", s(hash))
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(unavailable)?;
-        let set = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .update_expression("SET password_hash = :new, updated_at = :now ADD sv :one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":new", s(new_hash))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(unavailable)?;
-        let req = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(consume).build())
-            .transact_items(TransactWriteItem::builder().update(set).build());
-        match transact(req).await {
-            Ok(()) => Ok(self.get_user(user_id).await?.map(|u| u.session_version)),
-            Err(e) if transaction_condition_failed(&e) => Ok(None),
-            Err(e) => Err(unavailable(e)),
+        let set = "SET password_hash = :new, updated_at = :now ADD sv :one";
+        let values = vec![(":new", s(new_hash)), (":now", n(now)), (":one", n(1))];
+        if self.consume_and_update(OneTimeKind::ResetPassword, user_id, hash, now, set, values).await? {
+            Ok(self.get_user(user_id).await?.map(|u| u.session_version))
+        } else {
+            Ok(None)
         }
     }
 
@@ -630,33 +648,9 @@ impl OneTimeTokenStore for DynamoStore {
     }
 
     async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
-        let consume = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), &one_time_sk(OneTimeKind::VerifyEmail))))
-            .condition_expression("token_hash = :h AND expires_at > :now")
-            .expression_attribute_values(":h", s(hash))
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(unavailable)?;
-        let mark = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .update_expression("SET is_verified = :t, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(unavailable)?;
-        let req = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().delete(consume).build())
-            .transact_items(TransactWriteItem::builder().update(mark).build());
-        match transact(req).await {
-            Ok(()) => Ok(true),
-            Err(e) if transaction_condition_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        let set = "SET is_verified = :t, updated_at = :now";
+        let values = vec![(":t", AttributeValue::Bool(true)), (":now", n(now))];
+        self.consume_and_update(OneTimeKind::VerifyEmail, user_id, hash, now, set, values).await
     }
 }
 
