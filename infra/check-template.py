@@ -6,7 +6,7 @@ where SAM needs a literal, for instance); this catches those. It also checks tha
 routes carry the JWT authorizer and that every function has an explicit policy list.
 Run with the SAM venv's python: infra/.venv-tools/bin/python infra/check-template.py
 """
-import os, sys
+import os, re, sys
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
@@ -14,7 +14,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 text = open(os.path.join(root, "template.yaml")).read()
 # `sam build` replaces the local CodeUri with the built artifact; stand in an S3 URI for it.
-template = yaml_parse(text.replace("CodeUri: .", "CodeUri: s3://bucket/artifact.zip"))
+template = yaml_parse(re.sub(r"CodeUri: [^\s]+", "CodeUri: s3://bucket/artifact.zip", text))
 
 class NoManagedPolicies:
     def load(self):
