@@ -9,7 +9,7 @@ use futures::future::join_all;
 use shared::error::StoreError;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
-use shared::store::{EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, User};
+use shared::store::{AdminWrite, EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, User, UserChanges};
 
 async fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
@@ -58,6 +58,10 @@ contract!(
     given_sessions_then_they_list_per_user_and_revoke_all_but_one,
     given_password_change_then_it_is_conditional_and_bumps_the_version,
     given_account_clear_then_every_ip_lock_of_that_account_goes_too,
+    given_users_then_the_listing_is_ordered_by_email_filtered_by_prefix_and_pages_exactly_once,
+    given_two_admins_demoting_each_other_concurrently_then_one_admin_remains,
+    given_admin_updates_then_email_claims_move_and_taken_addresses_and_stale_reads_are_refused,
+    given_an_admin_delete_then_nothing_of_the_user_remains,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -433,4 +437,105 @@ async fn given_account_clear_then_every_ip_lock_of_that_account_goes_too(s: Arc<
         matches!(s.lock_gate(&other, NOW, 3600).await.unwrap(), LockGate::Locked { .. }),
         "other accounts untouched"
     );
+}
+
+fn admin(email: &str) -> User {
+    User { is_superuser: true, is_verified: true, ..user(email) }
+}
+
+async fn given_users_then_the_listing_is_ordered_by_email_filtered_by_prefix_and_pages_exactly_once(s: Arc<dyn Store>) {
+    for e in ["carol@x.example", "alice@x.example", "bob@y.example", "alan@x.example", "dave@x.example"] {
+        s.create_user(&user(e)).await.unwrap();
+    }
+    let (all, more) = s.list_users("", None, 10).await.unwrap();
+    let emails: Vec<&str> = all.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(emails, ["alan@x.example", "alice@x.example", "bob@y.example", "carol@x.example", "dave@x.example"]);
+    assert!(!more);
+    let (al, _) = s.list_users("al", None, 10).await.unwrap();
+    assert_eq!(al.len(), 2);
+    // Pages of two, with a user added between pages after the cursor: each exactly once.
+    let mut seen = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let (page, more) = s.list_users("", after.as_ref().map(|(e, i)| (e.as_str(), i.as_str())), 2).await.unwrap();
+        seen.extend(page.iter().map(|u| u.email.clone()));
+        if seen.len() == 2 {
+            s.create_user(&user("zed@x.example")).await.unwrap();
+        }
+        let Some(last) = page.last() else { break };
+        after = Some((last.email.clone(), last.id.clone()));
+        if !more {
+            break;
+        }
+    }
+    let mut dedup = seen.clone();
+    dedup.dedup();
+    assert_eq!(seen, dedup, "no user twice");
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+async fn given_two_admins_demoting_each_other_concurrently_then_one_admin_remains(s: Arc<dyn Store>) {
+    let (a, b) = (admin("a@admins.example"), admin("b@admins.example"));
+    for u in [&a, &b] {
+        assert!(matches!(s.admin_create_user(u).await.unwrap(), AdminWrite::Done(_)));
+    }
+    let demote = UserChanges { is_superuser: Some(false), bump_session_version: true, ..Default::default() };
+    let (ra, rb) = tokio::join!(s.admin_update_user(&a, &demote, NOW), s.admin_update_user(&b, &demote, NOW));
+    let outcomes = [ra.unwrap(), rb.unwrap()];
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, AdminWrite::Done(_))).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| *o == AdminWrite::LastAdmin));
+    let remaining = [s.get_user(&a.id).await.unwrap().unwrap(), s.get_user(&b.id).await.unwrap().unwrap()];
+    assert_eq!(remaining.iter().filter(|u| u.is_superuser).count(), 1);
+    let last = remaining.iter().find(|u| u.is_superuser).unwrap();
+    let deactivate = UserChanges { is_active: Some(false), ..Default::default() };
+    assert_eq!(s.admin_update_user(last, &deactivate, NOW).await.unwrap(), AdminWrite::LastAdmin);
+    assert_eq!(s.admin_delete_user(last).await.unwrap(), AdminWrite::LastAdmin);
+}
+
+async fn given_admin_updates_then_email_claims_move_and_taken_addresses_and_stale_reads_are_refused(s: Arc<dyn Store>) {
+    let u = user("old@upd.example");
+    let other = user("other@upd.example");
+    s.create_user(&u).await.unwrap();
+    s.create_user(&other).await.unwrap();
+    let to_taken = UserChanges { email: Some("other@upd.example".into()), ..Default::default() };
+    assert_eq!(s.admin_update_user(&u, &to_taken, NOW).await.unwrap(), AdminWrite::EmailTaken);
+    let change = UserChanges {
+        email: Some("new@upd.example".into()),
+        name: Some(None),
+        is_verified: Some(true),
+        bump_session_version: true,
+        ..Default::default()
+    };
+    let AdminWrite::Done(updated) = s.admin_update_user(&u, &change, NOW + 1).await.unwrap() else { panic!() };
+    assert_eq!(
+        (updated.email.as_str(), updated.name.as_deref(), updated.is_verified, updated.session_version),
+        ("new@upd.example", None, true, 2)
+    );
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap(), updated);
+    assert_eq!(s.find_user_by_email("new@upd.example").await.unwrap().unwrap().id, u.id);
+    assert!(s.find_user_by_email("old@upd.example").await.unwrap().is_none());
+    // Writing from a stale read is refused.
+    let rename = UserChanges { name: Some(Some("X".into())), ..Default::default() };
+    assert_eq!(s.admin_update_user(&u, &rename, NOW).await.unwrap(), AdminWrite::Changed);
+}
+
+async fn given_an_admin_delete_then_nothing_of_the_user_remains(s: Arc<dyn Store>) {
+    let u = user("gone@del.example");
+    s.create_user(&u).await.unwrap();
+    s.create_session(&session(&u.id, "h")).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 100).await.unwrap();
+    s.lock_gate("gone@del.example", NOW, 3600).await.unwrap();
+    s.lock_gate(&shared::store::pair_lock_key("gone@del.example", "192.0.2.1"), NOW, 3600).await.unwrap();
+    assert!(matches!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::Done(_)));
+    assert!(s.get_user(&u.id).await.unwrap().is_none());
+    assert!(s.find_user_by_email("gone@del.example").await.unwrap().is_none());
+    assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty());
+    assert!(!s.verify_email(&u.id, "t", NOW).await.unwrap());
+    assert_eq!(
+        s.lock_gate("gone@del.example", NOW, 3600).await.unwrap(),
+        LockGate::Open { attempt: 1, previous_locks: 0 }
+    );
+    assert_eq!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::NotFound);
+    // The address can sign up again.
+    s.create_user(&user("gone@del.example")).await.unwrap();
 }

@@ -964,3 +964,284 @@ impl RateLimitStore for DynamoStore {
             .max(0) as u32)
     }
 }
+
+const ADMINS_PK: &str = "META";
+const ADMINS_SK: &str = "ADMINS";
+
+fn cancellation_codes(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> Vec<Option<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => {
+            c.cancellation_reasons().iter().map(|r| r.code().filter(|c| *c != "None").map(str::to_owned)).collect()
+        }
+        _ => vec![],
+    }
+}
+
+impl DynamoStore {
+    /// `ADD n :delta` on the count of active administrators; a decrement only while two remain.
+    fn admins_delta(&self, delta: i64) -> Result<TransactWriteItem, StoreError> {
+        let mut u = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(ADMINS_PK.to_owned(), ADMINS_SK)))
+            .update_expression("ADD n :d")
+            .expression_attribute_values(":d", n(delta));
+        if delta < 0 {
+            u = u.condition_expression("n > :one").expression_attribute_values(":one", n(1));
+        }
+        Ok(TransactWriteItem::builder().update(u.build().map_err(unavailable)?).build())
+    }
+
+    /// The condition that `current` is still what is stored (the fields admin writes depend on).
+    fn unchanged(current: &User) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
+        (
+            "email = :c_email AND is_superuser = :c_su AND is_active = :c_act AND sv = :c_sv AND password_hash = :c_ph",
+            vec![
+                (":c_email", s(&current.email)),
+                (":c_su", AttributeValue::Bool(current.is_superuser)),
+                (":c_act", AttributeValue::Bool(current.is_active)),
+                (":c_sv", n(current.session_version)),
+                (":c_ph", s(&current.password_hash)),
+            ],
+        )
+    }
+
+    fn claim_put(&self, email: &str, user_id: &str) -> Result<TransactWriteItem, StoreError> {
+        let mut claim = key(email_pk(email), "EMAIL");
+        claim.insert("user_id".into(), s(user_id));
+        claim.insert("type".into(), s("email_claim"));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(claim))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn claim_delete(&self, email: &str, user_id: &str) -> Result<TransactWriteItem, StoreError> {
+        let del = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(email_pk(email), "EMAIL")))
+            .condition_expression("user_id = :uid")
+            .expression_attribute_values(":uid", s(user_id))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().delete(del).build())
+    }
+
+    /// A failed "unchanged" condition means changed, or deleted.
+    async fn changed_or_gone(&self, outcome: AdminWrite, id: &str) -> Result<AdminWrite, StoreError> {
+        match outcome {
+            AdminWrite::Changed if self.get_user(id).await?.is_none() => Ok(AdminWrite::NotFound),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends `items`; on cancellation maps the first failed item's index through `on_fail`.
+    async fn admin_transaction(
+        &self,
+        items: Vec<TransactWriteItem>,
+        on_fail: impl Fn(usize) -> AdminWrite,
+        done: User,
+    ) -> Result<AdminWrite, StoreError> {
+        let req = self.client.transact_write_items().set_transact_items(Some(items));
+        match transact(req).await {
+            Ok(()) => Ok(AdminWrite::Done(done)),
+            Err(e) => {
+                let codes = cancellation_codes(&e);
+                match codes.iter().position(|c| c.as_deref() == Some("ConditionalCheckFailed")) {
+                    Some(i) => Ok(on_fail(i)),
+                    None => Err(unavailable(e)),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AdminStore for DynamoStore {
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<User>, bool), StoreError> {
+        let mut q =
+            self.client.query().table_name(&self.table).index_name("gsi1").limit(limit.clamp(1, 1000) as i32 + 1);
+        q = if prefix.is_empty() {
+            q.key_condition_expression("gsi1pk = :p").expression_attribute_values(":p", s("USERS"))
+        } else {
+            q.key_condition_expression("gsi1pk = :p AND begins_with(gsi1sk, :prefix)")
+                .expression_attribute_values(":p", s("USERS"))
+                .expression_attribute_values(":prefix", s(prefix))
+        };
+        if let Some((email, id)) = after {
+            let mut start = key(user_pk(id), PROFILE);
+            start.insert("gsi1pk".into(), s("USERS"));
+            start.insert("gsi1sk".into(), s(email));
+            q = q.set_exclusive_start_key(Some(start));
+        }
+        let out = q.send().await.map_err(unavailable)?;
+        let mut users = out.items().iter().map(item_to_user).collect::<Result<Vec<_>, _>>()?;
+        let more = users.len() > limit || out.last_evaluated_key().is_some();
+        users.truncate(limit);
+        Ok((users, more))
+    }
+
+    async fn admin_create_user(&self, user: &User) -> Result<AdminWrite, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(user_to_item(user)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build(), self.claim_put(&user.email, &user.id)?];
+        if is_active_admin(user) {
+            items.push(self.admins_delta(1)?);
+        }
+        self.admin_transaction(items, |_| AdminWrite::EmailTaken, user.clone()).await
+    }
+
+    async fn admin_update_user(
+        &self,
+        current: &User,
+        changes: &UserChanges,
+        now: i64,
+    ) -> Result<AdminWrite, StoreError> {
+        let next = changes.apply(current, now);
+        let (cond, mut values) = Self::unchanged(current);
+        let mut set = vec!["updated_at = :now"];
+        values.push((":now", n(now)));
+        if next.email != current.email {
+            set.push("email = :email, gsi1sk = :email");
+            values.push((":email", s(&next.email)));
+        }
+        let mut remove = "";
+        match &changes.name {
+            Some(Some(name)) => {
+                set.push("#name = :name");
+                values.push((":name", s(name)));
+            }
+            Some(None) => remove = " REMOVE #name",
+            None => {}
+        }
+        for (field, attr, value) in [
+            ("is_superuser = :su", ":su", changes.is_superuser),
+            ("is_verified = :ver", ":ver", changes.is_verified),
+            ("is_active = :act", ":act", changes.is_active),
+        ] {
+            if let Some(v) = value {
+                set.push(field);
+                values.push((attr, AttributeValue::Bool(v)));
+            }
+        }
+        if let Some(h) = &changes.password_hash {
+            set.push("password_hash = :ph");
+            values.push((":ph", s(h)));
+        }
+        let mut expr = format!("SET {}{remove}", set.join(", "));
+        if changes.bump_session_version {
+            expr.push_str(" ADD sv :one");
+            values.push((":one", n(1)));
+        }
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(&current.id), PROFILE)))
+            .update_expression(expr)
+            .condition_expression(cond);
+        if changes.name.is_some() {
+            update = update.expression_attribute_names("#name", "name");
+        }
+        for (k, v) in values {
+            update = update.expression_attribute_values(k, v);
+        }
+        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build()];
+        let mut taken_at = usize::MAX;
+        if next.email != current.email {
+            items.push(self.claim_delete(&current.email, &current.id)?);
+            taken_at = items.len();
+            items.push(self.claim_put(&next.email, &current.id)?);
+        }
+        let mut admins_at = usize::MAX;
+        match (is_active_admin(current), is_active_admin(&next)) {
+            (true, false) => {
+                admins_at = items.len();
+                items.push(self.admins_delta(-1)?);
+            }
+            (false, true) => items.push(self.admins_delta(1)?),
+            _ => {}
+        }
+        let outcome = self
+            .admin_transaction(
+                items,
+                |i| match i {
+                    i if i == taken_at => AdminWrite::EmailTaken,
+                    i if i == admins_at => AdminWrite::LastAdmin,
+                    _ => AdminWrite::Changed,
+                },
+                next,
+            )
+            .await?;
+        self.changed_or_gone(outcome, &current.id).await
+    }
+
+    async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError> {
+        let (cond, values) = Self::unchanged(current);
+        let mut del = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(&current.id), PROFILE)))
+            .condition_expression(cond);
+        for (k, v) in values {
+            del = del.expression_attribute_values(k, v);
+        }
+        let mut items = vec![
+            TransactWriteItem::builder().delete(del.build().map_err(unavailable)?).build(),
+            self.claim_delete(&current.email, &current.id)?,
+        ];
+        if is_active_admin(current) {
+            items.push(self.admins_delta(-1)?);
+        }
+        let outcome = self
+            .admin_transaction(
+                items,
+                |i| if i == 2 { AdminWrite::LastAdmin } else { AdminWrite::Changed },
+                current.clone(),
+            )
+            .await?;
+        let outcome = self.changed_or_gone(outcome, &current.id).await?;
+        if let AdminWrite::Done(_) = outcome {
+            // The account is gone; what hangs off it goes next (safe to retry).
+            let rest = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(user_pk(&current.id)))
+                .projection_expression("pk, sk")
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for k in rest.items() {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(k.clone()))
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+            }
+            self.clear_lockout(&current.email).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
+        let item = self.get(lock_key(account)).await?;
+        Ok(item.is_some_and(|i| {
+            get_n(&i, "expires_at").unwrap_or(0) > now && get_n(&i, "locked_until").is_some_and(|u| u > now)
+        }))
+    }
+}

@@ -31,6 +31,7 @@ struct Inner {
     locks: HashMap<String, Lock>,
     sessions: HashMap<(String, String), Session>,
     counters: HashMap<String, (u32, i64)>,
+    admins: u64,
 }
 
 /// The in-process store.
@@ -348,5 +349,97 @@ impl RateLimitStore for MemoryStore {
 
     async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError> {
         Ok(self.lock()?.counters.get(key).filter(|(_, exp)| *exp > now).map(|(n, _)| *n).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl AdminStore for MemoryStore {
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<User>, bool), StoreError> {
+        let g = self.lock()?;
+        let mut all: Vec<&User> = g
+            .users
+            .values()
+            .filter(|u| u.email.starts_with(prefix))
+            .filter(|u| after.is_none_or(|(e, _)| u.email.as_str() > e))
+            .collect();
+        all.sort_by(|a, b| a.email.cmp(&b.email));
+        let more = all.len() > limit;
+        Ok((all.into_iter().take(limit).cloned().collect(), more))
+    }
+
+    async fn admin_create_user(&self, user: &User) -> Result<AdminWrite, StoreError> {
+        let mut g = self.lock()?;
+        if g.emails.contains_key(&user.email) || g.users.contains_key(&user.id) {
+            return Ok(AdminWrite::EmailTaken);
+        }
+        g.emails.insert(user.email.clone(), user.id.clone());
+        g.users.insert(user.id.clone(), user.clone());
+        if is_active_admin(user) {
+            g.admins += 1;
+        }
+        Ok(AdminWrite::Done(user.clone()))
+    }
+
+    async fn admin_update_user(
+        &self,
+        current: &User,
+        changes: &UserChanges,
+        now: i64,
+    ) -> Result<AdminWrite, StoreError> {
+        let mut g = self.lock()?;
+        let Some(stored) = g.users.get(&current.id) else { return Ok(AdminWrite::NotFound) };
+        if stored != current {
+            return Ok(AdminWrite::Changed);
+        }
+        let next = changes.apply(current, now);
+        let (was, is) = (is_active_admin(current), is_active_admin(&next));
+        if was && !is && g.admins <= 1 {
+            return Ok(AdminWrite::LastAdmin);
+        }
+        if next.email != current.email {
+            if g.emails.contains_key(&next.email) {
+                return Ok(AdminWrite::EmailTaken);
+            }
+            g.emails.remove(&current.email);
+            g.emails.insert(next.email.clone(), next.id.clone());
+        }
+        match (was, is) {
+            (true, false) => g.admins -= 1,
+            (false, true) => g.admins += 1,
+            _ => {}
+        }
+        g.users.insert(next.id.clone(), next.clone());
+        Ok(AdminWrite::Done(next))
+    }
+
+    async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError> {
+        let mut g = self.lock()?;
+        let Some(stored) = g.users.get(&current.id) else { return Ok(AdminWrite::NotFound) };
+        if stored != current {
+            return Ok(AdminWrite::Changed);
+        }
+        if is_active_admin(current) {
+            if g.admins <= 1 {
+                return Ok(AdminWrite::LastAdmin);
+            }
+            g.admins -= 1;
+        }
+        g.users.remove(&current.id);
+        g.emails.remove(&current.email);
+        g.sessions.retain(|(u, _), _| u != &current.id);
+        g.one_time.retain(|(u, _), _| u != &current.id);
+        let prefix = format!("{}{LOCK_KEY_SEP}", current.email);
+        g.locks.retain(|k, _| k != &current.email && !k.starts_with(&prefix));
+        Ok(AdminWrite::Done(current.clone()))
+    }
+
+    async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
+        let g = self.lock()?;
+        Ok(g.locks.get(account).is_some_and(|l| l.expires_at > now && l.locked_until.is_some_and(|u| u > now)))
     }
 }

@@ -229,6 +229,94 @@ pub trait RateLimitStore: Send + Sync {
     async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError>;
 }
 
+/// What an administrator may change on a user (absent = unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserChanges {
+    pub email: Option<String>,
+    pub name: Option<Option<String>>,
+    pub is_superuser: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub is_active: Option<bool>,
+    pub password_hash: Option<String>,
+    /// Bump the session version (role change, deactivation, password change, forced logout).
+    pub bump_session_version: bool,
+}
+
+/// Outcome of an administrative write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminWrite {
+    Done(User),
+    NotFound,
+    EmailTaken,
+    /// It would leave no active administrator.
+    LastAdmin,
+    /// The user changed meanwhile; read it again.
+    Changed,
+}
+
+/// Users as administrators see them.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Users whose email starts with `prefix`, ordered by email, after `after` (email, id);
+    /// `true` if more may follow. A query on the email index, never a scan.
+    async fn list_users(
+        &self,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<User>, bool), StoreError>;
+    /// Creates a user (and counts it if it is an active administrator), atomically.
+    async fn admin_create_user(&self, user: &User) -> Result<AdminWrite, StoreError>;
+    /// Applies `changes` to `current` in one transaction: the unique-email claim moves with the
+    /// email, and the count of active administrators never drops to zero.
+    async fn admin_update_user(
+        &self,
+        current: &User,
+        changes: &UserChanges,
+        now: i64,
+    ) -> Result<AdminWrite, StoreError>;
+    /// Deletes the user and its email claim (never the last active administrator), then its
+    /// sessions, pending tokens and lockout items.
+    async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError>;
+    /// Whether the account-wide lockout of `account` is in force.
+    async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError>;
+}
+
+/// True if the user counts as an active administrator.
+pub fn is_active_admin(u: &User) -> bool {
+    u.is_superuser && u.is_active
+}
+
+impl UserChanges {
+    /// `current` with the changes applied (the store writes exactly this).
+    pub fn apply(&self, current: &User, now: i64) -> User {
+        let mut u = current.clone();
+        if let Some(e) = &self.email {
+            u.email = e.clone();
+        }
+        if let Some(n) = &self.name {
+            u.name = n.clone();
+        }
+        if let Some(v) = self.is_superuser {
+            u.is_superuser = v;
+        }
+        if let Some(v) = self.is_verified {
+            u.is_verified = v;
+        }
+        if let Some(v) = self.is_active {
+            u.is_active = v;
+        }
+        if let Some(h) = &self.password_hash {
+            u.password_hash = h.clone();
+        }
+        if self.bump_session_version {
+            u.session_version += 1;
+        }
+        u.updated_at = now;
+        u
+    }
+}
+
 /// Everything the service needs from storage.
-pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore {}
-impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore> Store for T {}
+pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore {}
+impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore> Store for T {}
