@@ -23,7 +23,10 @@ class NoManagedPolicies:
 out = transform(template, {"PublicBaseUrl": "https://auth.example.com", "MailFrom": "no-reply@example.com"}, NoManagedPolicies())
 paths = out["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
 bearer = [("/auth/me", "get"), ("/auth/me", "patch"), ("/auth/change-password", "post"), ("/auth/change-email", "post"),
-          ("/auth/sessions", "get"), ("/auth/sessions/{id}", "delete"), ("/auth/logout-all", "post")]
+          ("/auth/sessions", "get"), ("/auth/sessions/{id}", "delete"), ("/auth/logout-all", "post"),
+          ("/users", "get"), ("/users", "post"), ("/users/{id}", "get"), ("/users/{id}", "put"), ("/users/{id}", "delete"),
+          ("/users/{id}/activate", "post"), ("/users/{id}/deactivate", "post"), ("/users/{id}/unlock", "post"),
+          ("/users/{id}/revoke-sessions", "post")]
 for path, method in bearer:
     security = paths[path][method].get("security")
     assert security == [{"JwtAuthorizer": []}], f"{path} {method}: {security}"

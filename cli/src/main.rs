@@ -1,7 +1,9 @@
 //! `secure-auth`: operator commands, against AWS or the emulators (same variables as the
-//! functions: `SIGNING_KEY_SECRET_ID`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`, region, credentials).
+//! functions: `TABLE_NAME`, `SIGNING_KEY_SECRET_ID`, `AWS_ENDPOINT_URL_*`, region, credentials).
 
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shared::keys::{KeyAlg, KeyDoc, fetch_stages};
@@ -20,6 +22,137 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Users in DynamoDB (`TABLE_NAME`); the same rules as the admin API.
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Create an active, verified administrator (the only way the first one comes to exist).
+    /// The password is read from a prompt, or from the first line of stdin; never from argv.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List users ordered by email (all pages).
+    List {
+        #[arg(long)]
+        email_prefix: Option<String>,
+        /// active, inactive, unverified or locked
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one user (by id or email).
+    Show { user: String },
+    /// Activate a user.
+    Activate { user: String },
+    /// Deactivate a user (revokes its sessions).
+    Deactivate { user: String },
+    /// Clear a user's lockout.
+    Unlock { user: String },
+    /// Revoke every session of a user.
+    RevokeSessions { user: String },
+    /// Delete a user with its sessions and pending tokens.
+    Delete { user: String },
+}
+
+/// The CLI sends no mail; a user flow that would is not reachable from here.
+struct NoMail;
+
+#[async_trait::async_trait]
+impl shared::mail::Mailer for NoMail {
+    async fn send(&self, _: &shared::mail::Mail) -> Result<(), shared::mail::MailError> {
+        Ok(())
+    }
+}
+
+fn read_password() -> Result<String, String> {
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let b = rpassword::prompt_password("Again: ").map_err(|e| e.to_string())?;
+        if a != b {
+            return Err("the passwords differ".into());
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    }
+}
+
+fn show(u: &shared::store::User) -> String {
+    serde_json::to_string(&shared::service::UserView::from(u)).unwrap_or_default()
+}
+
+async fn users(action: UsersAction) -> Result<String, String> {
+    use shared::admin::{Actor, ListQuery, NewUser, Status};
+    let cfg = shared::config::Config::from_env().map_err(|e| e.to_string())?;
+    if cfg.table_name.is_none() {
+        return Err("TABLE_NAME is required".into());
+    }
+    let (svc, _) = shared::wiring::build(cfg, shared::wiring::Target::Local, Some(Arc::new(NoMail)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ctx = shared::logging::RequestCtx { request_id: format!("cli-{}", std::process::id()), ..Default::default() };
+    let err = |e: shared::error::AppError| match e {
+        shared::error::AppError::Validation(v) => {
+            v.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
+        }
+        shared::error::AppError::Conflict(m) => m,
+        shared::error::AppError::NotFound => "no such user".into(),
+        other => other.to_string(),
+    };
+    let cli = Actor::Cli;
+    match action {
+        UsersAction::CreateAdmin { email, name } => {
+            let password = shared::secret::Password::new(read_password()?);
+            let new = NewUser { email, password, name, is_superuser: true, is_verified: true };
+            svc.admin_create_user(cli, new, &ctx).await.map(|u| show(&u)).map_err(err)
+        }
+        UsersAction::List { email_prefix, status } => {
+            let status = status.as_deref().map(Status::parse).transpose().map_err(err)?;
+            let mut q = ListQuery { limit: Some(100), cursor: None, email_prefix, status };
+            let mut lines = Vec::new();
+            loop {
+                let page = svc.admin_list_users(&q).await.map_err(err)?;
+                lines.extend(page.items.iter().map(|u| serde_json::to_string(u).unwrap_or_default()));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Some(c),
+                    None => return Ok(lines.join("\n")),
+                }
+            }
+        }
+        UsersAction::Show { user } => svc.admin_find(&user).await.map(|u| show(&u)).map_err(err),
+        UsersAction::Activate { user } => {
+            let u = svc.admin_find(&user).await.map_err(err)?;
+            svc.admin_set_active(cli, &u.id, true, &ctx).await.map(|u| show(&u)).map_err(err)
+        }
+        UsersAction::Deactivate { user } => {
+            let u = svc.admin_find(&user).await.map_err(err)?;
+            svc.admin_set_active(cli, &u.id, false, &ctx).await.map(|u| show(&u)).map_err(err)
+        }
+        UsersAction::Unlock { user } => {
+            let u = svc.admin_find(&user).await.map_err(err)?;
+            svc.admin_unlock(cli, &u.id, &ctx).await.map(|u| show(&u)).map_err(err)
+        }
+        UsersAction::RevokeSessions { user } => {
+            let u = svc.admin_find(&user).await.map_err(err)?;
+            svc.admin_revoke_sessions(cli, &u.id, &ctx)
+                .await
+                .map(|()| format!("sessions of {} revoked", u.id))
+                .map_err(err)
+        }
+        UsersAction::Delete { user } => {
+            let u = svc.admin_find(&user).await.map_err(err)?;
+            svc.admin_delete_user(cli, &u.id, &ctx).await.map(|()| format!("{} deleted", u.id)).map_err(err)
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -71,16 +204,13 @@ fn describe(label: &str, s: Option<&str>) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let sdk = shared::wiring::aws_config().await;
-    let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-    let result = match cli.command {
-        Command::Keys { action: KeysAction::Init { secret_id, alg } } => {
+async fn keys(action: KeysAction) -> Result<String, String> {
+    let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await);
+    let result = match action {
+        KeysAction::Init { secret_id, alg } => {
             shared::rotation::init(&sm, &secret_id, alg.into()).await.map(|kid| format!("current key: {kid}"))
         }
-        Command::Keys { action: KeysAction::Rotate { secret_id, alg } } => {
+        KeysAction::Rotate { secret_id, alg } => {
             match shared::rotation::rotate_now(&sm, &secret_id, alg.into()).await {
                 Ok(version) => fetch_stages(&sm, &secret_id)
                     .await
@@ -88,16 +218,23 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::Keys { action: KeysAction::Show { secret_id } } => {
-            fetch_stages(&sm, &secret_id).await.map(|(c, n, p)| {
-                [
-                    describe("AWSCURRENT", Some(&c)),
-                    describe("AWSPENDING", n.as_deref()),
-                    describe("AWSPREVIOUS", p.as_deref()),
-                ]
-                .join("\n")
-            })
-        }
+        KeysAction::Show { secret_id } => fetch_stages(&sm, &secret_id).await.map(|(c, n, p)| {
+            [
+                describe("AWSCURRENT", Some(&c)),
+                describe("AWSPENDING", n.as_deref()),
+                describe("AWSPREVIOUS", p.as_deref()),
+            ]
+            .join("\n")
+        }),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Keys { action } => keys(action).await,
+        Command::Users { action } => users(action).await,
     };
     match result {
         Ok(msg) => {

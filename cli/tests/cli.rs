@@ -1,7 +1,8 @@
 //! The CLI end to end against moto's Secrets Manager (run through infra/test.sh).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 fn cli(args: &[&str]) -> (bool, String) {
     assert!(
@@ -45,4 +46,76 @@ fn given_keys_init_rotate_and_show_then_stages_move_and_no_key_material_is_print
     }
     let (ok, err) = cli(&["keys", "show", "--secret-id", "does-not-exist"]);
     assert!(!ok && err.contains("signing keys"), "{err}");
+}
+
+/// Runs `secure-auth users …` against `table`, feeding `stdin`.
+fn users(table: &str, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_secure-auth"))
+        .arg("users")
+        .args(args)
+        .env("TABLE_NAME", table)
+        .env("ARGON2_MEMORY_KIB", "256")
+        .env("ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn given_users_commands_then_the_first_admin_is_made_and_the_admin_rules_hold() {
+    assert!(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(), "run through infra/test.sh (DynamoDB Local)");
+    let sdk = shared::wiring::aws_config().await;
+    let table = format!("cli-{}", uuid::Uuid::new_v4().simple());
+    shared::store::dynamo::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
+    let pw = "violet-tractor-sunrise-42\n";
+
+    let (ok, out) = users(&table, &["create-admin", "--email", "Root@Example.com"], pw);
+    assert!(ok, "{out}");
+    let root: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (root["email"].as_str(), root["is_superuser"].as_bool(), root["is_verified"].as_bool()),
+        (Some("root@example.com"), Some(true), Some(true))
+    );
+    assert!(!out.contains("violet"), "the password is never printed");
+    let (ok, out) = users(&table, &["create-admin", "--email", "root@example.com"], pw);
+    assert!(!ok && out.contains("already registered"), "{out}");
+    let (ok, out) = users(&table, &["create-admin", "--email", "weak@example.com"], "password\n");
+    assert!(!ok && out.contains("password"), "{out}");
+    let (ok, _) = users(&table, &["create-admin", "--email", "second@example.com"], pw);
+    assert!(ok);
+
+    let (ok, out) = users(&table, &["list"], "");
+    assert!(ok);
+    let emails: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["email"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(emails, ["root@example.com", "second@example.com"]);
+    let (ok, out) = users(&table, &["show", "second@example.com"], "");
+    assert!(ok && out.contains("\"is_active\":true"), "{out}");
+    for cmd in ["unlock", "revoke-sessions"] {
+        let (ok, out) = users(&table, &[cmd, "second@example.com"], "");
+        assert!(ok, "{cmd}: {out}");
+    }
+    let (ok, out) = users(&table, &["deactivate", "second@example.com"], "");
+    assert!(ok && out.contains("\"is_active\":false"), "{out}");
+    let (_, out) = users(&table, &["list", "--status", "inactive"], "");
+    assert_eq!(out.lines().count(), 1);
+    // With `second` inactive, root is the last active admin: it cannot be deactivated or deleted.
+    let (ok, out) = users(&table, &["deactivate", "root@example.com"], "");
+    assert!(!ok && out.contains("last active administrator"), "{out}");
+    let (ok, out) = users(&table, &["delete", "root@example.com"], "");
+    assert!(!ok && out.contains("last active administrator"), "{out}");
+    let (ok, out) = users(&table, &["activate", "second@example.com"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = users(&table, &["delete", "second@example.com"], "");
+    assert!(ok, "{out}");
+    let (ok, out) = users(&table, &["show", "second@example.com"], "");
+    assert!(!ok && out.contains("no such user"), "{out}");
 }

@@ -52,11 +52,38 @@ impl Mailer for ConsoleMailer {
     }
 }
 
+/// A development administrator made at startup (`BOOTSTRAP_ADMIN_EMAIL`/`_PASSWORD`): the local
+/// server only; a deployment gets its first admin from `secure-auth users create-admin`.
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
 /// The whole local application for `cfg`, and what it runs on.
 pub async fn build_app(cfg: Config) -> Result<(Router, Modes), BuildError> {
+    build_app_with(cfg, None).await
+}
+
+/// `build_app`, creating `admin` first if it does not exist yet.
+pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Result<(Router, Modes), BuildError> {
     let console = Arc::new(ConsoleMailer::default());
     let uses_console = cfg.mailer == MailerKind::Console;
     let (svc, modes) = wiring::build(cfg, Target::Local, Some(console.clone())).await?;
+    if let Some(a) = admin {
+        let new = shared::admin::NewUser {
+            email: a.email.clone(),
+            password: shared::secret::Password::new(a.password),
+            name: Some("Bootstrap admin".into()),
+            is_superuser: true,
+            is_verified: true,
+        };
+        let ctx = shared::logging::RequestCtx { request_id: "bootstrap".into(), ..Default::default() };
+        match svc.admin_create_user(shared::admin::Actor::Cli, new, &ctx).await {
+            Ok(_) => println!("  bootstrap admin {} created (development only)", a.email),
+            Err(shared::error::AppError::Conflict(_)) => println!("  bootstrap admin {} exists", a.email),
+            Err(e) => return Err(BuildError(format!("bootstrap admin: {e:?}"))),
+        }
+    }
     let mut app = http::routes(svc, &Endpoint::ALL);
     if uses_console {
         app = app.route(

@@ -50,7 +50,11 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    let (app, modes) = match local_server::build_app(cfg).await {
+    let bootstrap = match (std::env::var("BOOTSTRAP_ADMIN_EMAIL"), std::env::var("BOOTSTRAP_ADMIN_PASSWORD")) {
+        (Ok(email), Ok(password)) => Some(local_server::BootstrapAdmin { email, password }),
+        _ => None,
+    };
+    let (app, modes) = match local_server::build_app_with(cfg, bootstrap).await {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{e}");

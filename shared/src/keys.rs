@@ -70,6 +70,9 @@ pub struct KeySet {
     pub others: Vec<JwtKey>,
     /// True for the local server's throw-away key.
     pub ephemeral: bool,
+    /// HMAC key for tamper-evident cursors, derived from the current key's private material
+    /// (so it is as secret as the signing key, and changes with a rotation).
+    cursor_key: [u8; 32],
 }
 
 /// Why a key could not be built or loaded.
@@ -193,6 +196,11 @@ impl KeyDoc {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    fn cursor_key(&self) -> [u8; 32] {
+        let material = self.private_key_pem.as_deref().or(self.secret.as_deref()).unwrap_or_default();
+        Sha256::new().chain_update(b"secure-auth cursor mac v1\0").chain_update(material.as_bytes()).finalize().into()
+    }
+
     pub fn from_json(s: &str) -> Result<Self, KeyError> {
         serde_json::from_str(s).map_err(|e| KeyError(format!("key JSON: {e}")))
     }
@@ -228,13 +236,15 @@ impl KeySet {
             KeyAlg::ES256 => es256(None, &pem_der(&doc.kid, doc.private_key_pem.as_deref())?, true)?,
             _ => doc.to_key(true)?,
         };
-        Ok(Self { current, others: vec![], ephemeral: true })
+        Ok(Self { current, others: vec![], ephemeral: true, cursor_key: doc.cursor_key() })
     }
 
     /// Builds a set from the three stages' secret strings. The current key must be valid; a
     /// broken pending or previous version is logged and skipped (it only verifies).
     pub fn from_stages(current: &str, pending: Option<&str>, previous: Option<&str>) -> Result<Self, KeyError> {
-        let current = KeyDoc::from_json(current)?.to_key(true)?;
+        let current_doc = KeyDoc::from_json(current)?;
+        let cursor_key = current_doc.cursor_key();
+        let current = current_doc.to_key(true)?;
         let mut others: Vec<JwtKey> = Vec::new();
         for (stage, s) in [("AWSPENDING", pending), ("AWSPREVIOUS", previous)] {
             let Some(s) = s else { continue };
@@ -244,7 +254,19 @@ impl KeySet {
                 Err(e) => tracing::warn!(stage, error = %e, "ignoring unusable signing key version"),
             }
         }
-        Ok(Self { current, others, ephemeral: false })
+        Ok(Self { current, others, ephemeral: false, cursor_key })
+    }
+
+    /// HMAC-SHA256 of `data` under the cursor key.
+    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.cursor_key);
+        aws_lc_rs::hmac::sign(&key, data).as_ref().to_vec()
+    }
+
+    /// Checks a MAC made by `mac`, in constant time.
+    pub fn verify_mac(&self, data: &[u8], tag: &[u8]) -> bool {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.cursor_key);
+        aws_lc_rs::hmac::verify(&key, data, tag).is_ok()
     }
 
     /// The key for `kid`, whatever its stage.

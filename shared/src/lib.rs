@@ -5,6 +5,7 @@
 //! (DynamoDB / SES and in-memory / console twins); `http` is the single mapping between HTTP
 //! and the service, shared by every Lambda binary and the local server.
 
+pub mod admin;
 pub mod config;
 pub mod email;
 pub mod error;

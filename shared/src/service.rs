@@ -123,7 +123,7 @@ pub async fn with_floor<T>(floor: Duration, fut: impl std::future::Future<Output
 }
 
 impl AuthService {
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         crate::now()
     }
 

@@ -483,7 +483,7 @@ async fn given_two_admins_demoting_each_other_concurrently_then_one_admin_remain
     let (ra, rb) = tokio::join!(s.admin_update_user(&a, &demote, NOW), s.admin_update_user(&b, &demote, NOW));
     let outcomes = [ra.unwrap(), rb.unwrap()];
     assert_eq!(outcomes.iter().filter(|o| matches!(o, AdminWrite::Done(_))).count(), 1, "{outcomes:?}");
-    assert!(outcomes.iter().any(|o| *o == AdminWrite::LastAdmin));
+    assert!(outcomes.contains(&AdminWrite::LastAdmin));
     let remaining = [s.get_user(&a.id).await.unwrap().unwrap(), s.get_user(&b.id).await.unwrap().unwrap()];
     assert_eq!(remaining.iter().filter(|u| u.is_superuser).count(), 1);
     let last = remaining.iter().find(|u| u.is_superuser).unwrap();

@@ -2,6 +2,7 @@
 //! Run through `infra/test.sh`, which starts the emulators.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod attacks;
 mod docs;
 mod faults;

@@ -42,6 +42,16 @@ pub fn test_config(table: &str) -> Config {
 
 /// Starts a server with the test configuration, adjusted by `tweak`.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    start_with(tweak, None).await
+}
+
+/// `start`, with a bootstrap administrator (email, password `PASSWORD`).
+pub async fn start_with_admin(admin_email: &str) -> TestServer {
+    let admin = local_server::BootstrapAdmin { email: admin_email.to_owned(), password: PASSWORD.to_owned() };
+    start_with(|_| {}, Some(admin)).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut Config), admin: Option<local_server::BootstrapAdmin>) -> TestServer {
     require_emulators();
     let sdk = shared::wiring::aws_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
@@ -53,7 +63,7 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
     cfg.public_base_url = base.clone();
     cfg.issuer = base.clone();
     tweak(&mut cfg);
-    let (app, _) = local_server::build_app(cfg).await.expect("build app");
+    let (app, _) = local_server::build_app_with(cfg, admin).await.expect("build app");
     tokio::spawn(local_server::serve(listener, app));
     TestServer { base, http: reqwest::Client::new(), table, ddb }
 }

@@ -31,6 +31,8 @@ use crate::error::{AppError, FieldError, Problem};
         (name = "auth", description = "Sign-up, verification, login and tokens"),
         (name = "account", description = "The signed-in user's own account"),
         (name = "meta", description = "Health and documentation"),
+        (name = "pages", description = "The pages mail links open"),
+        (name = "admin", description = "User management (admin scope)"),
     ),
 )]
 pub struct ApiDoc;

@@ -137,15 +137,34 @@ impl FromRequestParts<Arc<AuthService>> for Bearer {
 
     async fn from_request_parts(parts: &mut Parts, svc: &Arc<AuthService>) -> Result<Self, AppError> {
         let Ctx(ctx) = Ctx::from_request_parts(parts, svc).await?;
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(AppError::Unauthorized { sent: false });
-        };
-        let value = value.to_str().map_err(|_| AppError::Unauthorized { sent: true })?;
-        let token = match value.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => t.trim(),
-            _ => return Err(AppError::Unauthorized { sent: true }),
-        };
+        let token = bearer_token(parts)?;
         let caller = svc.authenticate(token, &ctx).await?;
         Ok(Bearer(caller, ctx))
+    }
+}
+
+/// A caller with a valid admin token (401 without a valid token, 403 for a non-admin).
+pub struct AdminBearer(pub Caller, pub RequestCtx);
+
+impl FromRequestParts<Arc<AuthService>> for AdminBearer {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, svc: &Arc<AuthService>) -> Result<Self, AppError> {
+        let Ctx(ctx) = Ctx::from_request_parts(parts, svc).await?;
+        let token = bearer_token(parts)?;
+        let caller = svc.authenticate_admin(token, &ctx).await?;
+        Ok(AdminBearer(caller, ctx))
+    }
+}
+
+/// The token of `Authorization: Bearer …` (never the query string).
+fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(AppError::Unauthorized { sent: false });
+    };
+    let value = value.to_str().map_err(|_| AppError::Unauthorized { sent: true })?;
+    match value.split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => Ok(t.trim()),
+        _ => Err(AppError::Unauthorized { sent: true }),
     }
 }

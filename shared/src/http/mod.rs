@@ -23,7 +23,7 @@ pub mod extract;
 pub mod pages;
 pub mod request_id;
 
-use extract::{Bearer, Ctx, FormOrJson, Json, MAX_BODY};
+use extract::{AdminBearer, Bearer, Ctx, FormOrJson, Json, MAX_BODY};
 
 type Svc = Arc<AuthService>;
 
@@ -48,10 +48,19 @@ pub enum Endpoint {
     ConfirmEmailChange,
     Sessions,
     Pages,
+    UsersList,
+    UsersCreate,
+    UsersGet,
+    UsersUpdate,
+    UsersActivate,
+    UsersDeactivate,
+    UsersUnlock,
+    UsersRevokeSessions,
+    UsersDelete,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 27] = [
         Endpoint::Health,
         Endpoint::Signup,
         Endpoint::VerifyEmail,
@@ -70,6 +79,15 @@ impl Endpoint {
         Endpoint::ConfirmEmailChange,
         Endpoint::Sessions,
         Endpoint::Pages,
+        Endpoint::UsersList,
+        Endpoint::UsersCreate,
+        Endpoint::UsersGet,
+        Endpoint::UsersUpdate,
+        Endpoint::UsersActivate,
+        Endpoint::UsersDeactivate,
+        Endpoint::UsersUnlock,
+        Endpoint::UsersRevokeSessions,
+        Endpoint::UsersDelete,
     ];
 
     /// The function binary that serves it (see `functions/src/bin`).
@@ -93,6 +111,15 @@ impl Endpoint {
             Endpoint::ConfirmEmailChange => "confirm-email-change",
             Endpoint::Sessions => "sessions",
             Endpoint::Pages => "pages",
+            Endpoint::UsersList => "users-list",
+            Endpoint::UsersCreate => "users-create",
+            Endpoint::UsersGet => "users-get",
+            Endpoint::UsersUpdate => "users-update",
+            Endpoint::UsersActivate => "users-activate",
+            Endpoint::UsersDeactivate => "users-deactivate",
+            Endpoint::UsersUnlock => "users-unlock",
+            Endpoint::UsersRevokeSessions => "users-revoke-sessions",
+            Endpoint::UsersDelete => "users-delete",
         }
     }
 
@@ -121,6 +148,15 @@ impl Endpoint {
             Endpoint::Pages => {
                 &[("GET", "/auth/verify-email"), ("GET", "/auth/reset-password"), ("GET", "/auth/confirm-email-change")]
             }
+            Endpoint::UsersList => &[("GET", "/users")],
+            Endpoint::UsersCreate => &[("POST", "/users")],
+            Endpoint::UsersGet => &[("GET", "/users/{id}")],
+            Endpoint::UsersUpdate => &[("PUT", "/users/{id}")],
+            Endpoint::UsersActivate => &[("POST", "/users/{id}/activate")],
+            Endpoint::UsersDeactivate => &[("POST", "/users/{id}/deactivate")],
+            Endpoint::UsersUnlock => &[("POST", "/users/{id}/unlock")],
+            Endpoint::UsersRevokeSessions => &[("POST", "/users/{id}/revoke-sessions")],
+            Endpoint::UsersDelete => &[("DELETE", "/users/{id}")],
         }
     }
 
@@ -151,6 +187,15 @@ impl Endpoint {
                 n.routes(routes!(list_sessions)).routes(routes!(revoke_session)).routes(routes!(logout_all))
             }
             Endpoint::Pages => pages_routes(n),
+            Endpoint::UsersList => n.routes(routes!(users_list)),
+            Endpoint::UsersCreate => n.routes(routes!(users_create)),
+            Endpoint::UsersGet => n.routes(routes!(users_get)),
+            Endpoint::UsersUpdate => n.routes(routes!(users_update)),
+            Endpoint::UsersActivate => n.routes(routes!(users_activate)),
+            Endpoint::UsersDeactivate => n.routes(routes!(users_deactivate)),
+            Endpoint::UsersUnlock => n.routes(routes!(users_unlock)),
+            Endpoint::UsersRevokeSessions => n.routes(routes!(users_revoke_sessions)),
+            Endpoint::UsersDelete => n.routes(routes!(users_delete)),
         };
         // Every unauthenticated endpoint with limits gets them, ahead of its handler.
         let limited = crate::ratelimit::DEFAULTS.iter().any(|(name, _)| *name == self.binary());
@@ -843,5 +888,244 @@ async fn revoke_session(
 ))]
 async fn logout_all(State(svc): State<Svc>, Bearer(caller, ctx): Bearer) -> AppResult<Response> {
     svc.logout_all(&caller, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /users` query parameters.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct UsersQuery {
+    /// 1 to 100, default 50.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// From the previous page's `next_cursor`.
+    cursor: Option<String>,
+    email_prefix: Option<String>,
+    /// `active`, `inactive`, `unverified` or `locked`.
+    status: Option<String>,
+}
+
+fn user_id(id: &str) -> AppResult<&str> {
+    // Ids are UUIDs; anything else cannot name a user.
+    if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(id)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// List users, ordered by email, with cursor pagination (a query on the email index).
+#[utoipa::path(get, path = "/users", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])), params(UsersQuery),
+    responses(
+        (status = 200, body = crate::admin::UserPage),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed or a tampered or foreign cursor"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden: not an administrator"),
+))]
+async fn users_list(
+    State(svc): State<Svc>,
+    _admin: AdminBearer,
+    q: Result<axum::extract::Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
+) -> AppResult<Response> {
+    let axum::extract::Query(q) = q.map_err(|e| AppError::BadRequest(format!("Bad query: {}", e.body_text())))?;
+    let status = q.status.as_deref().map(crate::admin::Status::parse).transpose()?;
+    let page = svc
+        .admin_list_users(&crate::admin::ListQuery {
+            limit: q.limit,
+            cursor: q.cursor,
+            email_prefix: q.email_prefix,
+            status,
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &page))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CreateUserBody {
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    password: Password,
+    #[serde(default)]
+    #[schema(max_length = 100)]
+    name: Option<String>,
+    #[serde(default)]
+    is_superuser: bool,
+    #[serde(default)]
+    is_verified: bool,
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/users", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])), request_body = CreateUserBody,
+    responses(
+        (status = 201, body = UserView),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: the email is taken"),
+))]
+async fn users_create(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    Json(b): Json<CreateUserBody>,
+) -> AppResult<Response> {
+    let new = crate::admin::NewUser {
+        email: b.email,
+        password: b.password,
+        name: b.name,
+        is_superuser: b.is_superuser,
+        is_verified: b.is_verified,
+    };
+    let user = svc.admin_create_user(crate::admin::Actor::Admin(&caller.user.id), new, &ctx).await?;
+    Ok(json_response(StatusCode::CREATED, &UserView::from(&user)))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/users/{id}", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+))]
+async fn users_get(
+    State(svc): State<Svc>,
+    _admin: AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let user = svc.admin_get_user(user_id(&id)?).await?;
+    Ok(json_response(StatusCode::OK, &UserView::from(&user)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct UpdateUserBody {
+    #[serde(default)]
+    #[schema(format = Email, max_length = 254)]
+    email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 100)]
+    name: Option<Option<String>>,
+    #[serde(default)]
+    is_superuser: Option<bool>,
+    #[serde(default)]
+    is_verified: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 12, max_length = 128)]
+    password: Option<Password>,
+}
+
+/// Change a user. Role, email and password changes revoke its sessions and bump its session version.
+#[utoipa::path(put, path = "/users/{id}", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")), request_body = UpdateUserBody,
+    responses(
+        (status = 200, body = UserView),
+        (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: email taken, self-demotion, last admin, concurrent change"),
+))]
+async fn users_update(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Json(b): Json<UpdateUserBody>,
+) -> AppResult<Response> {
+    let up = crate::admin::UserUpdate {
+        email: b.email,
+        name: b.name,
+        is_superuser: b.is_superuser,
+        is_verified: b.is_verified,
+        password: b.password,
+    };
+    let user = svc.admin_update_user(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, up, &ctx).await?;
+    Ok(json_response(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// Activate a user.
+#[utoipa::path(post, path = "/users/{id}/activate", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict"),
+))]
+async fn users_activate(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let user = svc.admin_set_active(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, true, &ctx).await?;
+    Ok(json_response(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// Deactivate a user: its sessions are revoked and its tokens stop working.
+#[utoipa::path(post, path = "/users/{id}/deactivate", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: itself, or the last admin"),
+))]
+async fn users_deactivate(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let user = svc.admin_set_active(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, false, &ctx).await?;
+    Ok(json_response(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// Clear a user's lockout state.
+#[utoipa::path(post, path = "/users/{id}/unlock", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, body = UserView),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+))]
+async fn users_unlock(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    let user = svc.admin_unlock(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
+    Ok(json_response(StatusCode::OK, &UserView::from(&user)))
+}
+
+/// Forced logout of a user.
+#[utoipa::path(post, path = "/users/{id}/revoke-sessions", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Every session revoked"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+))]
+async fn users_revoke_sessions(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    svc.admin_revoke_sessions(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Delete a user, its email claim, sessions and pending tokens.
+#[utoipa::path(delete, path = "/users/{id}", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])),
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
+        (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
+        (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: itself, or the last admin"),
+))]
+async fn users_delete(
+    State(svc): State<Svc>,
+    AdminBearer(caller, ctx): AdminBearer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> AppResult<Response> {
+    svc.admin_delete_user(crate::admin::Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1239,9 +1239,19 @@ impl AdminStore for DynamoStore {
     }
 
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
-        let item = self.get(lock_key(account)).await?;
-        Ok(item.is_some_and(|i| {
-            get_n(&i, "expires_at").unwrap_or(0) > now && get_n(&i, "locked_until").is_some_and(|u| u > now)
-        }))
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .items()
+            .iter()
+            .any(|i| get_n(i, "expires_at").unwrap_or(0) > now && get_n(i, "locked_until").is_some_and(|u| u > now)))
     }
 }

@@ -440,6 +440,10 @@ impl AdminStore for MemoryStore {
 
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
         let g = self.lock()?;
-        Ok(g.locks.get(account).is_some_and(|l| l.expires_at > now && l.locked_until.is_some_and(|u| u > now)))
+        let prefix = format!("{account}{LOCK_KEY_SEP}");
+        Ok(g.locks
+            .iter()
+            .filter(|(k, _)| *k == account || k.starts_with(&prefix))
+            .any(|(_, l)| l.expires_at > now && l.locked_until.is_some_and(|u| u > now)))
     }
 }

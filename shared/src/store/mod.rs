@@ -278,7 +278,7 @@ pub trait AdminStore: Send + Sync {
     /// Deletes the user and its email claim (never the last active administrator), then its
     /// sessions, pending tokens and lockout items.
     async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError>;
-    /// Whether the account-wide lockout of `account` is in force.
+    /// Whether any lockout of `account` is in force (account-wide or from some IP).
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError>;
 }
 

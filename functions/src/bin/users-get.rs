@@ -1,0 +1,5 @@
+//! Lambda function for the `users-get` endpoint (see the README's endpoint table).
+#[tokio::main]
+async fn main() -> Result<(), shared::lambda::Error> {
+    shared::lambda::run(shared::http::Endpoint::UsersGet).await
+}
