@@ -122,12 +122,15 @@ impl AuthService {
             return Err(AppError::Unauthorized { sent: true });
         }
         let admin_scope = claims.scope.split(' ').any(|s| s == "admin");
+        // A token that claims an admin its holder no longer is (demoted): 403 at once, even
+        // though its session version is stale too.
+        let demoted = admin_scope && !user.is_superuser;
+        if !demoted && user.session_version != claims.sv {
+            return Err(AppError::Unauthorized { sent: true });
+        }
         if !user.is_superuser || !admin_scope {
             tracing::info!(request_id = %ctx.request_id, event = "admin_access_denied", user_id = %user.id, "not an administrator");
             return Err(AppError::Forbidden);
-        }
-        if user.session_version != claims.sv {
-            return Err(AppError::Unauthorized { sent: true });
         }
         Ok(Caller { claims, user })
     }
