@@ -26,6 +26,8 @@ cargo build --locked -q -p local-server
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 base="http://127.0.0.1:$port"
 log="$(mktemp)"
+admin_email="schemathesis-admin-$RANDOM@example.com"
+BOOTSTRAP_ADMIN_EMAIL="$admin_email" BOOTSTRAP_ADMIN_PASSWORD="violet-tractor-sunrise-42" \
 TABLE_NAME="api-tests-$port" MAILER=ses MAIL_FROM=no-reply@example.com ARGON2_MEMORY_KIB=256 ARGON2_ITERATIONS=1 \
   ENUMERATION_FLOOR_MS=0 PORT="$port" RUST_LOG=warn target/debug/local-server --create-table >"$log" 2>&1 &
 pid=$!
@@ -51,9 +53,12 @@ BASE_URL="$base" USER_EMAIL="$email" USER_PASSWORD="$password" \
 # The mail pages in headless Chromium: open the link from the mail, submit, see the result.
 BASE_URL="$base" node --test tests/browser/
 
+# Schemathesis acts as the bootstrap admin, so that the admin routes are exercised too.
+admin_access=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$admin_email\",\"password\":\"$password\"}" "$base/auth/login" \
+  | python3 -c "import json,sys; print(json.load(sys.stdin)['access_token'])")
 SCHEMATHESIS_TELEMETRY=false infra/.venv-api/bin/schemathesis run "$base/openapi.json" \
   --checks all --exclude-checks positive_data_acceptance \
-  --header "Authorization: Bearer $access" \
+  --header "Authorization: Bearer $admin_access" \
   --exclude-path /auth/logout-all \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-150}" --seed 42 --no-color
 
