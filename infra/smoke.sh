@@ -10,6 +10,7 @@ log="$(mktemp)"
 # Embedded defaults: strip every variable that would switch to AWS.
 env -u TABLE_NAME -u MAILER -u SIGNING_KEY_SECRET_ID -u AWS_ENDPOINT_URL_DYNAMODB \
     -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER PORT="$port" METRICS=emf \
+    BOOTSTRAP_ADMIN_EMAIL=smoke-admin@example.com BOOTSTRAP_ADMIN_PASSWORD=violet-tractor-sunrise-42 \
     target/debug/local-server >"$log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -f "$log"' EXIT
@@ -32,12 +33,18 @@ refresh=$(echo "$pair" | json "['refresh_token']")
 [ "$(curl -sf -H "authorization: Bearer $access" "$base/auth/me" | json "['email']")" = "$email" ]
 curl -sf -d "grant_type=refresh_token&refresh_token=$refresh" "$base/auth/token" >/dev/null
 
+# An admin action, for the audit event.
+admin=$(curl -sf -H 'content-type: application/json' -d '{"email":"smoke-admin@example.com","password":"violet-tractor-sunrise-42"}' "$base/auth/login" | json "['access_token']")
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $admin" -H 'content-type: application/json' \
+  -d '{"email":"smoke-created@example.com","password":"granite-meadow-compass-81","is_superuser":true}' "$base/users")
+[ "$code" = 201 ] || { echo "admin create: $code"; exit 1; }
+
 # Security events: one JSON line each, with the stable names; no secret anywhere in the log.
 kill $pid; wait $pid 2>/dev/null || true
 python3 - "$log" "$token" "$access" "$refresh" <<'PY'
 import json, sys
 log, *secrets = sys.argv[1:]
-secrets.append("violet-tractor-sunrise-42")
+secrets += ["violet-tractor-sunrise-42", "granite-meadow-compass-81"]
 text = open(log).read()
 for s in secrets:
     assert s and s not in text, "a secret reached the log"
@@ -50,6 +57,8 @@ events = [l for l in lines if "_aws" not in l]
 names = [e.get("event") for e in events]
 for want in ["signup", "email_verified", "login_succeeded", "token_refreshed"]:
     assert want in names, f"no {want} event in {names}"
+created = [e for e in events if e.get("event") == "admin_user_created" and e.get("actor_id") not in (None, "cli")]
+assert created and created[-1]["fields"] == "email,password,is_superuser", created
 for e in events:
     if e.get("event") in ("signup", "login_succeeded"):
         assert e["timestamp"].endswith("Z") and e["request_id"] and e["ip"] == "127.0.0.1", e
