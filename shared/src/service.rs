@@ -373,6 +373,7 @@ impl AuthService {
             id: uuid::Uuid::new_v4().simple().to_string(),
             current_hash: tokens::hash_secret(&secret),
             previous_hash: None,
+            spent_hashes: Vec::new(),
             rotated_at: now,
             created_at: now,
             last_used_at: now,
@@ -413,7 +414,15 @@ impl AuthService {
         let idle = (now + self.cfg.refresh_idle_ttl.as_secs() as i64).min(session.absolute_expires_at);
         let outcome = self
             .store
-            .rotate_session(&parts.user_id, &parts.session_id, &parts.secret_hash, &new_hash, now, idle)
+            .rotate_session(
+                &parts.user_id,
+                &parts.session_id,
+                &parts.secret_hash,
+                &new_hash,
+                now,
+                idle,
+                &session.next_spent(),
+            )
             .await?;
         match outcome {
             Rotation::Rotated => {
@@ -423,8 +432,9 @@ impl AuthService {
             Rotation::Missing => Err(AppError::InvalidGrant),
             Rotation::Conflict(current) => {
                 let grace = self.cfg.refresh_grace.as_secs() as i64;
-                if current.previous_hash.as_deref() == Some(parts.secret_hash.as_str()) {
-                    if now - current.rotated_at <= grace {
+                let just_rotated = current.previous_hash.as_deref() == Some(parts.secret_hash.as_str());
+                if current.has_spent(&parts.secret_hash) {
+                    if just_rotated && now - current.rotated_at <= grace {
                         // Lost a race with a concurrent refresh: a clean refusal, no second successor.
                         security_event("token_refresh_race", ctx, Some(&user.id), "grace");
                     } else {
@@ -446,7 +456,7 @@ impl AuthService {
         let Some(s) = self.store.get_session(&parts.user_id, &parts.session_id, self.now()).await? else {
             return Ok(());
         };
-        if s.current_hash == parts.secret_hash || s.previous_hash.as_deref() == Some(parts.secret_hash.as_str()) {
+        if s.current_hash == parts.secret_hash || s.has_spent(&parts.secret_hash) {
             self.store.delete_session(&parts.user_id, &parts.session_id).await?;
             security_event("session_revoked", ctx, Some(&parts.user_id), "logout");
         }

@@ -62,6 +62,7 @@ contract!(
     given_two_admins_demoting_each_other_concurrently_then_one_admin_remains,
     given_admin_updates_then_email_claims_move_and_taken_addresses_and_stale_reads_are_refused,
     given_an_admin_delete_then_nothing_of_the_user_remains,
+    given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent_hashes,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -88,6 +89,7 @@ fn session(user_id: &str, hash: &str) -> Session {
         id: uuid::Uuid::new_v4().simple().to_string(),
         current_hash: hash.into(),
         previous_hash: None,
+        spent_hashes: vec![],
         rotated_at: NOW,
         created_at: NOW,
         last_used_at: NOW,
@@ -212,7 +214,7 @@ async fn given_concurrent_rotations_with_one_token_then_exactly_one_wins(s: Arc<
     s.create_session(&x).await.unwrap();
     let results = join_all((0..10).map(|i| {
         let (s, id) = (s.clone(), x.id.clone());
-        async move { s.rotate_session("u1", &id, "h0", &format!("h1-{i}"), NOW + 1, NOW + 200).await.unwrap() }
+        async move { s.rotate_session("u1", &id, "h0", &format!("h1-{i}"), NOW + 1, NOW + 200, &[]).await.unwrap() }
     }))
     .await;
     let winners = results.iter().filter(|r| **r == Rotation::Rotated).count();
@@ -232,11 +234,14 @@ async fn given_concurrent_rotations_with_one_token_then_exactly_one_wins(s: Arc<
 async fn given_retried_rotation_that_landed_then_it_is_not_reuse(s: Arc<dyn Store>) {
     let x = session("u2", "a");
     s.create_session(&x).await.unwrap();
-    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100).await.unwrap(), Rotation::Rotated);
-    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100).await.unwrap(), Rotation::Rotated);
-    assert!(matches!(s.rotate_session("u2", &x.id, "a", "c", NOW, NOW + 100).await.unwrap(), Rotation::Conflict(_)));
+    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Rotated);
+    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Rotated);
+    assert!(matches!(
+        s.rotate_session("u2", &x.id, "a", "c", NOW, NOW + 100, &[]).await.unwrap(),
+        Rotation::Conflict(_)
+    ));
     s.delete_session("u2", &x.id).await.unwrap();
-    assert_eq!(s.rotate_session("u2", &x.id, "b", "d", NOW, NOW + 100).await.unwrap(), Rotation::Missing);
+    assert_eq!(s.rotate_session("u2", &x.id, "b", "d", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Missing);
 }
 
 async fn given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rotate(s: Arc<dyn Store>) {
@@ -244,7 +249,7 @@ async fn given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rota
     s.create_session(&x).await.unwrap();
     assert!(s.get_session("u3", &x.id, NOW + 99).await.unwrap().is_some());
     assert!(s.get_session("u3", &x.id, NOW + 100).await.unwrap().is_none());
-    assert_eq!(s.rotate_session("u3", &x.id, "a", "b", NOW + 100, NOW + 200).await.unwrap(), Rotation::Missing);
+    assert_eq!(s.rotate_session("u3", &x.id, "a", "b", NOW + 100, NOW + 200, &[]).await.unwrap(), Rotation::Missing);
 }
 
 async fn given_verification_token_when_consumed_concurrently_then_exactly_once(s: Arc<dyn Store>) {
@@ -538,4 +543,23 @@ async fn given_an_admin_delete_then_nothing_of_the_user_remains(s: Arc<dyn Store
     assert_eq!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::NotFound);
     // The address can sign up again.
     s.create_user(&user("gone@del.example")).await.unwrap();
+}
+
+async fn given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent_hashes(s: Arc<dyn Store>) {
+    let x = session("u9", "h0");
+    s.create_session(&x).await.unwrap();
+    for i in 0..20 {
+        let cur = s.get_session("u9", &x.id, NOW).await.unwrap().unwrap();
+        let r = s
+            .rotate_session("u9", &x.id, &format!("h{i}"), &format!("h{}", i + 1), NOW, NOW + 100, &cur.next_spent())
+            .await
+            .unwrap();
+        assert_eq!(r, Rotation::Rotated);
+    }
+    let cur = s.get_session("u9", &x.id, NOW).await.unwrap().unwrap();
+    assert_eq!(cur.current_hash, "h20");
+    assert_eq!(cur.previous_hash.as_deref(), Some("h19"));
+    assert_eq!(cur.spent_hashes.len(), shared::store::SPENT_HASHES_KEPT);
+    assert_eq!(cur.spent_hashes[0], "h18");
+    assert!(cur.has_spent("h19") && cur.has_spent("h3") && !cur.has_spent("h2") && !cur.has_spent("h20"));
 }

@@ -187,3 +187,26 @@ async fn given_resend_then_same_answer_for_every_account_state_and_the_old_link_
     );
     assert_eq!(s.post("/auth/verify-email", json!({"token": second})).await.status(), 200);
 }
+
+#[tokio::test]
+async fn given_a_token_several_rotations_old_when_replayed_then_the_whole_session_is_revoked() {
+    let s = start(|c| c.refresh_grace = Duration::from_secs(0)).await;
+    let email = unique_email();
+    s.verified_user(&email).await;
+    let first = s.login(&email, PASSWORD).await["refresh_token"].as_str().unwrap().to_owned();
+    let mut latest = first.clone();
+    for _ in 0..3 {
+        let r = s.post("/auth/refresh", json!({"refresh_token": latest})).await;
+        assert_eq!(r.status(), 200);
+        latest = r.json::<Value>().await.unwrap()["refresh_token"].as_str().unwrap().to_owned();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = s.post("/auth/refresh", json!({"refresh_token": first})).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(problem(r).await["error"], "invalid_grant");
+    assert_eq!(
+        s.post("/auth/refresh", json!({"refresh_token": latest})).await.status(),
+        401,
+        "reuse revoked the family"
+    );
+}

@@ -129,6 +129,7 @@ fn session_to_item(x: &Session) -> Item {
     if let Some(p) = &x.previous_hash {
         m.insert("previous_hash".into(), s(p));
     }
+    m.insert("spent_hashes".into(), AttributeValue::L(x.spent_hashes.iter().map(s).collect()));
     m.insert("rotated_at".into(), n(x.rotated_at));
     m.insert("created_at".into(), n(x.created_at));
     m.insert("last_used_at".into(), n(x.last_used_at));
@@ -147,6 +148,11 @@ fn item_to_session(m: &Item) -> Result<Session, StoreError> {
         id: get_s(m, "id").ok_or_else(|| corrupt("session"))?,
         current_hash: get_s(m, "current_hash").ok_or_else(|| corrupt("session"))?,
         previous_hash: get_s(m, "previous_hash"),
+        spent_hashes: m
+            .get("spent_hashes")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
         rotated_at: get_n(m, "rotated_at").unwrap_or_default(),
         created_at: get_n(m, "created_at").unwrap_or_default(),
         last_used_at: get_n(m, "last_used_at").unwrap_or_default(),
@@ -811,15 +817,18 @@ impl SessionStore for DynamoStore {
         new_hash: &str,
         now: i64,
         idle_expires_at: i64,
+        spent: &[String],
     ) -> Result<Rotation, StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), &session_sk(id))))
+            // `spent` was computed from the item read before; the condition on `current_hash`
+            // guarantees nothing rotated in between.
             .update_expression(
                 "SET current_hash = :new, previous_hash = :old, rotated_at = :now, last_used_at = :now, \
-                 idle_expires_at = :idle, #ttl = :idle",
+                 idle_expires_at = :idle, #ttl = :idle, spent_hashes = :spent",
             )
             .condition_expression("current_hash = :old AND idle_expires_at > :now AND absolute_expires_at > :now")
             .expression_attribute_names("#ttl", "ttl")
@@ -827,6 +836,7 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":old", s(old_hash))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":idle", n(idle_expires_at))
+            .expression_attribute_values(":spent", AttributeValue::L(spent.iter().map(s).collect()))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -846,7 +856,7 @@ impl SessionStore for DynamoStore {
         if current.current_hash == new_hash {
             return Ok(Rotation::Rotated);
         }
-        Ok(Rotation::Conflict(current))
+        Ok(Rotation::Conflict(Box::new(current)))
     }
 
     async fn list_sessions(&self, user_id: &str, now: i64) -> Result<Vec<Session>, StoreError> {

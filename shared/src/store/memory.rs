@@ -281,6 +281,7 @@ impl SessionStore for MemoryStore {
         new_hash: &str,
         now: i64,
         idle_expires_at: i64,
+        spent: &[String],
     ) -> Result<Rotation, StoreError> {
         let mut g = self.lock()?;
         let Some(s) = g.sessions.get_mut(&(user_id.to_owned(), id.to_owned())) else {
@@ -290,6 +291,7 @@ impl SessionStore for MemoryStore {
             return Ok(Rotation::Missing);
         }
         if s.current_hash == old_hash {
+            s.spent_hashes = spent.to_vec();
             s.previous_hash = Some(old_hash.to_owned());
             s.current_hash = new_hash.to_owned();
             s.rotated_at = now;
@@ -300,7 +302,7 @@ impl SessionStore for MemoryStore {
         if s.current_hash == new_hash {
             return Ok(Rotation::Rotated);
         }
-        Ok(Rotation::Conflict(s.clone()))
+        Ok(Rotation::Conflict(Box::new(s.clone())))
     }
 
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {

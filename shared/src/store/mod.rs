@@ -39,6 +39,9 @@ pub struct Session {
     pub current_hash: String,
     /// Hash of the secret it replaced (for the grace window and reuse detection).
     pub previous_hash: Option<String>,
+    /// Hashes of the generations before `previous_hash`, newest first, at most
+    /// `SPENT_HASHES_KEPT` (reuse detection).
+    pub spent_hashes: Vec<String>,
     pub rotated_at: i64,
     pub created_at: i64,
     pub last_used_at: i64,
@@ -51,7 +54,22 @@ pub struct Session {
     pub session_version: u64,
 }
 
+/// How many rotated-out refresh hashes a session remembers beyond the previous one: a replay of
+/// any of them revokes the session; an older one is only refused.
+pub const SPENT_HASHES_KEPT: usize = 16;
+
 impl Session {
+    /// The spent list after rotating this session once more: its previous hash joins the
+    /// older ones, newest first, bounded.
+    pub fn next_spent(&self) -> Vec<String> {
+        self.previous_hash.iter().chain(self.spent_hashes.iter()).take(SPENT_HASHES_KEPT).cloned().collect()
+    }
+
+    /// Whether `hash` is a refresh secret this session has already rotated out.
+    pub fn has_spent(&self, hash: &str) -> bool {
+        self.previous_hash.as_deref() == Some(hash) || self.spent_hashes.iter().any(|h| h == hash)
+    }
+
     /// When the item stops being live (its TTL).
     pub fn expires_at(&self) -> i64 {
         self.idle_expires_at.min(self.absolute_expires_at)
@@ -108,7 +126,7 @@ pub enum LockGate {
 pub enum Rotation {
     Rotated,
     /// The condition failed; here is the live session as it is now.
-    Conflict(Session),
+    Conflict(Box<Session>),
     /// No live session (never existed, revoked, or expired).
     Missing,
 }
@@ -199,8 +217,10 @@ pub trait SessionStore: Send + Sync {
     async fn create_session(&self, s: &Session) -> Result<(), StoreError>;
     /// The live session, or `None` if absent or past its expiry.
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
-    /// Replaces `old_hash` by `new_hash` if it is still current and the session is live.
-    /// A retried write that had already succeeded reports `Rotated`.
+    /// Replaces `old_hash` by `new_hash` if it is still current and the session is live, and
+    /// sets the older spent hashes to `spent` (see `Session::next_spent`). A retried write that
+    /// had already succeeded reports `Rotated`.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate_session(
         &self,
         user_id: &str,
@@ -209,6 +229,7 @@ pub trait SessionStore: Send + Sync {
         new_hash: &str,
         now: i64,
         idle_expires_at: i64,
+        spent: &[String],
     ) -> Result<Rotation, StoreError>;
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError>;
     /// The user's live sessions (one query, no scan), oldest first.
