@@ -343,7 +343,7 @@ impl AuthService {
     /// Clears every lockout of the user's account.
     pub async fn admin_unlock(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> AppResult<User> {
         let user = self.admin_get_user(id).await?;
-        self.store.clear_lockout(&user.email).await?;
+        self.store.clear_all_lockouts(&user.email).await?;
         admin_event("admin_user_unlocked", ctx, actor, id, &["lockout"]);
         crate::logging::security_event("account_unlocked", ctx, Some(id), "admin");
         Ok(user)

@@ -274,6 +274,7 @@ impl AuthService {
                 return Err(self.login_failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
+        self.store.clear_lockout(&pair_key).await?;
         self.store.clear_lockout(&account_key).await?;
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
@@ -401,7 +402,7 @@ impl AuthService {
         };
         let secret = tokens::random_secret()?;
         let new_hash = tokens::hash_secret(&secret);
-        // The session's absolute expiry caps the idle one; read it from the item on success.
+        // The item gives the absolute expiry (it caps the idle one) and the spent hashes.
         let Some(session) = self.store.get_session(&parts.user_id, &parts.session_id, now).await? else {
             return Err(AppError::InvalidGrant);
         };
@@ -528,7 +529,7 @@ impl AuthService {
         }
         // Sessions are already dead (their version is behind); this only tidies up.
         self.store.delete_sessions(&user_id, None).await?;
-        self.store.clear_lockout(&user.email).await?;
+        self.store.clear_all_lockouts(&user.email).await?;
         security_event("password_reset", ctx, Some(&user_id), "success");
         let mail = templates::password_changed(&self.cfg.product_name, &self.cfg.public_base_url, &user.email);
         self.send_mail(mail, ctx, "password_changed").await;

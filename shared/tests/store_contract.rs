@@ -435,6 +435,10 @@ async fn given_account_clear_then_every_ip_lock_of_that_account_goes_too(s: Arc<
     assert!(matches!(s.lock_gate(&a, NOW, 3600).await.unwrap(), LockGate::Open { .. }), "a pair clears alone");
     assert!(matches!(s.lock_gate(&b, NOW, 3600).await.unwrap(), LockGate::Locked { .. }));
     s.clear_lockout("acc@example.com").await.unwrap();
+    assert!(matches!(s.lock_gate(&b, NOW, 3600).await.unwrap(), LockGate::Locked { .. }), "clear is exact");
+    s.lock_gate("acc@example.com", NOW, 3600).await.unwrap();
+    assert!(s.lock("acc@example.com", 1, NOW + 900, NOW, 3600).await.unwrap());
+    s.clear_all_lockouts("acc@example.com").await.unwrap();
     for k in ["acc@example.com", b.as_str()] {
         assert!(matches!(s.lock_gate(k, NOW, 3600).await.unwrap(), LockGate::Open { attempt: 1, .. }), "{k:?}");
     }

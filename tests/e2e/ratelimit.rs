@@ -187,6 +187,11 @@ async fn given_an_attacker_locking_an_account_from_one_ip_then_the_owner_still_s
     // The owner, from an IP with no recent failures, still gets in.
     let owner = client_from("127.0.0.11");
     assert_eq!(login_from(&s, &owner, &email, PASSWORD).await.status(), 200);
+    assert_eq!(
+        login_from(&s, &attacker, &email, PASSWORD).await.status(),
+        401,
+        "the owner's success does not lift the attacker's lock"
+    );
     // A distributed attack meets the account-wide ceiling: then everyone is locked out.
     for ip in ["127.0.0.12", "127.0.0.13", "127.0.0.14"] {
         for _ in 0..2 {

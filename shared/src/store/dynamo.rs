@@ -451,6 +451,27 @@ impl DynamoStore {
         }
     }
 
+    /// Stores a one-time token of `kind` for the user, replacing any older one.
+    async fn put_token(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        new_email: Option<&str>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut item = key(user_pk(user_id), &one_time_sk(kind));
+        item.insert("type".into(), s("one_time_token"));
+        item.insert("token_hash".into(), s(hash));
+        if let Some(e) = new_email {
+            item.insert("new_email".into(), s(e));
+        }
+        item.insert("expires_at".into(), n(expires_at));
+        item.insert("ttl".into(), n(expires_at));
+        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// In one transaction: deletes the live one-time token of `kind` if its hash matches, and
     /// applies `update` to the user. `false` for an unknown, used or expired token.
     async fn consume_and_update(
@@ -526,13 +547,7 @@ impl OneTimeTokenStore for DynamoStore {
         hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut item = key(user_pk(user_id), &one_time_sk(kind));
-        item.insert("type".into(), s("one_time_token"));
-        item.insert("token_hash".into(), s(hash));
-        item.insert("expires_at".into(), n(expires_at));
-        item.insert("ttl".into(), n(expires_at));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
-        Ok(())
+        self.put_token(kind, user_id, hash, None, expires_at).await
     }
 
     async fn put_email_change(
@@ -542,14 +557,7 @@ impl OneTimeTokenStore for DynamoStore {
         new_email: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut item = key(user_pk(user_id), &one_time_sk(OneTimeKind::ChangeEmail));
-        item.insert("type".into(), s("one_time_token"));
-        item.insert("token_hash".into(), s(hash));
-        item.insert("new_email".into(), s(new_email));
-        item.insert("expires_at".into(), n(expires_at));
-        item.insert("ttl".into(), n(expires_at));
-        self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
-        Ok(())
+        self.put_token(OneTimeKind::ChangeEmail, user_id, hash, Some(new_email), expires_at).await
     }
 
     async fn reset_password(
@@ -756,31 +764,32 @@ impl LockoutStore for DynamoStore {
     }
 
     async fn clear_lockout(&self, k: &str) -> Result<(), StoreError> {
-        let mut keys = vec![lock_key(k)];
-        if !k.contains(LOCK_KEY_SEP) {
-            let items = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(format!("LOCK#{k}")))
-                .projection_expression("pk, sk")
-                .send()
-                .await
-                .map_err(unavailable)?;
-            keys.extend(
-                items
-                    .items()
-                    .iter()
-                    .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).is_some_and(|v| v != "LOCK"))
-                    .cloned(),
-            );
-        }
-        for item_key in keys {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(lock_key(k)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
+            .projection_expression("pk, sk")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        for item_key in items.items() {
             self.client
                 .delete_item()
                 .table_name(&self.table)
-                .set_key(Some(item_key))
+                .set_key(Some(item_key.clone()))
                 .send()
                 .await
                 .map_err(unavailable)?;
@@ -1243,7 +1252,7 @@ impl AdminStore for DynamoStore {
                     .await
                     .map_err(unavailable)?;
             }
-            self.clear_lockout(&current.email).await?;
+            self.clear_all_lockouts(&current.email).await?;
         }
         Ok(outcome)
     }

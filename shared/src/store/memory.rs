@@ -125,6 +125,12 @@ impl UserStore for MemoryStore {
 }
 
 impl Inner {
+    /// Drops the account-wide lock item of `account` and every (account, IP) one.
+    fn clear_all_locks(&mut self, account: &str) {
+        let prefix = format!("{account}{LOCK_KEY_SEP}");
+        self.locks.retain(|k, _| k != account && !k.starts_with(&prefix));
+    }
+
     /// Removes a live one-time token of `kind` matching `hash`; its payload if it was there.
     fn take_one_time(&mut self, kind: OneTimeKind, user_id: &str, hash: &str, now: i64) -> Option<OneTime> {
         let key = (user_id.to_owned(), kind.as_str());
@@ -142,9 +148,8 @@ impl OneTimeTokenStore for MemoryStore {
         hash: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        self.lock()?
-            .one_time
-            .insert((user_id.to_owned(), kind.as_str()), OneTime { hash: hash.to_owned(), expires_at, payload: None });
+        let t = OneTime { hash: hash.to_owned(), expires_at, payload: None };
+        self.lock()?.one_time.insert((user_id.to_owned(), kind.as_str()), t);
         Ok(())
     }
 
@@ -250,8 +255,12 @@ impl LockoutStore for MemoryStore {
     }
 
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError> {
-        let prefix = format!("{key}{LOCK_KEY_SEP}");
-        self.lock()?.locks.retain(|k, _| k != key && (key.contains(LOCK_KEY_SEP) || !k.starts_with(&prefix)));
+        self.lock()?.locks.remove(key);
+        Ok(())
+    }
+
+    async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError> {
+        self.lock()?.clear_all_locks(account);
         Ok(())
     }
 }
@@ -435,8 +444,7 @@ impl AdminStore for MemoryStore {
         g.emails.remove(&current.email);
         g.sessions.retain(|(u, _), _| u != &current.id);
         g.one_time.retain(|(u, _), _| u != &current.id);
-        let prefix = format!("{}{LOCK_KEY_SEP}", current.email);
-        g.locks.retain(|k, _| k != &current.email && !k.starts_with(&prefix));
+        g.clear_all_locks(&current.email);
         Ok(AdminWrite::Done(current.clone()))
     }
 

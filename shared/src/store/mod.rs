@@ -207,9 +207,12 @@ pub trait LockoutStore: Send + Sync {
     /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
     /// resets the count and remembers the lock for the backoff. `true` if this call locked it.
     async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError>;
-    /// Forgets failures and locks of `key`; for an account key, also of every (account, IP)
-    /// key (successful login, password reset, admin unlock).
+    /// Forgets failures and locks of exactly `key` (a successful login clears its own IP's key
+    /// and the account-wide one; other IPs' locks stand).
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError>;
+    /// Forgets every lockout of `account`: the account-wide key and every (account, IP) key
+    /// (password reset, admin unlock, delete).
+    async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError>;
 }
 
 #[async_trait]
