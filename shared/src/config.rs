@@ -1,4 +1,4 @@
-//! Configuration from environment variables, with the embedded defaults of API.md.
+//! Configuration from environment variables, with the local server's embedded defaults (docs/operations.md).
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ impl HashParams {
     pub const TEST: HashParams = HashParams { m_kib: 256, t: 1, p: 1 };
 }
 
-/// Password policy knobs (SECURITY.md "Passwords").
+/// Password policy knobs (docs/security.md "Passwords").
 #[derive(Debug, Clone)]
 pub struct PasswordPolicy {
     pub min_len: usize,

@@ -226,7 +226,7 @@ impl AuthService {
         .await
     }
 
-    /// Password login with lockout; see SECURITY.md "Brute force" and the README's policy.
+    /// Password login with lockout; see docs/security.md "Brute force" and docs/api.md "Lockout policy".
     ///
     /// Two counters, each an atomic conditional update made before any password check: one per
     /// (account, client IP), which locks the account *for that IP* after `threshold` failures,
@@ -657,7 +657,7 @@ impl AuthService {
     }
 }
 
-/// Reset links live one hour (SECURITY.md).
+/// Reset links live one hour (docs/security.md).
 pub const RESET_TTL_SECS: i64 = 3600;
 /// Email-change links live one hour too: they move the account's sign-in address.
 pub const EMAIL_CHANGE_TTL_SECS: i64 = 3600;

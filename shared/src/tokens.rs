@@ -18,7 +18,7 @@ pub const ACCESS_TYP: &str = "at+jwt";
 /// Maximum clock skew accepted on `exp` / `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
 
-/// Claims of an access token (API.md "Tokens").
+/// Claims of an access token (docs/api.md "Tokens").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccessClaims {
     pub iss: String,

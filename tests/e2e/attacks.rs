@@ -1,4 +1,4 @@
-//! Every token line of SECURITY.md, against every bearer endpoint in the OpenAPI document:
+//! Every token guarantee of docs/security.md, against every bearer endpoint in the OpenAPI document:
 //! forged algorithms, keys, headers and claims, and tokens of other kinds.
 
 use base64::Engine;

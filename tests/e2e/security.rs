@@ -1,4 +1,4 @@
-//! SECURITY.md as these endpoints face it: enumeration, brute force, token misuse, session
+//! docs/security.md as these endpoints face it: enumeration, brute force, token misuse, session
 //! version, client IP.
 
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::error::AppError;
 use crate::mail::templates::escape_html;
 
-/// The pages' CSP: API.md's default plus inline styles and same-origin form posts.
+/// The pages' CSP: the API's default (docs/api.md) plus inline styles and same-origin form posts.
 pub const PAGE_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 

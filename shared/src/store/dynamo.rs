@@ -1,6 +1,6 @@
 //! DynamoDB adapter: one table (`TABLE_NAME`), generic keys `pk`/`sk`, a TTL attribute `ttl`
 //! and one GSI (`gsi1`) for the admin listing. Item design and access patterns: see
-//! `shared/STORAGE.md`.
+//! `docs/storage.md`.
 
 use std::collections::HashMap;
 
