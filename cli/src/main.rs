@@ -87,25 +87,30 @@ fn read_password() -> Result<String, String> {
 }
 
 fn show(u: &shared::store::User) -> String {
-    serde_json::to_string(&shared::service::UserView::from(u)).unwrap_or_default()
+    serde_json::to_string(&shared::domain::views::UserView::from(u)).unwrap_or_default()
 }
 
 async fn users(action: UsersAction) -> Result<String, String> {
-    use shared::admin::{Actor, ListQuery, NewUser, Status};
+    use shared::domain::admin::{Actor, ListQuery, NewUser, Status};
+    use shared::domain::error::DomainError;
     let cfg = shared::config::Config::from_env().map_err(|e| e.to_string())?;
     if cfg.table_name.is_none() {
         return Err("TABLE_NAME is required".into());
     }
-    let (svc, _) = shared::wiring::build(cfg, shared::wiring::Target::Local, Some(Arc::new(NoMail)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let ctx = shared::logging::RequestCtx { request_id: format!("cli-{}", std::process::id()), ..Default::default() };
-    let err = |e: shared::error::AppError| match e {
-        shared::error::AppError::Validation(v) => {
+    // The user commands need the table and the key set (listing cursors are sealed with it);
+    // a CLI without SIGNING_KEY_SECRET_ID uses a throw-away key, which only those cursors see.
+    let local = shared::wiring::LocalDefaults {
+        store: Arc::new(shared::store::memory::MemoryStore::new()),
+        mailer: Arc::new(NoMail),
+    };
+    let svc = shared::wiring::Deps::local(cfg, local).admin().await.map_err(|e| e.to_string())?;
+    let ctx = shared::context::RequestCtx::internal(format!("cli-{}", std::process::id()));
+    let err = |e: DomainError| match e {
+        DomainError::Validation(v) => {
             v.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
         }
-        shared::error::AppError::Conflict(m) => m,
-        shared::error::AppError::NotFound => "no such user".into(),
+        DomainError::Conflict(m) => m,
+        DomainError::NotFound => "no such user".into(),
         other => other.to_string(),
     };
     let cli = Actor::Cli;
@@ -113,14 +118,14 @@ async fn users(action: UsersAction) -> Result<String, String> {
         UsersAction::CreateAdmin { email, name } => {
             let password = shared::secret::Password::new(read_password()?);
             let new = NewUser { email, password, name, is_superuser: true, is_verified: true };
-            svc.admin_create_user(cli, new, &ctx).await.map(|u| show(&u)).map_err(err)
+            svc.create_user(cli, new, &ctx).await.map(|u| show(&u)).map_err(err)
         }
         UsersAction::List { email_prefix, status } => {
             let status = status.as_deref().map(Status::parse).transpose().map_err(err)?;
             let mut q = ListQuery { limit: Some(100), cursor: None, email_prefix, status };
             let mut lines = Vec::new();
             loop {
-                let page = svc.admin_list_users(&q).await.map_err(err)?;
+                let page = svc.list_users(&q).await.map_err(err)?;
                 lines.extend(page.items.iter().map(|u| serde_json::to_string(u).unwrap_or_default()));
                 match page.next_cursor {
                     Some(c) => q.cursor = Some(c),
@@ -128,29 +133,26 @@ async fn users(action: UsersAction) -> Result<String, String> {
                 }
             }
         }
-        UsersAction::Show { user } => svc.admin_find(&user).await.map(|u| show(&u)).map_err(err),
+        UsersAction::Show { user } => svc.find(&user).await.map(|u| show(&u)).map_err(err),
         UsersAction::Activate { user } => {
-            let u = svc.admin_find(&user).await.map_err(err)?;
-            svc.admin_set_active(cli, &u.id, true, &ctx).await.map(|u| show(&u)).map_err(err)
+            let u = svc.find(&user).await.map_err(err)?;
+            svc.set_active(cli, &u.id, true, &ctx).await.map(|u| show(&u)).map_err(err)
         }
         UsersAction::Deactivate { user } => {
-            let u = svc.admin_find(&user).await.map_err(err)?;
-            svc.admin_set_active(cli, &u.id, false, &ctx).await.map(|u| show(&u)).map_err(err)
+            let u = svc.find(&user).await.map_err(err)?;
+            svc.set_active(cli, &u.id, false, &ctx).await.map(|u| show(&u)).map_err(err)
         }
         UsersAction::Unlock { user } => {
-            let u = svc.admin_find(&user).await.map_err(err)?;
-            svc.admin_unlock(cli, &u.id, &ctx).await.map(|u| show(&u)).map_err(err)
+            let u = svc.find(&user).await.map_err(err)?;
+            svc.unlock(cli, &u.id, &ctx).await.map(|u| show(&u)).map_err(err)
         }
         UsersAction::RevokeSessions { user } => {
-            let u = svc.admin_find(&user).await.map_err(err)?;
-            svc.admin_revoke_sessions(cli, &u.id, &ctx)
-                .await
-                .map(|()| format!("sessions of {} revoked", u.id))
-                .map_err(err)
+            let u = svc.find(&user).await.map_err(err)?;
+            svc.revoke_sessions(cli, &u.id, &ctx).await.map(|()| format!("sessions of {} revoked", u.id)).map_err(err)
         }
         UsersAction::Delete { user } => {
-            let u = svc.admin_find(&user).await.map_err(err)?;
-            svc.admin_delete_user(cli, &u.id, &ctx).await.map(|()| format!("{} deleted", u.id)).map_err(err)
+            let u = svc.find(&user).await.map_err(err)?;
+            svc.delete_user(cli, &u.id, &ctx).await.map(|()| format!("{} deleted", u.id)).map_err(err)
         }
     }
 }

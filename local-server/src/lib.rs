@@ -9,9 +9,9 @@ use axum::Router;
 use axum::routing::get;
 use serde::Serialize;
 use shared::config::{Config, MailerKind};
-use shared::http::{self, Endpoint};
+use shared::http;
 use shared::mail::{Mail, MailError, Mailer};
-use shared::wiring::{self, BuildError, Modes, Target};
+use shared::wiring::{BuildError, Deps, LocalDefaults, Modes};
 
 /// A mail as `GET /_dev/outbox` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -68,23 +68,24 @@ pub async fn build_app(cfg: Config) -> Result<(Router, Modes), BuildError> {
 pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Result<(Router, Modes), BuildError> {
     let console = Arc::new(ConsoleMailer::default());
     let uses_console = cfg.mailer == MailerKind::Console;
-    let (svc, modes) = wiring::build(cfg, Target::Local, Some(console.clone())).await?;
+    let local = LocalDefaults { store: Arc::new(shared::store::memory::MemoryStore::new()), mailer: console.clone() };
+    let deps = Arc::new(Deps::local(cfg, local));
     if let Some(a) = admin {
-        let new = shared::admin::NewUser {
+        let new = shared::domain::admin::NewUser {
             email: a.email.clone(),
             password: shared::secret::Password::new(a.password),
             name: Some("Bootstrap admin".into()),
             is_superuser: true,
             is_verified: true,
         };
-        let ctx = shared::logging::RequestCtx { request_id: "bootstrap".into(), ..Default::default() };
-        match svc.admin_create_user(shared::admin::Actor::Cli, new, &ctx).await {
+        let ctx = shared::context::RequestCtx::internal("bootstrap");
+        match deps.admin().await?.create_user(shared::domain::admin::Actor::Cli, new, &ctx).await {
             Ok(_) => println!("  bootstrap admin {} created (development only)", a.email),
-            Err(shared::error::AppError::Conflict(_)) => println!("  bootstrap admin {} exists", a.email),
+            Err(shared::domain::error::DomainError::Conflict(_)) => println!("  bootstrap admin {} exists", a.email),
             Err(e) => return Err(BuildError(format!("bootstrap admin: {e:?}"))),
         }
     }
-    let mut app = http::routes(svc, &Endpoint::ALL);
+    let (mut app, _) = http::routes(deps.clone(), &http::ALL).await?;
     if uses_console {
         app = app.route(
             "/_dev/outbox",
@@ -94,7 +95,7 @@ pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Resul
             }),
         );
     }
-    Ok((http::finish(app), modes))
+    Ok((http::finish(app), deps.modes()))
 }
 
 /// Serves `app` on `listener` until the process ends.

@@ -6,7 +6,11 @@ use shared::config::Config;
 async fn main() -> std::process::ExitCode {
     if std::env::args().any(|a| a == "--openapi") {
         // `cargo run -p local-server -- --openapi > openapi.json` regenerates the checked-in copy.
-        match shared::http::openapi().to_pretty_json() {
+        match shared::http::openapi()
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|d| d.to_pretty_json().map_err(|e| e.to_string()))
+        {
             Ok(doc) => {
                 println!("{doc}");
                 return std::process::ExitCode::SUCCESS;

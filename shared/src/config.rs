@@ -1,5 +1,6 @@
 //! Configuration from environment variables, with the local server's embedded defaults (docs/operations.md).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Argon2id cost parameters (OWASP defaults: m=19456 KiB, t=2, p=1).
@@ -100,7 +101,7 @@ pub struct Config {
     pub lockout: LockoutPolicy,
     /// Minimum answer time of the enumeration-sensitive endpoints (signup, resend).
     pub enumeration_floor: Duration,
-    pub rate_limits: crate::ratelimit::RateLimits,
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -126,7 +127,7 @@ impl Default for Config {
             hash_concurrency: 4,
             lockout: LockoutPolicy::default(),
             enumeration_floor: Duration::from_millis(300),
-            rate_limits: crate::ratelimit::RateLimits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -211,15 +212,120 @@ impl Config {
                 "ENUMERATION_FLOOR_MS",
                 d.enumeration_floor.as_millis() as u64,
             )?),
-            rate_limits: crate::ratelimit::RateLimits::from_env(flag("RATE_LIMITS_ENABLED"), var)
-                .map_err(ConfigError)?,
+            rate_limits: RateLimits::from_env(flag("RATE_LIMITS_ENABLED"), std::env::vars()).map_err(ConfigError)?,
         })
+    }
+}
+
+// Rate limits: the data each endpoint declares, and what configuration does with it.
+
+/// `max` requests per `window` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub max: u32,
+    pub window: u64,
+}
+
+/// The limits of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EndpointLimits {
+    pub ip: Option<Limit>,
+    pub email: Option<Limit>,
+}
+
+impl EndpointLimits {
+    /// No limit at all.
+    pub const NONE: EndpointLimits = EndpointLimits { ip: None, email: None };
+
+    pub fn is_none(&self) -> bool {
+        self.ip.is_none() && self.email.is_none()
+    }
+}
+
+/// A limit of `max` requests per `window` seconds (for declarations).
+pub const fn per(max: u32, window: u64) -> Option<Limit> {
+    Some(Limit { max, window })
+}
+
+/// Whether limits apply, and per-endpoint overrides of the declared defaults (by function
+/// binary name).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimits {
+    pub enabled: bool,
+    pub overrides: HashMap<String, EndpointLimits>,
+}
+
+fn parse_limit(s: &str) -> Option<Limit> {
+    let (max, window) = s.split_once('/')?;
+    Some(Limit { max: max.trim().parse().ok()?, window: window.trim().parse().ok().filter(|w| *w > 0)? })
+}
+
+/// The variable that overrides `binary`'s limits: `RATE_LIMIT_` and the name in upper case, `-`
+/// as `_`.
+pub fn override_variable(binary: &str) -> String {
+    format!("RATE_LIMIT_{}", binary.to_uppercase().replace('-', "_"))
+}
+
+impl RateLimits {
+    /// `RATE_LIMITS_ENABLED=true` turns limits on; `RATE_LIMIT_<ENDPOINT>=ip=30/60,email=10/60`
+    /// (`off` for none) overrides one endpoint. `vars` are the environment's (name, value) pairs.
+    pub fn from_env(enabled: bool, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
+        let mut me = RateLimits { enabled, ..Default::default() };
+        for (env, spec) in vars {
+            let Some(name) = env.strip_prefix("RATE_LIMIT_") else { continue };
+            if name.is_empty() || spec.trim().is_empty() {
+                continue;
+            }
+            let mut parsed = EndpointLimits::default();
+            for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "off") {
+                match part.split_once('=') {
+                    Some(("ip", v)) => parsed.ip = Some(parse_limit(v).ok_or(format!("{env}: bad limit {v}"))?),
+                    Some(("email", v)) => parsed.email = Some(parse_limit(v).ok_or(format!("{env}: bad limit {v}"))?),
+                    _ => return Err(format!("{env}: expected ip=N/SECONDS,email=N/SECONDS")),
+                }
+            }
+            me.overrides.insert(name.to_lowercase().replace('_', "-"), parsed);
+        }
+        Ok(me)
+    }
+
+    /// The limits that apply to `binary` (declared `defaults` unless overridden); `None` when
+    /// limits are off or none apply.
+    pub fn effective(&self, binary: &str, defaults: EndpointLimits) -> Option<EndpointLimits> {
+        if !self.enabled {
+            return None;
+        }
+        Some(self.overrides.get(binary).copied().unwrap_or(defaults)).filter(|l| !l.is_none())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disabled_limits_or_endpoints_without_limits_apply_nothing() {
+        let on = RateLimits { enabled: true, ..Default::default() };
+        assert_eq!(on.effective("me", EndpointLimits::NONE), None);
+        let off = RateLimits::default();
+        assert_eq!(off.effective("login", EndpointLimits { ip: per(1, 60), email: None }), None);
+    }
+
+    #[test]
+    fn env_overrides_parse_and_bad_ones_are_refused() {
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let r = RateLimits::from_env(true, env("RATE_LIMIT_RESEND_VERIFICATION", "ip=5/10,email=1/60")).unwrap();
+        let declared = EndpointLimits { ip: per(10, 60), email: per(3, 3600) };
+        assert_eq!(
+            r.effective("resend-verification", declared),
+            Some(EndpointLimits { ip: per(5, 10), email: per(1, 60) })
+        );
+        assert_eq!(r.effective("login", declared), Some(declared));
+        let off = RateLimits::from_env(true, env("RATE_LIMIT_LOGIN", "off")).unwrap();
+        assert_eq!(off.effective("login", declared), None);
+        assert!(RateLimits::from_env(true, env("RATE_LIMIT_LOGIN", "ip=x")).is_err());
+        assert_eq!(override_variable("users-revoke-sessions"), "RATE_LIMIT_USERS_REVOKE_SESSIONS");
+    }
 
     #[test]
     fn backoff_doubles_and_caps_at_max() {

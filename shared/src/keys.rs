@@ -303,15 +303,31 @@ pub async fn fetch_stages(
     Ok((current, pending.unwrap_or(None), previous.unwrap_or(None)))
 }
 
-enum Source {
-    Fixed,
-    SecretsManager { client: aws_sdk_secretsmanager::Client, secret_id: String },
+/// The three stages' secret strings: current, pending (next), previous.
+pub type Stages = (String, Option<String>, Option<String>);
+
+/// Where a key set is read from. A trait object, so that a function that holds a key provider
+/// links the Secrets Manager client only if it reads keys from there.
+pub trait KeySource: Send + Sync {
+    fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stages, KeyError>> + Send + '_>>;
+}
+
+/// The key set secret in Secrets Manager.
+pub struct SecretsManagerSource {
+    pub client: aws_sdk_secretsmanager::Client,
+    pub secret_id: String,
+}
+
+impl KeySource for SecretsManagerSource {
+    fn fetch(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stages, KeyError>> + Send + '_>> {
+        Box::pin(fetch_stages(&self.client, &self.secret_id))
+    }
 }
 
 /// The key set with its cache: read once at cold start, re-read at most every `ttl`, never per
 /// request or per unknown `kid`. One refresh at a time; others keep using the cached set.
 pub struct KeyProvider {
-    source: Source,
+    source: Option<Box<dyn KeySource>>,
     ttl: Duration,
     state: RwLock<(Arc<KeySet>, Instant)>,
     refreshing: tokio::sync::Mutex<()>,
@@ -321,27 +337,32 @@ impl KeyProvider {
     /// A provider that never changes (ephemeral key, tests).
     pub fn fixed(keys: KeySet) -> Self {
         Self {
-            source: Source::Fixed,
+            source: None,
             ttl: Duration::MAX,
             state: RwLock::new((Arc::new(keys), Instant::now())),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Loads the key set from Secrets Manager (cold start); fails if the current key is unusable.
+    /// Loads the key set from `source` (cold start); fails if the current key is unusable.
+    pub async fn load(source: Box<dyn KeySource>, ttl: Duration) -> Result<Self, KeyError> {
+        let (c, n, p) = source.fetch().await?;
+        let keys = KeySet::from_stages(&c, n.as_deref(), p.as_deref())?;
+        Ok(Self {
+            source: Some(source),
+            ttl,
+            state: RwLock::new((Arc::new(keys), Instant::now())),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads the key set from the Secrets Manager secret `secret_id`.
     pub async fn from_secrets_manager(
         client: aws_sdk_secretsmanager::Client,
         secret_id: String,
         ttl: Duration,
     ) -> Result<Self, KeyError> {
-        let (c, n, p) = fetch_stages(&client, &secret_id).await?;
-        let keys = KeySet::from_stages(&c, n.as_deref(), p.as_deref())?;
-        Ok(Self {
-            source: Source::SecretsManager { client, secret_id },
-            ttl,
-            state: RwLock::new((Arc::new(keys), Instant::now())),
-            refreshing: tokio::sync::Mutex::new(()),
-        })
+        Self::load(Box::new(SecretsManagerSource { client, secret_id }), ttl).await
     }
 
     /// The cached key set.
@@ -363,7 +384,7 @@ impl KeyProvider {
     /// (and is retried after another ttl): a brief Secrets Manager outage does not stop warm
     /// functions.
     pub async fn refresh_if_stale(&self) {
-        let Source::SecretsManager { client, secret_id } = &self.source else { return };
+        let Some(source) = &self.source else { return };
         if !self.is_stale() {
             return;
         }
@@ -371,7 +392,7 @@ impl KeyProvider {
         if !self.is_stale() {
             return;
         }
-        let loaded = match fetch_stages(client, secret_id).await {
+        let loaded = match source.fetch().await {
             Ok((c, n, p)) => KeySet::from_stages(&c, n.as_deref(), p.as_deref()),
             Err(e) => Err(e),
         };

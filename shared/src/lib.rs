@@ -1,14 +1,18 @@
 //! Secure Auth Service shared library.
 //!
-//! Hexagonal shape: `domain`-level modules (`email`, `password`, `tokens`, `service`) know
-//! nothing of Lambda or DynamoDB; `store` and `mail` are the ports with their adapters
-//! (DynamoDB / SES and in-memory / console twins); `http` is the single mapping between HTTP
-//! and the service, shared by every Lambda binary and the local server.
+//! Layers, each importing only from the ones below it:
+//! - `context`, `clock`, `config`, `secret`, `email`, `password`, `tokens`, `keys`: request
+//!   context and pure building blocks;
+//! - `store` and `mail`: the ports with their adapters (DynamoDB / SES and in-memory twins);
+//! - `domain`: one module per use case, knowing nothing of HTTP, Lambda or DynamoDB;
+//! - `http`: each endpoint declared once next to its handlers, and the one error mapping;
+//! - `wiring` (builds use cases from configuration) and `lambda` (a function's entry point).
 
-pub mod admin;
+pub mod clock;
 pub mod config;
+pub mod context;
+pub mod domain;
 pub mod email;
-pub mod error;
 pub mod http;
 pub mod keys;
 pub mod lambda;
@@ -16,15 +20,13 @@ pub mod logging;
 pub mod mail;
 pub mod metrics;
 pub mod password;
-pub mod ratelimit;
 pub mod rotation;
 pub mod secret;
-pub mod service;
 pub mod store;
 pub mod tokens;
 pub mod wiring;
 
-/// Seconds since the Unix epoch, the one clock every module reads.
+/// Seconds since the Unix epoch (wall clock; use cases read an injectable `clock::Clock`).
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }

@@ -21,13 +21,7 @@ pub fn init() {
         .try_init();
 }
 
-/// Who made a request: for security events and session metadata.
-#[derive(Debug, Clone, Default)]
-pub struct RequestCtx {
-    pub request_id: String,
-    pub ip: String,
-    pub user_agent: String,
-}
+pub use crate::context::RequestCtx;
 
 /// Logs one security event. String fields are escaped by the JSON formatter.
 pub fn security_event(event: &str, ctx: &RequestCtx, user_id: Option<&str>, outcome: &str) {

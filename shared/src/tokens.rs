@@ -10,7 +10,7 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::AppError;
+use crate::domain::error::DomainError;
 use crate::keys::{KeyProvider, KeySet};
 
 /// The `typ` header of access tokens (RFC 9068).
@@ -80,10 +80,10 @@ impl Jwt {
     }
 
     /// Issues an access token for `s` at `now`; returns the token and its scope.
-    pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), AppError> {
+    pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), DomainError> {
         let keys = self.keys.keys();
         let key = &keys.current;
-        let encoding = key.encoding.as_ref().ok_or_else(|| AppError::Internal("current key cannot sign".into()))?;
+        let encoding = key.encoding.as_ref().ok_or_else(|| DomainError::Internal("current key cannot sign".into()))?;
         let scope = if s.is_superuser { "openid profile email admin" } else { "openid profile email" }.to_owned();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -102,8 +102,8 @@ impl Jwt {
         let mut header = Header::new(key.alg);
         header.typ = Some(ACCESS_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        let token =
-            jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| AppError::Internal(format!("sign: {e}")))?;
+        let token = jsonwebtoken::encode(&header, &claims, encoding)
+            .map_err(|e| DomainError::Internal(format!("sign: {e}")))?;
         Ok((token, scope))
     }
 
@@ -153,9 +153,9 @@ pub enum TokenRejected {
 }
 
 /// 256 random bits, base64url.
-pub fn random_secret() -> Result<String, AppError> {
+pub fn random_secret() -> Result<String, DomainError> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| AppError::Internal(format!("rng: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| DomainError::Internal(format!("rng: {e}")))?;
     Ok(B64.encode(b))
 }
 

@@ -1,38 +1,37 @@
-//! Builds the service from configuration: the one place that picks adapters. Lambda insists
-//! on real AWS adapters; the local server may fall back to the embedded defaults.
+//! The composition root: builds each use case from configuration, on demand. An endpoint's
+//! mount asks only for what it uses, so a function binary links only the adapters (and AWS
+//! clients) its endpoint needs: `jwks` reads keys and never builds a DynamoDB client, `me`
+//! builds no mailer, `health` touches none of this.
+//!
+//! In Lambda every adapter is the real one, and a missing setting fails the cold start (there
+//! is no fallback key). The local server passes `LocalDefaults`: the in-memory store, the
+//! console mailer and an ephemeral key stand in for whatever is not configured.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use tokio::sync::OnceCell;
+
+use crate::clock::{self, SharedClock};
 use crate::config::{Config, MailerKind};
+use crate::domain::account::{Account, Profile};
+use crate::domain::admin::Admin;
+use crate::domain::authn::Authenticator;
+use crate::domain::discovery::Publisher;
+use crate::domain::login::Login;
+use crate::domain::notify::Notifier;
+use crate::domain::ratelimit::RateLimiter;
+use crate::domain::recovery::Recovery;
+use crate::domain::sessions::{Refresh, SessionIssuer, Sessions};
+use crate::domain::signup::{Signup, Verification};
 use crate::keys::{KeyProvider, KeySet};
 use crate::mail::Mailer;
-use crate::mail::ses::SesMailer;
 use crate::password::Hasher;
-use crate::service::AuthService;
-use crate::store::Store;
 use crate::store::dynamo::DynamoStore;
 use crate::store::memory::MemoryStore;
 use crate::tokens::Jwt;
 
-/// Where the service runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// A Lambda function: DynamoDB, SES and Secrets Manager are required.
-    Lambda,
-    /// The local server: each missing setting falls back to its embedded default.
-    Local,
-}
-
-/// What was chosen, for the startup line.
-#[derive(Debug, Clone)]
-pub struct Modes {
-    pub store: String,
-    pub mailer: String,
-    pub keys: String,
-}
-
-/// Why the service could not be built.
-#[derive(Debug, thiserror::Error)]
+/// Why a function or the local server could not be built.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("startup: {0}")]
 pub struct BuildError(pub String);
 
@@ -41,55 +40,269 @@ pub async fn aws_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
-/// Builds the service. `console` is the local server's mailer, used unless `MAILER=ses`.
-pub async fn build(
-    cfg: Config,
-    target: Target,
-    console: Option<Arc<dyn Mailer>>,
-) -> Result<(Arc<AuthService>, Modes), BuildError> {
-    let needs_aws = cfg.table_name.is_some() || cfg.mailer == MailerKind::Ses || cfg.signing_key_secret_id.is_some();
-    let sdk = if needs_aws { Some(aws_config().await) } else { None };
+/// What the local server falls back to for each adapter that is not configured.
+pub struct LocalDefaults {
+    pub store: Arc<MemoryStore>,
+    pub mailer: Arc<dyn Mailer>,
+}
 
-    let (store, store_mode): (Arc<dyn Store>, String) = match (&cfg.table_name, &sdk) {
-        (Some(table), Some(sdk)) => {
-            let client = aws_sdk_dynamodb::Client::new(sdk);
-            (Arc::new(DynamoStore::new(client, table)), format!("dynamodb table {table}"))
+/// What was chosen, for the startup line.
+#[derive(Debug, Clone, Default)]
+pub struct Modes {
+    pub store: String,
+    pub mailer: String,
+    pub keys: String,
+}
+
+/// Turns a concrete store into the port a use case holds. Implemented for each port's trait
+/// object, so that only the methods of that port end up in a function binary.
+pub trait FromStore {
+    fn from_dynamo(s: Arc<DynamoStore>) -> Arc<Self>;
+    fn from_memory(s: Arc<MemoryStore>) -> Arc<Self>;
+}
+
+macro_rules! from_store {
+    ($($port:path),* $(,)?) => {$(
+        impl FromStore for dyn $port {
+            fn from_dynamo(s: Arc<DynamoStore>) -> Arc<Self> {
+                s
+            }
+            fn from_memory(s: Arc<MemoryStore>) -> Arc<Self> {
+                s
+            }
         }
-        _ if target == Target::Local => (Arc::new(MemoryStore::new()), "in-memory (data is lost on exit)".into()),
-        _ => return Err(BuildError("TABLE_NAME is required".into())),
-    };
+    )*};
+}
 
-    let (mailer, mailer_mode): (Arc<dyn Mailer>, String) = match (&cfg.mailer, &sdk, console) {
-        (MailerKind::Ses, Some(sdk), _) => (
-            Arc::new(SesMailer::new(aws_sdk_sesv2::Client::new(sdk), cfg.mail_from.clone())),
-            format!("ses from {}", cfg.mail_from),
-        ),
-        (MailerKind::Console, _, Some(console)) => (console, "console (GET /_dev/outbox)".into()),
-        _ => return Err(BuildError("MAILER=ses is required".into())),
-    };
+from_store!(
+    crate::store::SignupPort,
+    crate::store::LoginPort,
+    crate::store::SessionPort,
+    crate::store::RecoveryPort,
+    crate::store::AccountPort,
+    crate::store::AdminPort,
+    crate::store::UserLookup,
+    crate::store::UserUpdates,
+    crate::store::OneTimeTokenStore,
+    crate::store::RateLimitStore,
+    crate::store::Store,
+);
 
-    let (keys, keys_mode) = match (&cfg.signing_key_secret_id, &sdk) {
-        (Some(id), Some(sdk)) => {
-            let client = aws_sdk_secretsmanager::Client::new(sdk);
-            let kp = KeyProvider::from_secrets_manager(client, id.clone(), cfg.key_cache_ttl)
-                .await
-                .map_err(|e| BuildError(e.to_string()))?;
-            let ks = kp.keys();
-            let mode =
-                format!("secrets manager {id} (current kid {}, {} more verifying)", ks.current.kid, ks.others.len());
-            (kp, mode)
+/// Dependencies, built on first use and shared by every endpoint mounted from them.
+pub struct Deps {
+    cfg: Result<Arc<Config>, BuildError>,
+    local: Option<LocalDefaults>,
+    sdk: OnceCell<aws_config::SdkConfig>,
+    keys: OnceCell<Arc<KeyProvider>>,
+    hasher: std::sync::OnceLock<Hasher>,
+    clock: SharedClock,
+    modes: Mutex<Modes>,
+}
+
+impl Deps {
+    /// A Lambda function's dependencies, from its environment.
+    pub fn lambda() -> Self {
+        let cfg = Config::from_env().map(Arc::new).map_err(|e| BuildError(e.to_string()));
+        Self::with(cfg, None)
+    }
+
+    /// The local server's (or the CLI's): configured adapters where set, else `local`.
+    pub fn local(cfg: Config, local: LocalDefaults) -> Self {
+        Self::with(Ok(Arc::new(cfg)), Some(local))
+    }
+
+    /// Dependencies from `cfg`; without `local`, every adapter must be configured (as in Lambda).
+    pub fn new(cfg: Config, local: Option<LocalDefaults>) -> Self {
+        Self::with(Ok(Arc::new(cfg)), local)
+    }
+
+    fn with(cfg: Result<Arc<Config>, BuildError>, local: Option<LocalDefaults>) -> Self {
+        Self {
+            cfg,
+            local,
+            sdk: OnceCell::new(),
+            keys: OnceCell::new(),
+            hasher: std::sync::OnceLock::new(),
+            clock: clock::system(),
+            modes: Mutex::new(Modes::default()),
         }
-        _ if target == Target::Local => {
-            let ks = KeySet::ephemeral(cfg.signing_alg).map_err(|e| BuildError(e.to_string()))?;
-            let mode =
-                format!("EPHEMERAL {:?} key kid {} (tokens die with the process)", cfg.signing_alg, ks.current.kid);
-            (KeyProvider::fixed(ks), mode)
-        }
-        _ => return Err(BuildError("SIGNING_KEY_SECRET_ID is required".into())),
-    };
+    }
 
-    let jwt = Jwt::new(Arc::new(keys), cfg.issuer.clone(), cfg.audience.clone(), cfg.access_ttl);
-    let hasher = Hasher::new(cfg.hash, cfg.hash_concurrency);
-    let svc = AuthService { cfg: Arc::new(cfg), store, mailer, jwt, hasher };
-    Ok((Arc::new(svc), Modes { store: store_mode, mailer: mailer_mode, keys: keys_mode }))
+    /// The configuration (a Lambda whose environment is unusable fails here).
+    pub fn config(&self) -> Result<&Config, BuildError> {
+        self.cfg.as_deref().map_err(Clone::clone)
+    }
+
+    pub fn clock(&self) -> SharedClock {
+        self.clock.clone()
+    }
+
+    /// What each adapter turned out to be (for the startup line).
+    pub fn modes(&self) -> Modes {
+        self.modes.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Modes)) {
+        if let Ok(mut m) = self.modes.lock() {
+            f(&mut m);
+        }
+    }
+
+    async fn sdk(&self) -> &aws_config::SdkConfig {
+        self.sdk.get_or_init(aws_config).await
+    }
+
+    /// The store as the port `T` (`dyn LoginPort`, …): DynamoDB when `TABLE_NAME` is set,
+    /// else the local default; in Lambda `TABLE_NAME` is required.
+    pub async fn store<T: ?Sized + FromStore>(&self) -> Result<Arc<T>, BuildError> {
+        let cfg = self.config()?;
+        match (&cfg.table_name, &self.local) {
+            (Some(table), _) => {
+                let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
+                self.note(|m| m.store = format!("dynamodb table {table}"));
+                Ok(T::from_dynamo(Arc::new(DynamoStore::new(client, table))))
+            }
+            (None, Some(local)) => {
+                self.note(|m| m.store = "in-memory (data is lost on exit)".into());
+                Ok(T::from_memory(local.store.clone()))
+            }
+            (None, None) => Err(BuildError("TABLE_NAME is required".into())),
+        }
+    }
+
+    /// The mailer: SES with `MAILER=ses`, else the local console mailer; in Lambda SES is
+    /// required.
+    pub async fn mailer(&self) -> Result<Arc<dyn Mailer>, BuildError> {
+        let cfg = self.config()?;
+        match (&cfg.mailer, &self.local) {
+            (MailerKind::Ses, _) => {
+                let client = aws_sdk_sesv2::Client::new(self.sdk().await);
+                self.note(|m| m.mailer = format!("ses from {}", cfg.mail_from));
+                Ok(Arc::new(crate::mail::ses::SesMailer::new(client, cfg.mail_from.clone())))
+            }
+            (MailerKind::Console, Some(local)) => {
+                self.note(|m| m.mailer = "console (GET /_dev/outbox)".into());
+                Ok(local.mailer.clone())
+            }
+            (MailerKind::Console, None) => Err(BuildError("MAILER=ses is required".into())),
+        }
+    }
+
+    /// The signing keys, loaded once: from Secrets Manager when `SIGNING_KEY_SECRET_ID` is
+    /// set, else (local server only) an ephemeral key.
+    pub async fn keys(&self) -> Result<Arc<KeyProvider>, BuildError> {
+        let cfg = self.config()?;
+        self.keys
+            .get_or_try_init(|| async {
+                let provider = match (&cfg.signing_key_secret_id, &self.local) {
+                    (Some(id), _) => {
+                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                        let kp = KeyProvider::from_secrets_manager(client, id.clone(), cfg.key_cache_ttl)
+                            .await
+                            .map_err(|e| BuildError(e.to_string()))?;
+                        let ks = kp.keys();
+                        let mode = format!(
+                            "secrets manager {id} (current kid {}, {} more verifying)",
+                            ks.current.kid,
+                            ks.others.len()
+                        );
+                        self.note(|m| m.keys = mode);
+                        kp
+                    }
+                    (None, Some(_)) => {
+                        let ks = KeySet::ephemeral(cfg.signing_alg).map_err(|e| BuildError(e.to_string()))?;
+                        let mode = format!(
+                            "EPHEMERAL {:?} key kid {} (tokens die with the process)",
+                            cfg.signing_alg, ks.current.kid
+                        );
+                        self.note(|m| m.keys = mode);
+                        KeyProvider::fixed(ks)
+                    }
+                    (None, None) => return Err(BuildError("SIGNING_KEY_SECRET_ID is required".into())),
+                };
+                Ok(Arc::new(provider))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The password hasher (one concurrency cap per process).
+    pub fn hasher(&self) -> Result<Hasher, BuildError> {
+        let cfg = self.config()?;
+        Ok(self.hasher.get_or_init(|| Hasher::new(cfg.hash, cfg.hash_concurrency)).clone())
+    }
+
+    /// Access-token signing and verification.
+    pub async fn jwt(&self) -> Result<Jwt, BuildError> {
+        let cfg = self.config()?;
+        Ok(Jwt::new(self.keys().await?, cfg.issuer.clone(), cfg.audience.clone(), cfg.access_ttl))
+    }
+
+    async fn notifier(&self) -> Result<Notifier, BuildError> {
+        Ok(Notifier::new(self.mailer().await?, self.config()?))
+    }
+
+    async fn issuer(&self) -> Result<SessionIssuer, BuildError> {
+        Ok(SessionIssuer::new(self.jwt().await?, self.config()?))
+    }
+
+    pub async fn authenticator(&self) -> Result<Arc<Authenticator>, BuildError> {
+        Ok(Arc::new(Authenticator::new(self.store().await?, self.jwt().await?)))
+    }
+
+    pub async fn rate_limiter(&self) -> Result<Arc<RateLimiter>, BuildError> {
+        Ok(Arc::new(RateLimiter::new(self.store().await?, self.config()?.rate_limits.clone(), self.clock())))
+    }
+
+    pub async fn signup(&self) -> Result<Arc<Signup>, BuildError> {
+        let cfg = self.config()?;
+        Ok(Arc::new(Signup::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+    }
+
+    pub async fn verification(&self) -> Result<Arc<Verification>, BuildError> {
+        Ok(Arc::new(Verification::new(self.store().await?, self.clock())))
+    }
+
+    pub async fn login(&self) -> Result<Arc<Login>, BuildError> {
+        let cfg = self.config()?;
+        Ok(Arc::new(Login::new(
+            self.store().await?,
+            self.hasher()?,
+            self.notifier().await?,
+            self.issuer().await?,
+            cfg,
+            self.clock(),
+        )))
+    }
+
+    pub async fn refresh(&self) -> Result<Arc<Refresh>, BuildError> {
+        Ok(Arc::new(Refresh::new(self.store().await?, self.issuer().await?, self.config()?, self.clock())))
+    }
+
+    pub async fn sessions(&self) -> Result<Arc<Sessions>, BuildError> {
+        Ok(Arc::new(Sessions::new(self.store().await?, self.clock())))
+    }
+
+    pub async fn recovery(&self) -> Result<Arc<Recovery>, BuildError> {
+        let cfg = self.config()?;
+        Ok(Arc::new(Recovery::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+    }
+
+    pub async fn profile(&self) -> Result<Arc<Profile>, BuildError> {
+        Ok(Arc::new(Profile::new(self.store().await?, self.clock())))
+    }
+
+    pub async fn account(&self) -> Result<Arc<Account>, BuildError> {
+        let cfg = self.config()?;
+        Ok(Arc::new(Account::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+    }
+
+    pub async fn admin(&self) -> Result<Arc<Admin>, BuildError> {
+        let cfg = self.config()?;
+        Ok(Arc::new(Admin::new(self.store().await?, self.hasher()?, self.keys().await?, cfg, self.clock())))
+    }
+
+    pub async fn publisher(&self) -> Result<Arc<Publisher>, BuildError> {
+        Ok(Arc::new(Publisher::new(self.keys().await?, self.config()?)))
+    }
 }

@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use shared::error::StoreError;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
-use shared::store::{AdminWrite, EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, User, UserChanges};
+use shared::store::{
+    AdminWrite, EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, StoreError, User, UserChanges,
+};
 
 async fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())

@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 
 use e2e::*;
 use serde_json::Value;
-use shared::http::{Endpoint, openapi};
+use shared::http::{ALL, openapi};
 
-fn documented() -> BTreeSet<(String, String)> {
-    let doc: Value = serde_json::from_str(&openapi().to_json().unwrap()).unwrap();
+async fn documented() -> BTreeSet<(String, String)> {
+    let doc: Value = serde_json::from_str(&openapi().await.unwrap().to_json().unwrap()).unwrap();
     let mut out = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -19,12 +19,12 @@ fn documented() -> BTreeSet<(String, String)> {
 }
 
 fn declared() -> BTreeSet<(String, String)> {
-    Endpoint::ALL.iter().flat_map(|e| e.routes().iter().map(|(m, p)| (m.to_string(), p.to_string()))).collect()
+    ALL.iter().flat_map(|e| e.routes.iter().map(|(m, p)| (m.to_string(), p.to_string()))).collect()
 }
 
-#[test]
-fn given_the_code_then_the_checked_in_openapi_json_is_current() {
-    let generated = openapi().to_pretty_json().unwrap();
+#[tokio::test]
+async fn given_the_code_then_the_checked_in_openapi_json_is_current() {
+    let generated = openapi().await.unwrap().to_pretty_json().unwrap();
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json");
     let checked_in = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
@@ -38,15 +38,15 @@ fn given_the_code_then_the_checked_in_openapi_json_is_current() {
     assert_eq!(schemes["oauth2"]["flows"]["password"]["tokenUrl"], "/auth/token");
 }
 
-#[test]
-fn given_the_document_then_it_lists_exactly_the_routes_of_every_endpoint() {
-    assert_eq!(documented(), declared());
+#[tokio::test]
+async fn given_the_document_then_it_lists_exactly_the_routes_of_every_endpoint() {
+    assert_eq!(documented().await, declared());
 }
 
 #[tokio::test]
 async fn given_every_documented_operation_then_the_local_server_mounts_it() {
     let s = start(|_| {}).await;
-    for (method, path) in documented() {
+    for (method, path) in documented().await {
         let url = s.url(&path.replace("{file}", "swagger-ui.css"));
         let req = s.http.request(method.parse().unwrap(), &url);
         let req = if method == "GET" { req } else { req.header("content-type", "application/json").body("{}") };
@@ -93,20 +93,15 @@ fn template_functions() -> Vec<(String, Vec<(String, String)>)> {
 #[test]
 fn given_template_yaml_then_every_endpoint_has_its_function_and_an_api_event_per_route() {
     let functions = template_functions();
-    for e in Endpoint::ALL {
+    for e in ALL {
         let (_, events) = functions
             .iter()
-            .find(|(b, _)| b == e.binary())
-            .unwrap_or_else(|| panic!("no function with Binary: {} in template.yaml", e.binary()));
-        for (m, p) in e.routes() {
-            assert!(events.contains(&(m.to_string(), p.to_string())), "{} lacks the event {m} {p}", e.binary());
+            .find(|(b, _)| b == e.binary)
+            .unwrap_or_else(|| panic!("no function with Binary: {} in template.yaml", e.binary));
+        for (m, p) in e.routes {
+            assert!(events.contains(&(m.to_string(), p.to_string())), "{} lacks the event {m} {p}", e.binary);
         }
-        // Every binary is functions/src/bin/<name>.rs, but docs, which has a package of its own.
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../functions");
-        let bin = match e.binary() {
-            "docs" => format!("{root}/docs/src/main.rs"),
-            b => format!("{root}/src/bin/{b}.rs"),
-        };
+        let bin = format!("{}/../functions/src/bin/{}.rs", env!("CARGO_MANIFEST_DIR"), e.binary);
         assert!(std::path::Path::new(&bin).exists(), "{bin} missing");
     }
     let events: BTreeSet<(String, String)> = functions.iter().flat_map(|(_, ev)| ev.iter().cloned()).collect();

@@ -4,7 +4,7 @@
 use e2e::*;
 use serde_json::json;
 use shared::config::Config;
-use shared::wiring::{Target, build};
+use shared::wiring::Deps;
 
 #[tokio::test]
 async fn given_dynamodb_failing_then_503_unavailable_with_retry_after_and_no_internals() {
@@ -52,21 +52,27 @@ async fn given_key_set_in_secrets_manager_then_lambda_wiring_signs_with_its_curr
     let name = format!("keys-{}", uuid::Uuid::new_v4().simple());
     let first = shared::rotation::init(&sm, &name, shared::keys::KeyAlg::ES256).await.unwrap();
     shared::rotation::rotate_now(&sm, &name, shared::keys::KeyAlg::ES256).await.unwrap();
-    let (svc, modes) = build(lambda_config(&name), Target::Lambda, None).await.expect("wiring");
-    let current = svc.jwt.keys().current.kid.clone();
+    let deps = Deps::new(lambda_config(&name), None);
+    let jwt = deps.jwt().await.expect("wiring");
+    let current = jwt.keys().current.kid.clone();
     assert_ne!(current, first);
-    assert!(modes.keys.contains(&current));
-    assert!(svc.jwt.keys().find(&first).is_some(), "the previous key still verifies");
+    assert!(deps.modes().keys.contains(&current));
+    assert!(jwt.keys().find(&first).is_some(), "the previous key still verifies");
 }
 
 #[tokio::test]
 async fn given_secrets_manager_without_the_secret_then_lambda_refuses_with_503_and_no_fallback_key() {
-    let err = build(lambda_config("does-not-exist"), Target::Lambda, None).await.err().expect("must fail");
+    let err = Deps::new(lambda_config("does-not-exist"), None).keys().await.err().expect("must fail");
     assert!(err.to_string().contains("signing keys"), "{err}");
     // Lambda needs every real adapter: no in-memory store, console mailer or ephemeral key.
     let mut c = lambda_config("x");
     c.signing_key_secret_id = None;
-    assert!(build(c, Target::Lambda, None).await.is_err());
+    c.table_name = None;
+    c.mailer = shared::config::MailerKind::Console;
+    let deps = Deps::new(c, None);
+    assert!(deps.keys().await.is_err());
+    assert!(deps.store::<dyn shared::store::Store>().await.is_err());
+    assert!(deps.mailer().await.is_err());
     // What the function serves instead: 503 on every path.
     let app = shared::http::unavailable_router();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use e2e::*;
 use serde_json::{Value, json};
-use shared::ratelimit::{EndpointLimits, Limit};
+use shared::config::{EndpointLimits, Limit};
 
 fn limit(max: u32, window: u64) -> Option<Limit> {
     Some(Limit { max, window })
@@ -14,7 +14,7 @@ fn limit(max: u32, window: u64) -> Option<Limit> {
 async fn limited_server(endpoint: &'static str, limits: EndpointLimits) -> TestServer {
     start(move |c| {
         c.rate_limits.enabled = true;
-        c.rate_limits.endpoints.insert(endpoint, limits);
+        c.rate_limits.overrides.insert(endpoint.to_owned(), limits);
     })
     .await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `change-email` endpoint (see the README's endpoint table).
+//! The `change-email` function (shared/src/http/account.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ChangeEmail).await
+    shared::lambda::run(&shared::http::account::CHANGE_EMAIL).await
 }

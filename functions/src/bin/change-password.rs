@@ -1,5 +1,5 @@
-//! Lambda function for the `change-password` endpoint (see the README's endpoint table).
+//! The `change-password` function (shared/src/http/account.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ChangePassword).await
+    shared::lambda::run(&shared::http::account::CHANGE_PASSWORD).await
 }

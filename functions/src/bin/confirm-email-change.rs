@@ -1,5 +1,5 @@
-//! Lambda function for the `confirm-email-change` endpoint (see the README's endpoint table).
+//! The `confirm-email-change` function (shared/src/http/account.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ConfirmEmailChange).await
+    shared::lambda::run(&shared::http::account::CONFIRM_EMAIL_CHANGE).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `forgot-password` endpoint (see the README's endpoint table).
+//! The `forgot-password` function (shared/src/http/recovery.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ForgotPassword).await
+    shared::lambda::run(&shared::http::recovery::FORGOT_PASSWORD).await
 }

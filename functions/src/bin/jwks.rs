@@ -1,5 +1,5 @@
-//! Lambda function for the `jwks` endpoint (see the README's endpoint table).
+//! The `jwks` function (shared/src/http/meta.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Jwks).await
+    shared::lambda::run(&shared::http::meta::JWKS).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `login` endpoint (see the README's endpoint table).
+//! The `login` function (shared/src/http/auth.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Login).await
+    shared::lambda::run(&shared::http::auth::LOGIN).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `logout` endpoint (see the README's endpoint table).
+//! The `logout` function (shared/src/http/auth.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Logout).await
+    shared::lambda::run(&shared::http::auth::LOGOUT).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `me` endpoint (see the README's endpoint table).
+//! The `me` function (shared/src/http/account.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Me).await
+    shared::lambda::run(&shared::http::account::ME).await
 }

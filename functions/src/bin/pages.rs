@@ -1,5 +1,5 @@
-//! Lambda function for the `pages` endpoint (see the README's endpoint table).
+//! The `pages` function (shared/src/http/pages.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Pages).await
+    shared::lambda::run(&shared::http::pages::PAGES).await
 }

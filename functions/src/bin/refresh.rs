@@ -1,5 +1,5 @@
-//! Lambda function for the `refresh` endpoint (see the README's endpoint table).
+//! The `refresh` function (shared/src/http/auth.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Refresh).await
+    shared::lambda::run(&shared::http::auth::REFRESH).await
 }

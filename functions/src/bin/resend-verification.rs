@@ -1,5 +1,5 @@
-//! Lambda function for the `resend-verification` endpoint (see the README's endpoint table).
+//! The `resend-verification` function (shared/src/http/signup.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ResendVerification).await
+    shared::lambda::run(&shared::http::signup::RESEND_VERIFICATION).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `reset-password` endpoint (see the README's endpoint table).
+//! The `reset-password` function (shared/src/http/recovery.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::ResetPassword).await
+    shared::lambda::run(&shared::http::recovery::RESET_PASSWORD).await
 }

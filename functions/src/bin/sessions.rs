@@ -1,5 +1,5 @@
-//! Lambda function for the `sessions` endpoint (see the README's endpoint table).
+//! The `sessions` function (shared/src/http/sessions.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Sessions).await
+    shared::lambda::run(&shared::http::sessions::SESSIONS).await
 }

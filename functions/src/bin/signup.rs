@@ -1,5 +1,5 @@
-//! Lambda function for the `signup` endpoint (see the README's endpoint table).
+//! The `signup` function (shared/src/http/signup.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Signup).await
+    shared::lambda::run(&shared::http::signup::SIGNUP).await
 }

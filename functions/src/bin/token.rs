@@ -1,5 +1,5 @@
-//! Lambda function for the `token` endpoint (see the README's endpoint table).
+//! The `token` function (shared/src/http/auth.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Token).await
+    shared::lambda::run(&shared::http::auth::TOKEN).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `users-activate` endpoint (see the README's endpoint table).
+//! The `users-activate` function (shared/src/http/admin.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::UsersActivate).await
+    shared::lambda::run(&shared::http::admin::USERS_ACTIVATE).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `users-get` endpoint (see the README's endpoint table).
+//! The `users-get` function (shared/src/http/admin.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::UsersGet).await
+    shared::lambda::run(&shared::http::admin::USERS_GET).await
 }

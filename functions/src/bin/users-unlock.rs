@@ -1,5 +1,5 @@
-//! Lambda function for the `users-unlock` endpoint (see the README's endpoint table).
+//! The `users-unlock` function (shared/src/http/admin.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::UsersUnlock).await
+    shared::lambda::run(&shared::http::admin::USERS_UNLOCK).await
 }

@@ -1,5 +1,5 @@
-//! Lambda function for the `users-update` endpoint (see the README's endpoint table).
+//! The `users-update` function (shared/src/http/admin.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::UsersUpdate).await
+    shared::lambda::run(&shared::http::admin::USERS_UPDATE).await
 }

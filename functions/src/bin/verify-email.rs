@@ -1,5 +1,5 @@
-//! Lambda function for the `verify-email` endpoint (see the README's endpoint table).
+//! The `verify-email` function (shared/src/http/signup.rs): links that endpoint and nothing else.
 #[tokio::main]
 async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::VerifyEmail).await
+    shared::lambda::run(&shared::http::signup::VERIFY_EMAIL).await
 }

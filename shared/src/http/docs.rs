@@ -1,21 +1,47 @@
-//! The OpenAPI 3.1 document (generated from the handlers by utoipa) and the interactive docs:
-//! Swagger UI vendored into the binary, so nothing is fetched from a CDN at run time.
+//! `docs`: the OpenAPI 3.1 document and the interactive docs (Swagger UI vendored into the
+//! binary, so nothing is fetched from a CDN at run time).
+//!
+//! The document is generated from the handlers (`cargo run -p local-server -- --openapi`); the
+//! function serves the checked-in copy, which `tests/e2e/docs.rs` keeps equal to the generated
+//! one, so that serving it links no handler.
 
-#[cfg(feature = "swagger-ui")]
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use axum::Router;
 use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use utoipa::Modify;
 use utoipa::openapi::security::{Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi, Ref, ResponseBuilder};
-use utoipa::{Modify, OpenApi as _};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::{AppError, FieldError, Problem};
+use super::problem::{ApiError, Problem};
+use super::{Endpoint, ErrorStyle, Uses, mounted};
+use crate::config::EndpointLimits;
+use crate::domain::error::{DomainError, FieldError};
+
+/// `GET /openapi.json`, `GET /docs` and its assets.
+pub const DOCS: Endpoint = Endpoint {
+    binary: "docs",
+    routes: &[("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/{file}")],
+    limits: EndpointLimits::NONE,
+    errors: ErrorStyle::Plain,
+    uses: Uses::NOTHING,
+    use_case: "—",
+    source: file!(),
+    mount: |_| {
+        mounted(async {
+            Ok(OpenApiRouter::new()
+                .routes(routes!(openapi_json))
+                .routes(routes!(docs_index))
+                .routes(routes!(docs_asset)))
+        })
+    },
+};
+
+/// The checked-in document (`openapi.json` at the repository root).
+pub const DOCUMENT: &str = include_str!("../../../openapi.json");
 
 /// The static parts of the document: info, tags, shared schemas, security schemes.
 #[derive(utoipa::OpenApi)]
@@ -76,11 +102,8 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
         .schema(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::String))
         .description(Some("The request id (echoed if the client sent a well-formed one)"))
         .build();
-    let limited: Vec<&str> = super::Endpoint::ALL
-        .iter()
-        .filter(|e| crate::ratelimit::DEFAULTS.iter().any(|(name, _)| *name == e.binary()))
-        .flat_map(|e| e.routes().iter().map(|(_, p)| *p))
-        .collect();
+    let limited: Vec<&str> =
+        super::ALL.iter().filter(|e| !e.limits.is_none()).flat_map(|e| e.routes.iter().map(|(_, p)| *p)).collect();
     for (path, item) in doc.paths.paths.iter_mut() {
         let is_limited = limited.contains(&path.as_str());
         let is_meta = path == "/health" || path == "/openapi.json" || path.starts_with("/docs");
@@ -135,27 +158,22 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
     doc
 }
 
-#[cfg(feature = "swagger-ui")]
 const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; connect-src 'self'; font-src 'self' data:; base-uri 'self'; frame-ancestors 'none'";
 
-#[cfg(feature = "swagger-ui")]
 fn swagger_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
     static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
     CONFIG.get_or_init(|| Arc::new(utoipa_swagger_ui::Config::new(["/openapi.json"]).validator_url("none"))).clone()
 }
 
-/// Without the `swagger-ui` feature (every Lambda binary but `docs`) the assets are not linked.
-#[cfg(not(feature = "swagger-ui"))]
-fn swagger_file(_file: &str) -> Result<Response, AppError> {
-    Err(AppError::NotFound)
+fn not_found() -> ApiError {
+    ApiError::Domain(DomainError::NotFound)
 }
 
-#[cfg(feature = "swagger-ui")]
-fn swagger_file(file: &str) -> Result<Response, AppError> {
+fn swagger_file(file: &str) -> Result<Response, ApiError> {
     let f = utoipa_swagger_ui::serve(file, swagger_config())
-        .map_err(|e| AppError::Internal(format!("swagger ui: {e}")))?
-        .ok_or(AppError::NotFound)?;
+        .map_err(|e| ApiError::Domain(DomainError::Internal(format!("swagger ui: {e}"))))?
+        .ok_or_else(not_found)?;
     let mut bytes = f.bytes.into_owned();
     if file == "index.html" {
         // Served at /docs (no trailing slash): resolve the bundle's relative asset URLs.
@@ -175,9 +193,7 @@ fn swagger_file(file: &str) -> Result<Response, AppError> {
 /// The OpenAPI 3.1 document of every route.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub async fn openapi_json() -> Response {
-    static DOC: OnceLock<String> = OnceLock::new();
-    let body = DOC.get_or_init(|| super::openapi().to_json().unwrap_or_default());
-    let mut resp = (StatusCode::OK, body.clone()).into_response();
+    let mut resp = (StatusCode::OK, DOCUMENT).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     resp
@@ -185,7 +201,7 @@ pub async fn openapi_json() -> Response {
 
 /// Interactive docs (Swagger UI) rendered from `/openapi.json`.
 #[utoipa::path(get, path = "/docs", tag = "meta", responses((status = 200, description = "HTML page", content_type = "text/html", body = String)))]
-pub async fn docs_index() -> Result<Response, AppError> {
+pub async fn docs_index() -> Result<Response, ApiError> {
     swagger_file("index.html")
 }
 
@@ -196,21 +212,11 @@ pub async fn docs_index() -> Result<Response, AppError> {
     )),
     (status = 404, description = "not-found", content_type = "application/problem+json", body = Problem),
 ))]
-pub async fn docs_asset(Path(file): Path<String>) -> Result<Response, AppError> {
+pub async fn docs_asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     // Only what the page loads; source maps and the bundle's other pages are not served.
     let allowed = [".css", ".js", ".png"].iter().any(|ext| file.ends_with(ext));
     if !allowed || file.contains("..") {
-        return Err(AppError::NotFound);
+        return Err(not_found());
     }
     swagger_file(&file)
-}
-
-/// The docs routes without any service state (the `docs` function).
-pub fn router() -> Router {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(openapi_json))
-        .routes(routes!(docs_index))
-        .routes(routes!(docs_asset))
-        .split_for_parts()
-        .0
 }

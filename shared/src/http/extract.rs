@@ -10,9 +10,10 @@ use http::header;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use crate::error::{AppError, FieldError};
-use crate::logging::RequestCtx;
-use crate::service::{AuthService, Caller};
+use super::problem::ApiError;
+use crate::context::RequestCtx;
+use crate::domain::authn::{Authenticator, Caller};
+use crate::domain::error::{DomainError, FieldError, invalid};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -24,30 +25,30 @@ pub(crate) fn content_type(parts: &http::HeaderMap) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
 }
 
-async fn body_bytes(req: Request) -> Result<Bytes, AppError> {
-    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| AppError::PayloadTooLarge)
+async fn body_bytes(req: Request) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| ApiError::PayloadTooLarge)
 }
 
-fn json_error(e: serde_json::Error) -> AppError {
+fn malformed(msg: impl Into<String>) -> ApiError {
+    ApiError::Domain(DomainError::BadRequest(msg.into()))
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
     // serde's messages name fields and types, never values: safe to show.
     let msg = e.to_string();
     let msg = msg.split(" at line").next().unwrap_or(&msg).to_owned();
-    if e.is_data() {
-        AppError::Validation(vec![FieldError::new("body", msg)])
-    } else {
-        AppError::BadRequest(format!("Malformed JSON: {msg}"))
-    }
+    if e.is_data() { ApiError::Domain(invalid("body", msg)) } else { malformed(format!("Malformed JSON: {msg}")) }
 }
 
 /// Parses a JSON object with the target type's `deny_unknown_fields` and serde's duplicate-key
 /// check. Serde would also read a struct from an array (`["a@b.c", "pw"]`): only objects pass.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => serde_json::from_slice(bytes).map_err(json_error),
         Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
-            Err(AppError::Validation(vec![FieldError::new("body", "must be a JSON object")]))
+            Err(ApiError::Domain(invalid("body", "must be a JSON object")))
         }
-        _ => Err(AppError::BadRequest("Malformed JSON: expected an object".into())),
+        _ => Err(malformed("Malformed JSON: expected an object")),
     }
 }
 
@@ -55,11 +56,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, AppError> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         if content_type(req.headers()).as_deref() != Some("application/json") {
-            return Err(AppError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = body_bytes(req).await?;
         parse_json(&bytes).map(Json)
@@ -71,25 +72,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 pub struct FormOrJson<T>(pub T, pub bool);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
-    type Rejection = AppError;
+    type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, AppError> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
         match content_type(req.headers()).as_deref() {
             Some("application/json") => parse_json(&body_bytes(req).await?).map(|t| FormOrJson(t, false)),
             Some("application/x-www-form-urlencoded") => {
                 let bytes = body_bytes(req).await?;
                 // Repeated parameters are refused (RFC 6749 §3.2).
-                let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-                    .map_err(|_| AppError::BadRequest("Malformed form body.".into()))?;
+                let pairs: Vec<(String, String)> =
+                    serde_urlencoded::from_bytes(&bytes).map_err(|_| malformed("Malformed form body."))?;
                 let mut seen = std::collections::HashSet::new();
                 if !pairs.iter().all(|(k, _)| seen.insert(k.as_str())) {
-                    return Err(AppError::BadRequest("Repeated form parameter.".into()));
+                    return Err(malformed("Repeated form parameter."));
                 }
-                serde_urlencoded::from_bytes(&bytes)
-                    .map(|t| FormOrJson(t, true))
-                    .map_err(|e| AppError::Validation(vec![FieldError::new("body", e.to_string())]))
+                serde_urlencoded::from_bytes(&bytes).map(|t| FormOrJson(t, true)).map_err(|e| {
+                    ApiError::Domain(DomainError::Validation(vec![FieldError::new("body", e.to_string())]))
+                })
             }
-            _ => Err(AppError::UnsupportedMediaType),
+            _ => Err(ApiError::UnsupportedMediaType),
         }
     }
 }
@@ -98,25 +99,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for FormOrJson<T> {
 /// `X-Forwarded-For`.
 pub(crate) fn client_ip(ext: &http::Extensions) -> String {
     use lambda_http::request::RequestContext;
-    match ext.get::<RequestContext>() {
-        Some(RequestContext::ApiGatewayV2(c)) => {
-            return c.http.source_ip.clone().unwrap_or_default();
-        }
-        Some(RequestContext::ApiGatewayV1(c)) => {
-            return c.identity.source_ip.clone().unwrap_or_default();
-        }
-        _ => {}
+    if let Some(RequestContext::ApiGatewayV2(c)) = ext.get::<RequestContext>() {
+        return c.http.source_ip.clone().unwrap_or_default();
     }
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
 }
 
+/// The request id the common layer chose for this request.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub String);
+
 /// The caller's request context, for logs and session metadata.
 pub struct Ctx(pub RequestCtx);
 
-impl<S: Send + Sync> FromRequestParts<S> for Ctx {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+impl Ctx {
+    pub(crate) fn of(parts: &Parts) -> RequestCtx {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -125,20 +122,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .chars()
             .take(256)
             .collect();
-        Ok(Ctx(RequestCtx { request_id: super::request_id::current(), ip: client_ip(&parts.extensions), user_agent }))
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        RequestCtx { request_id, client_request_id: None, ip: client_ip(&parts.extensions), user_agent }
     }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Ctx(Ctx::of(parts)))
+    }
+}
+
+/// The authenticator of a bearer endpoint, put in the request by its mount.
+fn authenticator(parts: &Parts) -> Result<Arc<Authenticator>, ApiError> {
+    parts.extensions.get::<Arc<Authenticator>>().cloned().ok_or_else(|| {
+        ApiError::Domain(DomainError::Internal("bearer endpoint mounted without an authenticator".into()))
+    })
 }
 
 /// A bearer-authenticated caller. The token is read from `Authorization` only.
 pub struct Bearer(pub Caller, pub RequestCtx);
 
-impl FromRequestParts<Arc<AuthService>> for Bearer {
-    type Rejection = AppError;
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, svc: &Arc<AuthService>) -> Result<Self, AppError> {
-        let Ctx(ctx) = Ctx::from_request_parts(parts, svc).await?;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let ctx = Ctx::of(parts);
         let token = bearer_token(parts)?;
-        let caller = svc.authenticate(token, &ctx).await?;
+        let caller = authenticator(parts)?.authenticate(token, &ctx).await?;
         Ok(Bearer(caller, ctx))
     }
 }
@@ -146,25 +159,26 @@ impl FromRequestParts<Arc<AuthService>> for Bearer {
 /// A caller with a valid admin token (401 without a valid token, 403 for a non-admin).
 pub struct AdminBearer(pub Caller, pub RequestCtx);
 
-impl FromRequestParts<Arc<AuthService>> for AdminBearer {
-    type Rejection = AppError;
+impl<S: Send + Sync> FromRequestParts<S> for AdminBearer {
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, svc: &Arc<AuthService>) -> Result<Self, AppError> {
-        let Ctx(ctx) = Ctx::from_request_parts(parts, svc).await?;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let ctx = Ctx::of(parts);
         let token = bearer_token(parts)?;
-        let caller = svc.authenticate_admin(token, &ctx).await?;
+        let caller = authenticator(parts)?.authenticate_admin(token, &ctx).await?;
         Ok(AdminBearer(caller, ctx))
     }
 }
 
 /// The token of `Authorization: Bearer …` (never the query string).
-fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
+fn bearer_token(parts: &Parts) -> Result<&str, ApiError> {
+    let refused = |token_sent| ApiError::Domain(DomainError::Unauthorized { token_sent });
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-        return Err(AppError::Unauthorized { sent: false });
+        return Err(refused(false));
     };
-    let value = value.to_str().map_err(|_| AppError::Unauthorized { sent: true })?;
+    let value = value.to_str().map_err(|_| refused(true))?;
     match value.split_once(' ') {
         Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => Ok(t.trim()),
-        _ => Err(AppError::Unauthorized { sent: true }),
+        _ => Err(refused(true)),
     }
 }

@@ -9,8 +9,35 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
 
-use crate::error::AppError;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::problem::{ApiError, ApiResult};
+use super::{Endpoint, ErrorStyle, Uses, mounted};
+use crate::config::EndpointLimits;
+use crate::domain::error::DomainError;
 use crate::mail::templates::escape_html;
+use crate::secret::Token;
+
+/// The pages mail links open: rendering them touches nothing.
+pub const PAGES: Endpoint = Endpoint {
+    binary: "pages",
+    routes: &[("GET", "/auth/verify-email"), ("GET", "/auth/reset-password"), ("GET", "/auth/confirm-email-change")],
+    limits: EndpointLimits::NONE,
+    errors: ErrorStyle::Plain,
+    uses: Uses::NOTHING,
+    use_case: "—",
+    source: file!(),
+    mount: |_| {
+        mounted(async {
+            Ok(OpenApiRouter::new()
+                .routes(routes!(verify_email_page))
+                .routes(routes!(reset_password_page))
+                .routes(routes!(confirm_email_change_page)))
+        })
+    },
+};
 
 /// The pages' CSP: the API's default (docs/api.md) plus inline styles and same-origin form posts.
 pub const PAGE_CSP: &str =
@@ -37,14 +64,16 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
 }
 
 /// The result page for a form submission that failed.
-pub fn error_page(e: &AppError) -> Response {
+pub fn error_page(e: &ApiError) -> Response {
     let (status, _, title) = e.parts();
     let detail = match e {
-        AppError::Validation(errors) => errors
+        ApiError::Domain(DomainError::Validation(errors)) => errors
             .iter()
             .map(|f| format!("<li>{}: {}</li>", escape_html(&f.field.replace('_', " ")), escape_html(&f.message)))
             .collect::<String>(),
-        AppError::InvalidToken => "<li>This link is invalid, already used or expired. Ask for a new one.</li>".into(),
+        ApiError::Domain(DomainError::InvalidToken) => {
+            "<li>This link is invalid, already used or expired. Ask for a new one.</li>".into()
+        }
         _ => format!("<li>{}</li>", escape_html(title)),
     };
     page(status, title, &format!("<ul class=\"error\">{detail}</ul>"))
@@ -72,7 +101,7 @@ fn hidden_token(token: &str) -> String {
     (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
 ))]
 pub async fn verify_email_page(Query(q): Query<LinkQuery>) -> Response {
-    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,
         "Verify your email address",
@@ -89,7 +118,7 @@ pub async fn verify_email_page(Query(q): Query<LinkQuery>) -> Response {
     (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
 ))]
 pub async fn reset_password_page(Query(q): Query<LinkQuery>) -> Response {
-    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,
         "Choose a new password",
@@ -110,7 +139,7 @@ pub async fn reset_password_page(Query(q): Query<LinkQuery>) -> Response {
     (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
 ))]
 pub async fn confirm_email_change_page(Query(q): Query<LinkQuery>) -> Response {
-    let Some(token) = well_formed(&q.token) else { return error_page(&AppError::InvalidToken) };
+    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,
         "Confirm your new email address",
@@ -119,4 +148,24 @@ pub async fn confirm_email_change_page(Query(q): Query<LinkQuery>) -> Response {
             hidden_token(token)
         ),
     )
+}
+
+// A body carrying one mail token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody {
+    /// The one-time token from the mail link.
+    #[schema(value_type = String)]
+    pub token: Token,
+}
+
+/// Answers a mail page's form with HTML, an API client with JSON.
+pub(crate) fn form_or_json(form: bool, r: ApiResult<Response>, page_title: &str, page_text: &str) -> Response {
+    use axum::response::IntoResponse;
+    match (form, r) {
+        (false, Ok(resp)) => resp,
+        (false, Err(e)) => e.into_response(),
+        (true, Ok(_)) => page(StatusCode::OK, page_title, &format!("<p>{page_text}</p>")),
+        (true, Err(e)) => error_page(&e),
+    }
 }

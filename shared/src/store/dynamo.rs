@@ -306,7 +306,7 @@ fn transaction_condition_failed(
 }
 
 #[async_trait]
-impl UserStore for DynamoStore {
+impl UserRegistry for DynamoStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut claim = key(email_pk(&user.email), "EMAIL");
         claim.insert("user_id".into(), s(&user.id));
@@ -330,7 +330,10 @@ impl UserStore for DynamoStore {
             Err(e) => Err(unavailable(e)),
         }
     }
+}
 
+#[async_trait]
+impl UserLookup for DynamoStore {
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
         self.get(key(user_pk(id), PROFILE)).await?.as_ref().map(item_to_user).transpose()
     }
@@ -342,7 +345,10 @@ impl UserStore for DynamoStore {
         let id = get_s(&claim, "user_id").ok_or_else(|| corrupt("email claim"))?;
         self.get_user(&id).await
     }
+}
 
+#[async_trait]
+impl UserUpdates for DynamoStore {
     async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
         let res = self
             .client

@@ -51,7 +51,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl UserStore for MemoryStore {
+impl UserRegistry for MemoryStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut g = self.lock()?;
         if g.emails.contains_key(&user.email) || g.users.contains_key(&user.id) {
@@ -61,7 +61,10 @@ impl UserStore for MemoryStore {
         g.users.insert(user.id.clone(), user.clone());
         Ok(())
     }
+}
 
+#[async_trait]
+impl UserLookup for MemoryStore {
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
         Ok(self.lock()?.users.get(id).cloned())
     }
@@ -70,7 +73,10 @@ impl UserStore for MemoryStore {
         let g = self.lock()?;
         Ok(g.emails.get(email).and_then(|id| g.users.get(id)).cloned())
     }
+}
 
+#[async_trait]
+impl UserUpdates for MemoryStore {
     async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         match g.users.get_mut(id) {

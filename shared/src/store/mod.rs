@@ -1,5 +1,6 @@
-//! Storage ports: narrow traits per concern, implemented twice (DynamoDB and in-memory) and
-//! checked by one contract suite (`shared/tests/store_contract.rs`).
+//! Storage ports: narrow traits per concern, grouped into one port per use case, implemented
+//! twice (DynamoDB and in-memory) and checked by one contract suite
+//! (`shared/tests/store_contract.rs`).
 //!
 //! Every method that can race is one atomic, conditional operation; none reads, modifies and
 //! writes back. Expiring items carry a `ttl` and are treated as absent once it has passed,
@@ -7,10 +8,17 @@
 
 use async_trait::async_trait;
 
-use crate::error::StoreError;
-
 pub mod dynamo;
 pub mod memory;
+
+/// Errors from the storage ports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,12 +139,23 @@ pub enum Rotation {
     Missing,
 }
 
+/// Reading users.
 #[async_trait]
-pub trait UserStore: Send + Sync {
-    /// Writes the user and its unique-email claim atomically; `EmailTaken` if claimed.
-    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+pub trait UserLookup: Send + Sync {
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError>;
+}
+
+/// Creating users by sign-up.
+#[async_trait]
+pub trait UserRegistry: Send + Sync {
+    /// Writes the user and its unique-email claim atomically; `EmailTaken` if claimed.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+}
+
+/// The changes a user's own requests make to the user item.
+#[async_trait]
+pub trait UserUpdates: Send + Sync {
     /// Replaces the hash only if it is still `expected` (parameter upgrade on login).
     async fn upgrade_password_hash(&self, id: &str, expected: &str, new_hash: &str) -> Result<bool, StoreError>;
     /// Sets the display name; `None` if the user does not exist.
@@ -341,6 +360,45 @@ impl UserChanges {
     }
 }
 
-/// Everything the service needs from storage.
-pub trait Store: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore {}
-impl<T: UserStore + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore> Store for T {}
+/// What each use case needs from storage: a function that serves one use case links only
+/// these methods of the store it is given.
+pub trait SignupPort: UserLookup + UserRegistry + OneTimeTokenStore {}
+impl<T: UserLookup + UserRegistry + OneTimeTokenStore> SignupPort for T {}
+
+/// Login: lockout, the user, the session it starts.
+pub trait LoginPort: UserLookup + UserUpdates + LockoutStore + SessionStore {}
+impl<T: UserLookup + UserUpdates + LockoutStore + SessionStore> LoginPort for T {}
+
+/// Refresh, logout and session management.
+pub trait SessionPort: UserLookup + UserUpdates + SessionStore {}
+impl<T: UserLookup + UserUpdates + SessionStore> SessionPort for T {}
+
+/// Forgot and reset password.
+pub trait RecoveryPort: UserLookup + OneTimeTokenStore + SessionStore + LockoutStore {}
+impl<T: UserLookup + OneTimeTokenStore + SessionStore + LockoutStore> RecoveryPort for T {}
+
+/// The signed-in user's own account: profile, password, email.
+pub trait AccountPort: UserUpdates + OneTimeTokenStore + SessionStore {}
+impl<T: UserUpdates + OneTimeTokenStore + SessionStore> AccountPort for T {}
+
+/// Administration.
+pub trait AdminPort: UserLookup + UserUpdates + AdminStore + LockoutStore + SessionStore {}
+impl<T: UserLookup + UserUpdates + AdminStore + LockoutStore + SessionStore> AdminPort for T {}
+
+/// Everything (the contract suite, and stores that serve every use case).
+pub trait Store:
+    UserLookup + UserRegistry + UserUpdates + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore
+{
+}
+impl<
+    T: UserLookup
+        + UserRegistry
+        + UserUpdates
+        + OneTimeTokenStore
+        + LockoutStore
+        + SessionStore
+        + RateLimitStore
+        + AdminStore,
+> Store for T
+{
+}

@@ -8,13 +8,19 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, PasswordPolicy};
+use crate::context::RequestCtx;
+use crate::domain::error::{DomainError, DomainResult, invalid};
+use crate::domain::validate_name;
+use crate::domain::views::UserView;
 use crate::email::{self, Email};
-use crate::error::{AppError, AppResult, FieldError};
-use crate::logging::RequestCtx;
-use crate::password::check_policy;
+use crate::keys::KeyProvider;
+use crate::password::{Hasher, check_policy};
 use crate::secret::Password;
-use crate::service::{AuthService, Caller, UserView, validate_name};
-use crate::store::{AdminWrite, User, UserChanges};
+use crate::store::{AdminPort, AdminWrite, User, UserChanges};
 
 /// Who acts: an administrator's id (API) or the operator CLI.
 #[derive(Debug, Clone, Copy)]
@@ -93,8 +99,18 @@ pub struct UserUpdate {
     pub password: Option<Password>,
 }
 
-fn conflict(msg: &str) -> AppError {
-    AppError::Conflict(msg.to_owned())
+/// The administration use case (the admin API and the operator CLI).
+pub struct Admin {
+    store: Arc<dyn AdminPort>,
+    hasher: Hasher,
+    policy: PasswordPolicy,
+    /// The cursor MAC is keyed from the current signing key.
+    keys: Arc<KeyProvider>,
+    clock: SharedClock,
+}
+
+fn conflict(msg: &str) -> DomainError {
+    DomainError::Conflict(msg.to_owned())
 }
 
 fn admin_event(event: &str, ctx: &RequestCtx, actor: Actor<'_>, target: &str, fields: &[&str]) {
@@ -111,47 +127,38 @@ fn admin_event(event: &str, ctx: &RequestCtx, actor: Actor<'_>, target: &str, fi
     );
 }
 
-impl AuthService {
-    /// Verifies a bearer token for the admin API: 401 for a bad token or an inactive user,
-    /// 403 for a valid token of someone who is not (or no longer) an administrator.
-    pub async fn authenticate_admin(&self, bearer: &str, ctx: &RequestCtx) -> AppResult<Caller> {
-        self.jwt.refresh_keys().await;
-        let claims = self.jwt.verify(bearer).map_err(|_| AppError::Unauthorized { sent: true })?;
-        let user = self.store.get_user(&claims.sub).await?.ok_or(AppError::Unauthorized { sent: true })?;
-        if !user.is_active {
-            return Err(AppError::Unauthorized { sent: true });
-        }
-        let admin_scope = claims.scope.split(' ').any(|s| s == "admin");
-        // A token that claims an admin its holder no longer is (demoted): 403 at once, even
-        // though its session version is stale too.
-        let demoted = admin_scope && !user.is_superuser;
-        if !demoted && user.session_version != claims.sv {
-            return Err(AppError::Unauthorized { sent: true });
-        }
-        if !user.is_superuser || !admin_scope {
-            tracing::info!(request_id = %ctx.request_id, event = "admin_access_denied", user_id = %user.id, "not an administrator");
-            return Err(AppError::Forbidden);
-        }
-        Ok(Caller { claims, user })
+impl Admin {
+    pub fn new(
+        store: Arc<dyn AdminPort>,
+        hasher: Hasher,
+        keys: Arc<KeyProvider>,
+        cfg: &Config,
+        clock: SharedClock,
+    ) -> Self {
+        Self { store, hasher, policy: cfg.password.clone(), keys, clock }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now()
     }
 
     fn encode_cursor(&self, body: &CursorBody) -> String {
         let payload = B64.encode(serde_json::to_vec(body).unwrap_or_default());
-        let tag = B64.encode(self.jwt.keys().mac(payload.as_bytes()));
+        let tag = B64.encode(self.keys.keys().mac(payload.as_bytes()));
         format!("{payload}.{tag}")
     }
 
-    fn decode_cursor(&self, cursor: &str) -> AppResult<CursorBody> {
-        let bad = || AppError::BadRequest("The cursor is invalid; start the listing again.".into());
+    fn decode_cursor(&self, cursor: &str) -> DomainResult<CursorBody> {
+        let bad = || DomainError::BadRequest("The cursor is invalid; start the listing again.".into());
         let (payload, tag) = cursor.split_once('.').ok_or_else(bad)?;
         let tag = B64.decode(tag).map_err(|_| bad())?;
-        if !self.jwt.keys().verify_mac(payload.as_bytes(), &tag) {
+        if !self.keys.keys().verify_mac(payload.as_bytes(), &tag) {
             return Err(bad());
         }
         serde_json::from_slice(&B64.decode(payload).map_err(|_| bad())?).map_err(|_| bad())
     }
 
-    async fn matches(&self, u: &User, status: Option<Status>) -> AppResult<bool> {
+    async fn matches(&self, u: &User, status: Option<Status>) -> DomainResult<bool> {
         Ok(match status {
             None => true,
             Some(Status::Active) => u.is_active,
@@ -162,21 +169,21 @@ impl AuthService {
     }
 
     /// Users ordered by email, filtered; cursor pagination on the email index.
-    pub async fn admin_list_users(&self, q: &ListQuery) -> AppResult<UserPage> {
+    pub async fn list_users(&self, q: &ListQuery) -> DomainResult<UserPage> {
         let limit = q.limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
-            return Err(AppError::Validation(vec![FieldError::new("limit", "must be between 1 and 100")]));
+            return Err(invalid("limit", "must be between 1 and 100"));
         }
         let limit = limit as usize;
         let prefix = q.email_prefix.as_deref().unwrap_or("").trim().to_lowercase();
         if prefix.chars().any(char::is_control) || prefix.len() > 254 {
-            return Err(AppError::Validation(vec![FieldError::new("email_prefix", "is not a valid prefix")]));
+            return Err(invalid("email_prefix", "is not a valid prefix"));
         }
         let mut after = match &q.cursor {
             Some(c) => {
                 let b = self.decode_cursor(c)?;
                 if b.p != prefix || b.s != q.status {
-                    return Err(AppError::BadRequest("The cursor belongs to another listing.".into()));
+                    return Err(DomainError::BadRequest("The cursor belongs to another listing.".into()));
                 }
                 Some((b.e, b.i))
             }
@@ -208,25 +215,24 @@ impl AuthService {
     }
 
     /// The user by id, or 404.
-    pub async fn admin_get_user(&self, id: &str) -> AppResult<User> {
-        self.store.get_user(id).await?.ok_or(AppError::NotFound)
+    pub async fn get_user(&self, id: &str) -> DomainResult<User> {
+        self.store.get_user(id).await?.ok_or(DomainError::NotFound)
     }
 
     /// Finds a user by id or, for the CLI, by email.
-    pub async fn admin_find(&self, id_or_email: &str) -> AppResult<User> {
+    pub async fn find(&self, id_or_email: &str) -> DomainResult<User> {
         if id_or_email.contains('@') {
-            let e = email::normalize(id_or_email).map_err(|_| AppError::NotFound)?;
-            return self.store.find_user_by_email(e.as_str()).await?.ok_or(AppError::NotFound);
+            let e = email::normalize(id_or_email).map_err(|_| DomainError::NotFound)?;
+            return self.store.find_user_by_email(e.as_str()).await?.ok_or(DomainError::NotFound);
         }
-        self.admin_get_user(id_or_email).await
+        self.get_user(id_or_email).await
     }
 
     /// Creates a user; 409 if the address is taken (administrators may know).
-    pub async fn admin_create_user(&self, actor: Actor<'_>, new: NewUser, ctx: &RequestCtx) -> AppResult<User> {
-        let email = email::normalize(&new.email)
-            .map_err(|e| AppError::Validation(vec![FieldError::new("email", e.to_string())]))?;
+    pub async fn create_user(&self, actor: Actor<'_>, new: NewUser, ctx: &RequestCtx) -> DomainResult<User> {
+        let email = email::normalize(&new.email).map_err(|e| invalid("email", e.to_string()))?;
         let name = validate_name(new.name.as_deref())?;
-        check_policy(&self.cfg.password, &new.password, Some(&email), "password")?;
+        check_policy(&self.policy, &new.password, Some(&email), "password")?;
         let now = self.now();
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
@@ -255,7 +261,7 @@ impl AuthService {
         }
     }
 
-    async fn admin_write(&self, current: &User, changes: UserChanges) -> AppResult<User> {
+    async fn admin_write(&self, current: &User, changes: UserChanges) -> DomainResult<User> {
         match self.store.admin_update_user(current, &changes, self.now()).await? {
             AdminWrite::Done(u) => {
                 if changes.bump_session_version {
@@ -263,7 +269,7 @@ impl AuthService {
                 }
                 Ok(u)
             }
-            AdminWrite::NotFound => Err(AppError::NotFound),
+            AdminWrite::NotFound => Err(DomainError::NotFound),
             AdminWrite::EmailTaken => Err(conflict("The email is already registered.")),
             AdminWrite::LastAdmin => Err(conflict("This is the last active administrator.")),
             AdminWrite::Changed => Err(conflict("The user changed meanwhile; read it again and retry.")),
@@ -271,19 +277,18 @@ impl AuthService {
     }
 
     /// Changes a user's fields (`PUT /users/{id}`).
-    pub async fn admin_update_user(
+    pub async fn update_user(
         &self,
         actor: Actor<'_>,
         id: &str,
         up: UserUpdate,
         ctx: &RequestCtx,
-    ) -> AppResult<User> {
-        let current = self.admin_get_user(id).await?;
+    ) -> DomainResult<User> {
+        let current = self.get_user(id).await?;
         let mut changes = UserChanges::default();
         let mut fields = Vec::new();
         if let Some(raw) = &up.email {
-            let e: Email = email::normalize(raw)
-                .map_err(|e| AppError::Validation(vec![FieldError::new("email", e.to_string())]))?;
+            let e: Email = email::normalize(raw).map_err(|e| invalid("email", e.to_string()))?;
             if e.as_str() != current.email {
                 changes.email = Some(e.as_str().to_owned());
                 changes.bump_session_version = true;
@@ -308,7 +313,7 @@ impl AuthService {
         }
         if let Some(pw) = &up.password {
             let email = Email::from_stored(changes.email.clone().unwrap_or_else(|| current.email.clone()));
-            check_policy(&self.cfg.password, pw, Some(&email), "password")?;
+            check_policy(&self.policy, pw, Some(&email), "password")?;
             changes.password_hash = Some(self.hasher.hash(pw).await?);
             changes.bump_session_version = true;
             fields.push("password");
@@ -319,17 +324,11 @@ impl AuthService {
     }
 
     /// Activates or deactivates a user; deactivation revokes every session.
-    pub async fn admin_set_active(
-        &self,
-        actor: Actor<'_>,
-        id: &str,
-        active: bool,
-        ctx: &RequestCtx,
-    ) -> AppResult<User> {
+    pub async fn set_active(&self, actor: Actor<'_>, id: &str, active: bool, ctx: &RequestCtx) -> DomainResult<User> {
         if !active && actor.is(id) {
             return Err(conflict("An administrator cannot deactivate itself."));
         }
-        let current = self.admin_get_user(id).await?;
+        let current = self.get_user(id).await?;
         if current.is_active == active {
             return Ok(current);
         }
@@ -341,8 +340,8 @@ impl AuthService {
     }
 
     /// Clears every lockout of the user's account.
-    pub async fn admin_unlock(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> AppResult<User> {
-        let user = self.admin_get_user(id).await?;
+    pub async fn unlock(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> DomainResult<User> {
+        let user = self.get_user(id).await?;
         self.store.clear_all_lockouts(&user.email).await?;
         admin_event("admin_user_unlocked", ctx, actor, id, &["lockout"]);
         crate::logging::security_event("account_unlocked", ctx, Some(id), "admin");
@@ -350,26 +349,26 @@ impl AuthService {
     }
 
     /// Forced logout: every session revoked, every access token stale.
-    pub async fn admin_revoke_sessions(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> AppResult<()> {
-        let user = self.admin_get_user(id).await?;
-        self.store.bump_session_version(&user.id, self.now()).await?.ok_or(AppError::NotFound)?;
+    pub async fn revoke_sessions(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> DomainResult<()> {
+        let user = self.get_user(id).await?;
+        self.store.bump_session_version(&user.id, self.now()).await?.ok_or(DomainError::NotFound)?;
         self.store.delete_sessions(&user.id, None).await?;
         admin_event("admin_user_sessions_revoked", ctx, actor, id, &["sessions"]);
         Ok(())
     }
 
     /// Deletes the user, its email claim, sessions, pending tokens and lockout items.
-    pub async fn admin_delete_user(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> AppResult<()> {
+    pub async fn delete_user(&self, actor: Actor<'_>, id: &str, ctx: &RequestCtx) -> DomainResult<()> {
         if actor.is(id) {
             return Err(conflict("An administrator cannot delete itself."));
         }
-        let current = self.admin_get_user(id).await?;
+        let current = self.get_user(id).await?;
         match self.store.admin_delete_user(&current).await? {
             AdminWrite::Done(_) => {
                 admin_event("admin_user_deleted", ctx, actor, id, &[]);
                 Ok(())
             }
-            AdminWrite::NotFound => Err(AppError::NotFound),
+            AdminWrite::NotFound => Err(DomainError::NotFound),
             AdminWrite::LastAdmin => Err(conflict("This is the last active administrator.")),
             _ => Err(conflict("The user changed meanwhile; read it again and retry.")),
         }
@@ -377,16 +376,75 @@ impl AuthService {
 }
 
 impl Status {
-    pub fn parse(s: &str) -> AppResult<Self> {
+    pub fn parse(s: &str) -> DomainResult<Self> {
         match s {
             "active" => Ok(Status::Active),
             "inactive" => Ok(Status::Inactive),
             "unverified" => Ok(Status::Unverified),
             "locked" => Ok(Status::Locked),
-            _ => Err(AppError::Validation(vec![FieldError::new(
-                "status",
-                "must be one of active, inactive, unverified, locked",
-            )])),
+            _ => Err(invalid("status", "must be one of active, inactive, unverified, locked")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testkit::{Kit, PASSWORD};
+
+    fn admin(k: &Kit) -> Admin {
+        Admin::new(k.store.clone(), k.hasher.clone(), k.keys.clone(), &k.cfg, k.clock.shared())
+    }
+
+    fn new_admin(email: &str) -> NewUser {
+        NewUser {
+            email: email.into(),
+            password: Password::new(PASSWORD),
+            name: None,
+            is_superuser: true,
+            is_verified: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn given_one_admin_then_it_cannot_demote_deactivate_or_delete_itself_and_stays() {
+        let k = Kit::new();
+        let uc = admin(&k);
+        let ctx = RequestCtx::internal("t");
+        let root = uc.create_user(Actor::Cli, new_admin("root@example.com"), &ctx).await.unwrap();
+        let me = Actor::Admin(&root.id);
+        let demote = UserUpdate { is_superuser: Some(false), ..Default::default() };
+        assert!(matches!(uc.update_user(me, &root.id, demote, &ctx).await, Err(DomainError::Conflict(_))));
+        assert!(matches!(uc.set_active(me, &root.id, false, &ctx).await, Err(DomainError::Conflict(_))));
+        assert!(matches!(uc.delete_user(me, &root.id, &ctx).await, Err(DomainError::Conflict(_))));
+        // Not even the CLI may remove the last active admin.
+        assert!(matches!(uc.set_active(Actor::Cli, &root.id, false, &ctx).await, Err(DomainError::Conflict(_))));
+        assert!(k.stored(&root.id).await.is_superuser);
+    }
+
+    #[tokio::test]
+    async fn given_pages_then_cursors_continue_exactly_and_a_tampered_one_is_refused() {
+        let k = Kit::new();
+        for i in 0..5 {
+            k.user(&format!("u{i}@example.com"), PASSWORD).await;
+        }
+        let uc = admin(&k);
+        let first = uc.list_users(&ListQuery { limit: Some(3), ..Default::default() }).await.unwrap();
+        assert_eq!(first.items.len(), 3);
+        let cursor = first.next_cursor.unwrap();
+        let rest = uc
+            .list_users(&ListQuery { limit: Some(3), cursor: Some(cursor.clone()), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(
+            rest.items.iter().map(|u| u.email.as_str()).collect::<Vec<_>>(),
+            ["u3@example.com", "u4@example.com"]
+        );
+        assert!(rest.next_cursor.is_none());
+        let mut forged = cursor.into_bytes();
+        forged[2] ^= 1;
+        let forged = String::from_utf8(forged).unwrap();
+        let q = ListQuery { limit: Some(3), cursor: Some(forged), ..Default::default() };
+        assert!(matches!(uc.list_users(&q).await, Err(DomainError::BadRequest(_))));
     }
 }

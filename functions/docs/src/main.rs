@@ -1,5 +1,0 @@
-//! Lambda function for the `docs` endpoint (see the README's endpoint table).
-#[tokio::main]
-async fn main() -> Result<(), shared::lambda::Error> {
-    shared::lambda::run(shared::http::Endpoint::Docs).await
-}

@@ -1,0 +1,76 @@
+//! The domain's one error type. It knows nothing of HTTP: `http::problem` is the one place that
+//! turns it into a status code and an RFC 9457 problem.
+
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// A field-level validation message, listed in the problem's `errors`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), message: message.into() }
+    }
+}
+
+/// Every way a use case can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// A request that cannot be understood (missing grant fields, a bad cursor, …).
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// Unknown, used, superseded or expired one-time token.
+    #[error("invalid token")]
+    InvalidToken,
+    /// Unknown email, wrong password, locked or deactivated account: never told apart.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// A refresh token that is unknown, expired, revoked or replayed.
+    #[error("invalid grant")]
+    InvalidGrant,
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// Missing or refused bearer token; `token_sent` says whether one was presented.
+    #[error("unauthorized")]
+    Unauthorized { token_sent: bool },
+    /// A valid token without the needed role.
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Over a rate limit; `reset` is the number of seconds until the window ends.
+    #[error("rate limited")]
+    RateLimited { limit: u32, reset: u64 },
+    /// A dependency (DynamoDB, SES, Secrets Manager) failed after retries.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+impl From<StoreError> for DomainError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => DomainError::Conflict("The email is already registered.".into()),
+            StoreError::Unavailable(m) => DomainError::Unavailable(m),
+        }
+    }
+}
+
+/// One validation message as a `Validation` error.
+pub fn invalid(field: &str, message: impl Into<String>) -> DomainError {
+    DomainError::Validation(vec![FieldError::new(field, message)])
+}

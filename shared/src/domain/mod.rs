@@ -1,0 +1,58 @@
+//! The domain: one module per use case, each holding only the store port and the services it
+//! uses. Nothing here knows HTTP, Lambda or DynamoDB; errors are `DomainError`, which
+//! `http::problem` maps to problem+json.
+
+use std::time::Duration;
+
+use crate::email::{self, Email};
+
+pub mod account;
+pub mod admin;
+pub mod authn;
+pub mod discovery;
+pub mod error;
+pub mod login;
+pub mod notify;
+pub mod ratelimit;
+pub mod recovery;
+pub mod sessions;
+pub mod signup;
+pub mod views;
+
+#[cfg(test)]
+pub(crate) mod testkit;
+
+use error::{DomainResult, invalid};
+
+/// A user-supplied address, normalized, or a validation error naming `field`.
+pub(crate) fn email_field(field: &str, raw: &str) -> DomainResult<Email> {
+    email::normalize(raw).map_err(|e| invalid(field, e.to_string()))
+}
+
+/// Display names: at most 100 code points, no control characters; blank means none.
+pub fn validate_name(name: Option<&str>) -> DomainResult<Option<String>> {
+    let Some(n) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if n.chars().count() > 100 {
+        return Err(invalid("name", "must be at most 100 characters"));
+    }
+    if n.chars().any(char::is_control) {
+        return Err(invalid("name", "must not contain control characters"));
+    }
+    Ok(Some(n.to_owned()))
+}
+
+/// Runs `fut`, then waits until at least `floor` has passed since the start, so that the
+/// answer's timing does not depend on which branch ran.
+pub async fn with_floor<T>(floor: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    let deadline = tokio::time::Instant::now() + floor;
+    let out = fut.await;
+    tokio::time::sleep_until(deadline).await;
+    out
+}
+
+/// Reset links live one hour (docs/security.md).
+pub const RESET_TTL_SECS: i64 = 3600;
+/// Email-change links live one hour too: they move the account's sign-in address.
+pub const EMAIL_CHANGE_TTL_SECS: i64 = 3600;

@@ -1,0 +1,110 @@
+//! In-process test doubles for the use-case tests: the memory store, a manual clock, a mailer
+//! that records, cheap hashing and an ephemeral key.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use crate::clock::ManualClock;
+use crate::config::{Config, HashParams};
+use crate::context::RequestCtx;
+use crate::domain::notify::Notifier;
+use crate::domain::sessions::SessionIssuer;
+use crate::keys::{KeyAlg, KeyProvider, KeySet};
+use crate::mail::{Mail, MailError, Mailer};
+use crate::password::Hasher;
+use crate::store::memory::MemoryStore;
+use crate::tokens::Jwt;
+
+/// Keeps every mail it is asked to send.
+#[derive(Default)]
+pub struct Outbox(Mutex<Vec<Mail>>);
+
+impl Outbox {
+    pub fn to(&self, addr: &str) -> Vec<Mail> {
+        self.0.lock().unwrap().iter().filter(|m| m.to == addr).cloned().collect()
+    }
+
+    /// The one-time token in the newest mail to `addr`.
+    pub fn token_to(&self, addr: &str) -> String {
+        let mail = self.to(addr).pop().expect("a mail");
+        let at = mail.text.find("token=").expect("a link") + "token=".len();
+        mail.text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl Mailer for Outbox {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.0.lock().unwrap().push(mail.clone());
+        Ok(())
+    }
+}
+
+/// Everything a use case is built from, in memory.
+pub struct Kit {
+    pub cfg: Config,
+    pub store: Arc<MemoryStore>,
+    pub clock: ManualClock,
+    pub outbox: Arc<Outbox>,
+    pub hasher: Hasher,
+    pub keys: Arc<KeyProvider>,
+}
+
+pub const PASSWORD: &str = "violet-tractor-sunrise-42";
+
+impl Kit {
+    pub fn new() -> Self {
+        let cfg = Config { hash: HashParams::TEST, enumeration_floor: std::time::Duration::ZERO, ..Config::default() };
+        Self {
+            hasher: Hasher::new(cfg.hash, 2),
+            cfg,
+            store: Arc::new(MemoryStore::new()),
+            clock: ManualClock::at(crate::now()),
+            outbox: Arc::new(Outbox::default()),
+            keys: Arc::new(KeyProvider::fixed(KeySet::ephemeral(KeyAlg::ES256).unwrap())),
+        }
+    }
+
+    pub fn notifier(&self) -> Notifier {
+        Notifier::new(self.outbox.clone(), &self.cfg)
+    }
+
+    pub fn jwt(&self) -> Jwt {
+        Jwt::new(self.keys.clone(), self.cfg.issuer.clone(), self.cfg.audience.clone(), self.cfg.access_ttl)
+    }
+
+    pub fn issuer(&self) -> SessionIssuer {
+        SessionIssuer::new(self.jwt(), &self.cfg)
+    }
+
+    pub fn ctx(ip: &str) -> RequestCtx {
+        RequestCtx { request_id: "test".into(), ip: ip.into(), ..Default::default() }
+    }
+}
+
+impl Kit {
+    /// A verified, active user with `password`, written straight into the store.
+    pub async fn user(&self, email: &str, password: &str) -> crate::store::User {
+        let now = self.clock.now();
+        let user = crate::store::User {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: email.to_owned(),
+            name: None,
+            password_hash: self.hasher.hash(&crate::secret::Password::new(password)).await.unwrap(),
+            is_active: true,
+            is_verified: true,
+            is_superuser: false,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            session_version: 1,
+        };
+        crate::store::AdminStore::admin_create_user(self.store.as_ref(), &user).await.unwrap();
+        user
+    }
+
+    /// The user as stored now.
+    pub async fn stored(&self, id: &str) -> crate::store::User {
+        crate::store::UserLookup::get_user(self.store.as_ref(), id).await.unwrap().unwrap()
+    }
+}
