@@ -242,6 +242,23 @@ impl EndpointLimits {
     }
 }
 
+/// The outcome of one rate-limit check, with what the `RateLimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub limited: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the current window ends.
+    pub reset: u64,
+}
+
+impl Decision {
+    /// Whether `self` is more restrictive than `other` (limited first, then fewer remaining).
+    pub fn worse_than(&self, other: &Decision) -> bool {
+        (self.limited && !other.limited) || (self.limited == other.limited && self.remaining < other.remaining)
+    }
+}
+
 /// A limit of `max` requests per `window` seconds (for declarations).
 pub const fn per(max: u32, window: u64) -> Option<Limit> {
     Some(Limit { max, window })

@@ -2,6 +2,30 @@
 //! and the user agent. The HTTP layer builds it once per request; the domain only reads it (for
 //! security events and session metadata).
 
+use std::sync::{Arc, Mutex};
+
+use crate::config::Decision;
+
+/// The most restrictive rate-limit decision made while serving a request (for the
+/// `RateLimit-*` headers); shared by the HTTP layer and the use case serving the request.
+#[derive(Debug, Clone, Default)]
+pub struct RateSlot(Arc<Mutex<Option<Decision>>>);
+
+impl RateSlot {
+    /// Keeps `d` if it is more restrictive than what is there.
+    pub fn record(&self, d: Decision) {
+        if let Ok(mut g) = self.0.lock()
+            && g.is_none_or(|old| d.worse_than(&old))
+        {
+            *g = Some(d);
+        }
+    }
+
+    pub fn get(&self) -> Option<Decision> {
+        self.0.lock().ok().and_then(|g| *g)
+    }
+}
+
 /// The caller's request context.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
@@ -13,6 +37,8 @@ pub struct RequestCtx {
     /// API Gateway's `sourceIp` in Lambda, the socket peer locally; never `X-Forwarded-For`.
     pub ip: String,
     pub user_agent: String,
+    /// Rate-limit decisions made for this request.
+    pub rate: RateSlot,
 }
 
 impl RequestCtx {

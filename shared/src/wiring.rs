@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 use crate::clock::{self, SharedClock};
-use crate::config::{Config, MailerKind};
+use crate::config::{Config, EndpointLimits, MailerKind};
 use crate::domain::account::{Account, Profile};
 use crate::domain::admin::Admin;
 use crate::domain::authn::Authenticator;
 use crate::domain::discovery::Publisher;
 use crate::domain::login::Login;
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::RateLimiter;
+use crate::domain::ratelimit::{EmailGate, RateLimiter};
 use crate::domain::recovery::Recovery;
 use crate::domain::sessions::{Refresh, SessionIssuer, Sessions};
 use crate::domain::signup::{Signup, Verification};
@@ -254,22 +254,35 @@ impl Deps {
         Ok(Arc::new(RateLimiter::new(self.store().await?, self.config()?.rate_limits.clone(), self.clock())))
     }
 
-    pub async fn signup(&self) -> Result<Arc<Signup>, BuildError> {
+    /// The per-email limit of endpoint `binary` (declared `defaults`), if one applies.
+    pub async fn email_gate(
+        &self,
+        binary: &'static str,
+        defaults: EndpointLimits,
+    ) -> Result<Option<EmailGate>, BuildError> {
+        if self.config()?.rate_limits.effective(binary, defaults).is_none_or(|l| l.email.is_none()) {
+            return Ok(None);
+        }
+        Ok(EmailGate::new(self.rate_limiter().await?, binary, defaults))
+    }
+
+    pub async fn signup(&self, gate: Option<EmailGate>) -> Result<Arc<Signup>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Signup::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+        Ok(Arc::new(Signup::new(self.store().await?, self.hasher()?, self.notifier().await?, gate, cfg, self.clock())))
     }
 
     pub async fn verification(&self) -> Result<Arc<Verification>, BuildError> {
         Ok(Arc::new(Verification::new(self.store().await?, self.clock())))
     }
 
-    pub async fn login(&self) -> Result<Arc<Login>, BuildError> {
+    pub async fn login(&self, gate: Option<EmailGate>) -> Result<Arc<Login>, BuildError> {
         let cfg = self.config()?;
         Ok(Arc::new(Login::new(
             self.store().await?,
             self.hasher()?,
             self.notifier().await?,
             self.issuer().await?,
+            gate,
             cfg,
             self.clock(),
         )))
@@ -283,9 +296,16 @@ impl Deps {
         Ok(Arc::new(Sessions::new(self.store().await?, self.clock())))
     }
 
-    pub async fn recovery(&self) -> Result<Arc<Recovery>, BuildError> {
+    pub async fn recovery(&self, gate: Option<EmailGate>) -> Result<Arc<Recovery>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Recovery::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+        Ok(Arc::new(Recovery::new(
+            self.store().await?,
+            self.hasher()?,
+            self.notifier().await?,
+            gate,
+            cfg,
+            self.clock(),
+        )))
     }
 
     pub async fn profile(&self) -> Result<Arc<Profile>, BuildError> {

@@ -14,6 +14,7 @@ use crate::context::RequestCtx;
 use crate::domain::email_field;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
+use crate::domain::ratelimit::{EmailGate, admit};
 use crate::domain::sessions::SessionIssuer;
 use crate::domain::views::TokenResponse;
 use crate::logging::security_event;
@@ -29,6 +30,7 @@ pub struct Login {
     notifier: Notifier,
     issuer: SessionIssuer,
     policy: LockoutPolicy,
+    gate: Option<EmailGate>,
     clock: SharedClock,
 }
 
@@ -38,15 +40,17 @@ impl Login {
         hasher: Hasher,
         notifier: Notifier,
         issuer: SessionIssuer,
+        gate: Option<EmailGate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, notifier, issuer, policy: cfg.lockout, clock }
+        Self { store, hasher, notifier, issuer, policy: cfg.lockout, gate, clock }
     }
 
     /// Checks the password under the lockout gate and starts a session.
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> DomainResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
+        admit(&self.gate, &email, ctx).await?;
         let account_key = email.as_str().to_owned();
         let pair_key = pair_lock_key(&account_key, &ctx.ip);
         let policy = self.policy;
@@ -149,7 +153,7 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn login(k: &Kit) -> Login {
-        Login::new(k.store.clone(), k.hasher.clone(), k.notifier(), k.issuer(), &k.cfg, k.clock.shared())
+        Login::new(k.store.clone(), k.hasher.clone(), k.notifier(), k.issuer(), None, &k.cfg, k.clock.shared())
     }
 
     async fn attempt(uc: &Login, email: &str, pw: &str, ip: &str) -> DomainResult<TokenResponse> {

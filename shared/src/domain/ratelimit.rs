@@ -12,18 +12,11 @@
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-pub use crate::config::{EndpointLimits, Limit, RateLimits, override_variable, per};
+pub use crate::config::{Decision, EndpointLimits, Limit, RateLimits, override_variable, per};
+use crate::context::RequestCtx;
+use crate::domain::error::{DomainError, DomainResult};
+use crate::email::Email;
 use crate::store::{RateLimitStore, StoreError};
-
-/// The outcome for one request, with what the `RateLimit-*` headers report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    pub limited: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the current window ends.
-    pub reset: u64,
-}
 
 async fn check_one(store: &dyn RateLimitStore, key: &str, lim: Limit, now: i64) -> Result<Decision, StoreError> {
     let w = lim.window as i64;
@@ -59,34 +52,47 @@ impl RateLimiter {
         self.limits.effective(binary, defaults)
     }
 
-    /// Counts the request against `limits` for the client IP and, if given, the normalized
-    /// email; the most restrictive outcome wins, and a limited scope stops the count. `None`
-    /// when no scope applies (an email limit and no email in the body).
-    pub async fn check(
-        &self,
-        binary: &str,
-        limits: EndpointLimits,
-        ip: &str,
-        email: Option<&str>,
-    ) -> Result<Option<Decision>, StoreError> {
-        let now = self.clock.now();
-        let mut out: Option<Decision> = None;
-        let scopes = [(limits.ip, "ip", Some(ip)), (limits.email, "email", email)];
-        for (lim, scope, id) in scopes {
-            let (Some(lim), Some(id)) = (lim, id) else { continue };
-            let d = check_one(self.store.as_ref(), &format!("{binary}#{scope}#{id}"), lim, now).await?;
-            let worse = match out {
-                None => true,
-                Some(o) => d.limited && !o.limited || (d.limited == o.limited && d.remaining < o.remaining),
-            };
-            if worse {
-                out = Some(d);
-            }
-            if d.limited {
-                break;
-            }
+    /// Counts one request of `binary` against `limit` for the scope `scope` (`ip`, `email`)
+    /// and its id.
+    pub async fn check(&self, binary: &str, scope: &str, id: &str, limit: Limit) -> Result<Decision, StoreError> {
+        check_one(self.store.as_ref(), &format!("{binary}#{scope}#{id}"), limit, self.clock.now()).await
+    }
+}
+
+/// The per-email limit of one endpoint, applied by its use case as soon as the address is
+/// normalized and before any other work.
+pub struct EmailGate {
+    limiter: Arc<RateLimiter>,
+    binary: &'static str,
+    limit: Limit,
+}
+
+impl EmailGate {
+    /// The gate of `binary` with `defaults`, or `None` if no email limit applies.
+    pub fn new(limiter: Arc<RateLimiter>, binary: &'static str, defaults: EndpointLimits) -> Option<Self> {
+        let limit = limiter.limits_for(binary, defaults)?.email?;
+        Some(Self { limiter, binary, limit })
+    }
+
+    /// Counts the request for `email`; `RateLimited` past the limit. The decision is recorded
+    /// in `ctx` for the `RateLimit-*` headers.
+    pub async fn admit(&self, email: &Email, ctx: &RequestCtx) -> DomainResult<()> {
+        let d = self.limiter.check(self.binary, "email", email.as_str(), self.limit).await?;
+        ctx.rate.record(d);
+        if d.limited {
+            crate::logging::security_event("rate_limited", ctx, None, self.binary);
+            crate::metrics::count("RateLimited");
+            return Err(DomainError::RateLimited { limit: d.limit, reset: d.reset });
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// Applies `gate`, if any.
+pub(crate) async fn admit(gate: &Option<EmailGate>, email: &Email, ctx: &RequestCtx) -> DomainResult<()> {
+    match gate {
+        Some(g) => g.admit(email, ctx).await,
+        None => Ok(()),
     }
 }
 
@@ -105,7 +111,7 @@ mod tests {
     }
 
     async fn limited(r: &RateLimiter, lim: EndpointLimits) -> bool {
-        r.check("login", lim, "ip1", None).await.unwrap().unwrap().limited
+        r.check("login", "ip", "ip1", lim.ip.unwrap()).await.unwrap().limited
     }
 
     #[tokio::test]

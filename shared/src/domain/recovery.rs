@@ -9,6 +9,7 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
+use crate::domain::ratelimit::{EmailGate, admit};
 use crate::domain::{RESET_TTL_SECS, email_field, with_floor};
 use crate::email::Email;
 use crate::logging::security_event;
@@ -25,6 +26,7 @@ pub struct Recovery {
     policy: PasswordPolicy,
     notifier: Notifier,
     floor: Duration,
+    gate: Option<EmailGate>,
     clock: SharedClock,
 }
 
@@ -33,15 +35,17 @@ impl Recovery {
         store: Arc<dyn RecoveryPort>,
         hasher: Hasher,
         notifier: Notifier,
+        gate: Option<EmailGate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), notifier, floor: cfg.enumeration_floor, clock }
+        Self { store, hasher, policy: cfg.password.clone(), notifier, floor: cfg.enumeration_floor, gate, clock }
     }
 
     /// Mails a reset link if the account exists; the same 202 and timing either way.
     pub async fn forgot_password(&self, raw_email: &str, ctx: &RequestCtx) -> DomainResult<()> {
         let email = email_field("email", raw_email)?;
+        admit(&self.gate, &email, ctx).await?;
         with_floor(self.floor, async {
             let Some(u) = self.store.find_user_by_email(email.as_str()).await?.filter(|u| u.is_active) else {
                 security_event("password_reset_requested", ctx, None, "unknown_address");
@@ -88,7 +92,7 @@ mod tests {
     use crate::store::{SessionStore, UserLookup};
 
     fn recovery(k: &Kit) -> Recovery {
-        Recovery::new(k.store.clone(), k.hasher.clone(), k.notifier(), &k.cfg, k.clock.shared())
+        Recovery::new(k.store.clone(), k.hasher.clone(), k.notifier(), None, &k.cfg, k.clock.shared())
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
+use crate::domain::ratelimit::{EmailGate, admit};
 use crate::domain::{email_field, validate_name, with_floor};
 use crate::logging::security_event;
 use crate::mail::templates;
@@ -25,6 +26,7 @@ pub struct Signup {
     notifier: Notifier,
     verify_ttl: Duration,
     floor: Duration,
+    gate: Option<EmailGate>,
     clock: SharedClock,
 }
 
@@ -33,6 +35,7 @@ impl Signup {
         store: Arc<dyn SignupPort>,
         hasher: Hasher,
         notifier: Notifier,
+        gate: Option<EmailGate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
@@ -43,6 +46,7 @@ impl Signup {
             notifier,
             verify_ttl: cfg.verify_token_ttl,
             floor: cfg.enumeration_floor,
+            gate,
             clock,
         }
     }
@@ -83,6 +87,7 @@ impl Signup {
             }
         };
         check_policy(&self.policy, pw, Some(&email), "password")?;
+        admit(&self.gate, &email, ctx).await?;
         with_floor(self.floor, async {
             let hash = self.hasher.hash(pw).await?;
             let now = self.clock.now();
@@ -124,6 +129,7 @@ impl Signup {
     /// Re-sends verification mail if the account exists and is unverified; same answer always.
     pub async fn resend_verification(&self, raw_email: &str, ctx: &RequestCtx) -> DomainResult<()> {
         let email = email_field("email", raw_email)?;
+        admit(&self.gate, &email, ctx).await?;
         with_floor(self.floor, async {
             match self.store.find_user_by_email(email.as_str()).await? {
                 Some(u) if u.is_active && !u.is_verified => {
@@ -167,7 +173,7 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn signup(k: &Kit) -> Signup {
-        Signup::new(k.store.clone(), k.hasher.clone(), k.notifier(), &k.cfg, k.clock.shared())
+        Signup::new(k.store.clone(), k.hasher.clone(), k.notifier(), None, &k.cfg, k.clock.shared())
     }
 
     #[tokio::test]

@@ -34,7 +34,9 @@ pub const LOGIN: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(login)).with_state(deps.login().await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(login))
+                .with_state(deps.login(LOGIN.email_gate(&deps).await?).await?);
             Ok(limited(r, &LOGIN, deps.rate_limiter().await?))
         })
     },
@@ -51,7 +53,10 @@ pub const TOKEN: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let grants = Arc::new(Grants { login: deps.login().await?, refresh: deps.refresh().await? });
+            let grants = Arc::new(Grants {
+                login: deps.login(TOKEN.email_gate(&deps).await?).await?,
+                refresh: deps.refresh().await?,
+            });
             let r = OpenApiRouter::new().routes(routes!(token)).with_state(grants);
             Ok(limited(r, &TOKEN, deps.rate_limiter().await?))
         })

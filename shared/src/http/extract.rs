@@ -123,7 +123,8 @@ impl Ctx {
             .take(256)
             .collect();
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        RequestCtx { request_id, client_request_id: None, ip: client_ip(&parts.extensions), user_agent }
+        let rate = parts.extensions.get::<crate::context::RateSlot>().cloned().unwrap_or_default();
+        RequestCtx { request_id, client_request_id: None, ip: client_ip(&parts.extensions), user_agent, rate }
     }
 }
 

@@ -81,6 +81,14 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// This endpoint's per-email rate limit, for the use case that normalizes the address.
+    pub(crate) async fn email_gate(
+        &'static self,
+        deps: &Deps,
+    ) -> Result<Option<crate::domain::ratelimit::EmailGate>, BuildError> {
+        deps.email_gate(self.binary, self.limits).await
+    }
+
     /// The endpoint's routes, ready to serve: mounted, with its error style stamped.
     pub async fn mounted(&'static self, deps: Arc<Deps>) -> Result<OpenApiRouter, BuildError> {
         let style = self.errors;

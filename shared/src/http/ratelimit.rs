@@ -1,7 +1,12 @@
-//! Rate limits in front of an endpoint's handlers: a limited request costs the counter writes
-//! and nothing more (no hashing, no mail, no other store work). An endpoint whose declaration
-//! has limits mounts its routes through `limited`; `tests/e2e/ratelimit.rs` checks that every
-//! such endpoint answers 429 past its limit.
+//! Rate limits in front of an endpoint's handlers. The per-IP limit is counted here, before
+//! the body is read: a limited request costs the counter write and nothing more (no parsing,
+//! hashing, mail or other store work). The per-email limit is counted by the use case right
+//! after it normalizes the address (`domain::ratelimit::EmailGate`), so the body is parsed and
+//! the address normalized once. Both record their decision in the request's `RateSlot`, and
+//! the most restrictive one is reported in the `RateLimit-*` headers.
+//!
+//! An endpoint whose declaration has limits mounts its routes through `limited`;
+//! `tests/e2e/ratelimit.rs` checks that every such endpoint answers 429 past its limit.
 
 use std::sync::Arc;
 
@@ -12,9 +17,9 @@ use http::HeaderValue;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::Endpoint;
-use super::extract::{self, MAX_BODY, RequestId};
+use super::extract::{self, RequestId};
 use super::problem::ApiError;
-use crate::context::RequestCtx;
+use crate::context::{RateSlot, RequestCtx};
 use crate::domain::error::DomainError;
 use crate::domain::ratelimit::RateLimiter;
 
@@ -26,53 +31,32 @@ pub(crate) fn limited(r: OpenApiRouter, endpoint: &'static Endpoint, limiter: Ar
     }))
 }
 
-/// The normalized email a rate-limited body names (`email`, or the token endpoint's
-/// `username`), if any; anything unparsable simply has none (the handler will refuse it).
-fn email_in(content_type: Option<&str>, bytes: &[u8]) -> Option<String> {
-    let raw = match content_type {
-        Some("application/x-www-form-urlencoded") => serde_urlencoded::from_bytes::<Vec<(String, String)>>(bytes)
-            .ok()?
-            .into_iter()
-            .find(|(k, _)| k == "username")
-            .map(|(_, v)| v)?,
-        _ => {
-            let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-            v.get("email").or_else(|| v.get("username"))?.as_str()?.to_owned()
-        }
-    };
-    crate::email::normalize(&raw).ok().map(|e| e.as_str().to_owned())
-}
-
-async fn check(endpoint: &'static Endpoint, limiter: &RateLimiter, req: Request, next: Next) -> Response {
+async fn check(endpoint: &'static Endpoint, limiter: &RateLimiter, mut req: Request, next: Next) -> Response {
     let Some(limits) = limiter.limits_for(endpoint.binary, endpoint.limits) else { return next.run(req).await };
-    let ip = extract::client_ip(req.extensions());
-    let (req, email) = if limits.email.is_some() {
-        let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return ApiError::PayloadTooLarge.into_response();
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    if let Some(limit) = limits.ip {
+        let ip = extract::client_ip(req.extensions());
+        let decision = match limiter.check(endpoint.binary, "ip", &ip, limit).await {
+            Ok(d) => d,
+            Err(e) => return ApiError::from(e).into_response(),
         };
-        let email = email_in(extract::content_type(&parts.headers).as_deref(), &bytes);
-        (Request::from_parts(parts, axum::body::Body::from(bytes)), email)
-    } else {
-        (req, None)
-    };
-    let decision = match limiter.check(endpoint.binary, limits, &ip, email.as_deref()).await {
-        Ok(Some(d)) => d,
-        Ok(None) => return next.run(req).await,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if decision.limited {
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-        let ctx = RequestCtx { request_id, ip, ..Default::default() };
-        crate::logging::security_event("rate_limited", &ctx, None, endpoint.binary);
-        crate::metrics::count("RateLimited");
-        return ApiError::Domain(DomainError::RateLimited { limit: decision.limit, reset: decision.reset })
-            .into_response();
+        slot.record(decision);
+        if decision.limited {
+            let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+            let ctx = RequestCtx { request_id, ip, ..Default::default() };
+            crate::logging::security_event("rate_limited", &ctx, None, endpoint.binary);
+            crate::metrics::count("RateLimited");
+            return ApiError::Domain(DomainError::RateLimited { limit: decision.limit, reset: decision.reset })
+                .into_response();
+        }
     }
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from(decision.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(decision.reset));
+    if let Some(d) = slot.get().filter(|d| !d.limited) {
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(d.reset));
+    }
     resp
 }

@@ -29,7 +29,9 @@ pub const FORGOT_PASSWORD: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(forgot_password)).with_state(deps.recovery().await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(forgot_password))
+                .with_state(deps.recovery(FORGOT_PASSWORD.email_gate(&deps).await?).await?);
             Ok(limited(r, &FORGOT_PASSWORD, deps.rate_limiter().await?))
         })
     },
@@ -46,7 +48,7 @@ pub const RESET_PASSWORD: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(reset_password)).with_state(deps.recovery().await?);
+            let r = OpenApiRouter::new().routes(routes!(reset_password)).with_state(deps.recovery(None).await?);
             Ok(limited(r, &RESET_PASSWORD, deps.rate_limiter().await?))
         })
     },

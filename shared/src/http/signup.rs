@@ -28,7 +28,9 @@ pub const SIGNUP: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(signup)).with_state(deps.signup().await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(signup))
+                .with_state(deps.signup(SIGNUP.email_gate(&deps).await?).await?);
             Ok(limited(r, &SIGNUP, deps.rate_limiter().await?))
         })
     },
@@ -62,7 +64,9 @@ pub const RESEND_VERIFICATION: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(resend_verification)).with_state(deps.signup().await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(resend_verification))
+                .with_state(deps.signup(RESEND_VERIFICATION.email_gate(&deps).await?).await?);
             Ok(limited(r, &RESEND_VERIFICATION, deps.rate_limiter().await?))
         })
     },
