@@ -1,39 +1,129 @@
 #!/usr/bin/env python3
-"""Runs the SAM transform on template.yaml offline, as CloudFormation would at deploy time.
+"""Runs the SAM transform on template.yaml offline, as CloudFormation would at deploy time, and
+checks the result against the endpoint declarations (shared/src/http/*.rs).
 
 `sam validate --lint` accepts some templates that the transform rejects (an intrinsic function
-where SAM needs a literal, for instance); this catches those. It also checks that the bearer
-routes carry the JWT authorizer and that every function has an explicit policy list.
-Run with the SAM venv's python: infra/.venv-tools/bin/python infra/check-template.py
+where SAM needs a literal, for instance); this catches those. Then, for every declared
+endpoint, its function must exist, serve exactly its routes, carry the JWT authorizer on
+exactly the routes the OpenAPI document marks as bearer, and have exactly the IAM actions and
+the resource variables its declaration says it uses: no missing permission, no extra one.
+
+    infra/.venv-tools/bin/python infra/check-template.py ENDPOINTS_JSON
+
+ENDPOINTS_JSON is `cargo run -p local-server -- --endpoints`.
 """
-import os, re, sys
+import json, os, re, sys
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+endpoints = json.load(open(sys.argv[1]))
 text = open(os.path.join(root, "template.yaml")).read()
 # `sam build` replaces the local CodeUri with the built artifact; stand in an S3 URI for it.
 template = yaml_parse(re.sub(r"CodeUri: [^\s]+", "CodeUri: s3://bucket/artifact.zip", text))
+template["Globals"]["Function"]["CodeUri"] = "s3://bucket/artifact.zip"
+
 
 class NoManagedPolicies:
     def load(self):
         return {}
 
+
 out = transform(template, {"PublicBaseUrl": "https://auth.example.com", "MailFrom": "no-reply@example.com"}, NoManagedPolicies())
+res = out["Resources"]
 paths = out["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
-bearer = [("/auth/me", "get"), ("/auth/me", "patch"), ("/auth/change-password", "post"), ("/auth/change-email", "post"),
-          ("/auth/sessions", "get"), ("/auth/sessions/{id}", "delete"), ("/auth/logout-all", "post"),
-          ("/users", "get"), ("/users", "post"), ("/users/{id}", "get"), ("/users/{id}", "put"), ("/users/{id}", "delete"),
-          ("/users/{id}/activate", "post"), ("/users/{id}/deactivate", "post"), ("/users/{id}/unlock", "post"),
-          ("/users/{id}/revoke-sessions", "post")]
-for path, method in bearer:
-    security = paths[path][method].get("security")
-    assert security == [{"JwtAuthorizer": []}], f"{path} {method}: {security}"
-assert "security" not in paths["/auth/login"]["post"], "public routes must not need a token"
-stage = out["Resources"]["HttpApiApiGatewayDefaultStage"]["Properties"]
-assert "ThrottlingBurstLimit" in stage["DefaultRouteSettings"], stage
-alarms = {v["Properties"]["MetricName"] for v in out["Resources"].values() if v["Type"] == "AWS::CloudWatch::Alarm"}
-assert alarms == {"AccountLocked", "RefreshTokenReuse"}, alarms
-functions = [k for k, v in out["Resources"].items() if v["Type"] == "AWS::Lambda::Function"]
-print(f"template: SAM transform OK ({len(functions)} functions, {len(paths)} API paths, JWT authorizer on the bearer routes, stage throttling, alarms)")
+problems = []
+
+# Bearer routes are the operations the OpenAPI document secures.
+doc = json.load(open(os.path.join(root, "openapi.json")))
+bearer = {(p, m) for p, item in doc["paths"].items() for m, op in item.items() if "security" in op}
+
+
+def api_path(p):
+    return p.replace("{file}", "{file+}")
+
+
+def camel(binary):
+    return "".join(w.capitalize() for w in binary.split("-"))
+
+
+def actions_of(function):
+    """Every IAM action the function's role grants, from its inline policies."""
+    role = res[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+    acts = set()
+    for policy in role["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            a = st["Action"]
+            acts.update([a] if isinstance(a, str) else a)
+    return acts
+
+
+def resource_env(function):
+    variables = function["Properties"].get("Environment", {}).get("Variables", {})
+    return {k for k in variables if k in ("TABLE_NAME", "MAILER", "MAIL_FROM", "SIGNING_KEY_SECRET_ID")}
+
+
+declared_functions = set()
+for e in endpoints:
+    logical = camel(e["binary"]) + "Function"
+    declared_functions.add(logical)
+    if logical not in res:
+        problems.append(f"{e['binary']}: no {logical} in template.yaml")
+        continue
+    fn = res[logical]
+    u = e["uses"]
+    want = {f"dynamodb:{a}" for a in u["table"]}
+    if u["mail"]:
+        want.add("ses:SendEmail")
+    if u["keys"]:
+        want.add("secretsmanager:GetSecretValue")
+    have = actions_of(fn)
+    if have != want:
+        problems.append(f"{e['binary']}: IAM actions missing {sorted(want - have)}, extra {sorted(have - want)}")
+    want_env = set()
+    if u["table"]:
+        want_env.add("TABLE_NAME")
+    if u["mail"]:
+        want_env |= {"MAILER", "MAIL_FROM"}
+    if u["keys"]:
+        want_env.add("SIGNING_KEY_SECRET_ID")
+    have_env = resource_env(fn)
+    if have_env != want_env:
+        problems.append(f"{e['binary']}: environment missing {sorted(want_env - have_env)}, extra {sorted(have_env - want_env)}")
+    for method, path in e["routes"]:
+        op = paths.get(api_path(path), {}).get(method.lower())
+        if op is None:
+            problems.append(f"{e['binary']}: no API route {method} {path}")
+            continue
+        target = json.dumps(op.get("x-amazon-apigateway-integration", {}))
+        if logical not in target:
+            problems.append(f"{e['binary']}: {method} {path} is not integrated with {logical}")
+        secured = op.get("security") == [{"JwtAuthorizer": []}]
+        if secured != ((path, method.lower()) in bearer):
+            problems.append(f"{e['binary']}: {method} {path} JWT authorizer is {'on' if secured else 'off'}; the document says otherwise")
+
+functions = {k for k, v in res.items() if v["Type"] == "AWS::Lambda::Function"}
+extra = functions - declared_functions - {"RotateKeysFunction"}
+if extra:
+    problems.append(f"functions with no endpoint declaration: {sorted(extra)}")
+routes = {(api_path(p), m.upper()) for e in endpoints for m, p in e["routes"]}
+api_routes = {(p, m.upper()) for p, item in paths.items() for m in item if m != "parameters"}
+if api_routes != routes:
+    problems.append(f"API routes differ from the declarations: {sorted(api_routes ^ routes)}")
+rotation = actions_of(res["RotateKeysFunction"])
+if rotation != {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"}:
+    problems.append(f"RotateKeysFunction: unexpected actions {sorted(rotation)}")
+
+stage = res["HttpApiApiGatewayDefaultStage"]["Properties"]
+if "ThrottlingBurstLimit" not in stage["DefaultRouteSettings"]:
+    problems.append(f"no stage throttling: {stage}")
+alarms = {v["Properties"]["MetricName"] for v in res.values() if v["Type"] == "AWS::CloudWatch::Alarm"}
+if alarms != {"AccountLocked", "RefreshTokenReuse"}:
+    problems.append(f"alarms: {alarms}")
+
+if problems:
+    print("template.yaml disagrees with the endpoint declarations:", *problems, sep="\n  ")
+    sys.exit(1)
+print(f"template: SAM transform OK; {len(functions)} functions, {len(paths)} API paths; IAM actions, resource "
+      f"variables, routes and the JWT authorizer match the {len(endpoints)} endpoint declarations")

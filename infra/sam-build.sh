@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# `sam build` (rust-cargolambda: cargo lambda build --release --arm64 per
-# function), timed, then the size of every bootstrap binary. Not part of infra/test.sh: a cold
-# release arm64 build of every function takes longer than CI should spend on every run.
+# `sam build` of every function, timed, then the size of every bootstrap binary. The functions
+# use the makefile build method: one `cargo lambda build --release --arm64` builds every binary
+# (infra/lambda-artifact.sh), and SAM copies each into its artifact. Not part of infra/test.sh:
+# a cold release arm64 build costs more than CI should spend on every run.
+#
+#   infra/sam-build.sh [sam build options]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -15,6 +18,10 @@ export PATH="$root/infra/.venv-tools/bin:$PATH"
 t0=$(date +%s)
 sam build "$@"
 echo "sam build took $(( $(date +%s) - t0 )) s"
+total=0
 for f in .aws-sam/build/*Function/bootstrap; do
-  printf '%-45s %8s bytes  %s\n' "$f" "$(stat -c %s "$f")" "$(file -b "$f" | cut -d, -f1-2)"
+  size=$(stat -c %s "$f")
+  total=$((total + size))
+  printf '%-45s %10s bytes  %s\n' "$f" "$size" "$(file -b "$f" | cut -d, -f1-2)"
 done
+echo "total: $total bytes in $(ls .aws-sam/build/*Function/bootstrap | wc -l) functions"

@@ -20,14 +20,17 @@ infra/emulators.sh install
 ensure_tools_venv
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
-step "format and lints"
+step "format, lints and the functions' dependencies"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+infra/check-deps.sh
 
-step "template lint (sam validate --lint, cfn-lint, SAM transform)"
+step "template lint (sam validate --lint, cfn-lint, SAM transform against the endpoint declarations)"
 AWS_DEFAULT_REGION=us-east-1 infra/.venv-tools/bin/sam validate --lint --template template.yaml
 infra/.venv-tools/bin/cfn-lint template.yaml
-infra/.venv-tools/bin/python infra/check-template.py
+mkdir -p infra/.run
+cargo run --locked -q -p local-server -- --endpoints >infra/.run/endpoints.json
+infra/.venv-tools/bin/python infra/check-template.py infra/.run/endpoints.json
 
 step "emulators"
 trap 'infra/emulators.sh stop' EXIT

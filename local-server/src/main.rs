@@ -21,6 +21,14 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
+    if std::env::args().any(|a| a == "--readme-table") {
+        print!("{}", shared::http::readme_table());
+        return std::process::ExitCode::SUCCESS;
+    }
+    if std::env::args().any(|a| a == "--endpoints") {
+        println!("{}", shared::http::declarations_json());
+        return std::process::ExitCode::SUCCESS;
+    }
     shared::logging::init();
     let port: u16 = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3000);
     let cfg = match Config::from_env() {

@@ -16,7 +16,7 @@ pub async fn run(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::logging::init();
     let deps = Arc::new(Deps::lambda());
     let app = match http::app(deps.clone(), &[endpoint]).await {
-        Ok((router, _)) => {
+        Ok(router) => {
             let modes = deps.modes();
             tracing::info!(function = endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "cold start");
             router

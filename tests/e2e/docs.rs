@@ -58,29 +58,42 @@ async fn given_every_documented_operation_then_the_local_server_mounts_it() {
     }
 }
 
+/// `UsersRevokeSessionsFunction` → `users-revoke-sessions`: a function's logical id names its
+/// binary.
+fn binary_of(logical_id: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in logical_id.trim_end_matches("Function").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
 /// (binary, [(method, path)]) for every function in template.yaml, read line by line (the
 /// template's custom tags defeat plain YAML parsers; its layout is regular).
 fn template_functions() -> Vec<(String, Vec<(String, String)>)> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
     let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
     let mut in_function = false;
+    let mut resource = String::new();
     let mut method = String::new();
     for line in text.lines() {
         let t = line.trim();
         if line.starts_with("  ") && !line.starts_with("   ") && t.ends_with(':') {
             in_function = false;
+            resource = t.trim_end_matches(':').to_owned();
         }
         if t == "Type: AWS::Serverless::Function" {
             in_function = true;
-            out.push((String::new(), Vec::new()));
+            out.push((binary_of(&resource), Vec::new()));
         }
         if !in_function {
             continue;
         }
         let last = out.last_mut().unwrap();
-        if let Some(b) = t.strip_prefix("Binary: ") {
-            last.0 = b.to_owned();
-        } else if let Some(m) = t.strip_prefix("Method: ") {
+        if let Some(m) = t.strip_prefix("Method: ") {
             method = m.to_uppercase();
         } else if let Some(p) = t.strip_prefix("Path: ") {
             // API Gateway's greedy parameter `{file+}` is the document's `{file}`.
@@ -106,4 +119,22 @@ fn given_template_yaml_then_every_endpoint_has_its_function_and_an_api_event_per
     }
     let events: BTreeSet<(String, String)> = functions.iter().flat_map(|(_, ev)| ev.iter().cloned()).collect();
     assert_eq!(events, declared(), "template events and the document disagree");
+}
+
+#[test]
+fn given_the_declarations_then_the_readme_endpoint_table_is_derived_from_them() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let (_, rest) = readme.split_once("<!-- endpoints:begin -->\n").expect("README table markers");
+    let (table, _) = rest.split_once("<!-- endpoints:end -->").expect("README table end marker");
+    assert!(
+        table == shared::http::readme_table(),
+        "the README's endpoint table is stale: replace it with `cargo run -p local-server -- --readme-table`"
+    );
+    // Every handler file and use-case module it names exists.
+    for e in ALL {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        for f in std::iter::once(e.source).chain(e.use_case.split(", ").filter(|u| *u != "—")) {
+            assert!(std::path::Path::new(&format!("{root}/{f}")).exists(), "{}: {f} missing", e.binary);
+        }
+    }
 }

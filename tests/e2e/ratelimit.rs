@@ -200,3 +200,60 @@ async fn given_an_attacker_locking_an_account_from_one_ip_then_the_owner_still_s
     }
     assert_eq!(login_from(&s, &client_from("127.0.0.15"), &email, PASSWORD).await.status(), 401);
 }
+
+/// A request that reaches `binary`'s use case with `email` in it (for the per-email limit).
+fn email_request(s: &TestServer, binary: &str, email: &str) -> reqwest::RequestBuilder {
+    let json_to = |path: &str, body: Value| s.http.post(s.url(path)).json(&body);
+    match binary {
+        "signup" => json_to("/auth/signup", json!({"email": email, "password": PASSWORD})),
+        "login" => json_to("/auth/login", json!({"email": email, "password": "wrong-password-1"})),
+        "token" => s.http.post(s.url("/auth/token")).form(&[
+            ("grant_type", "password"),
+            ("username", email),
+            ("password", "wrong-password-1"),
+        ]),
+        "resend-verification" => json_to("/auth/resend-verification", json!({"email": email})),
+        "forgot-password" => json_to("/auth/forgot-password", json!({"email": email})),
+        other => panic!("{other} declares an email limit this test does not know how to reach"),
+    }
+}
+
+#[tokio::test]
+async fn given_every_declared_limit_then_its_endpoint_answers_429_past_it() {
+    let limited: Vec<_> = shared::http::ALL.iter().filter(|e| !e.limits.is_none()).collect();
+    // Per IP: a budget of one for every endpoint that declares an IP limit.
+    let s = start(|c| {
+        c.rate_limits.enabled = true;
+        for e in &limited {
+            c.rate_limits.overrides.insert(e.binary.to_owned(), EndpointLimits { ip: limit(1, 3600), email: None });
+        }
+    })
+    .await;
+    for e in limited.iter().filter(|e| e.limits.ip.is_some()) {
+        let (method, path) = e.routes[0];
+        let hit = || {
+            s.http.request(method.parse().unwrap(), s.url(path)).header("content-type", "application/json").body("{}")
+        };
+        assert_ne!(hit().send().await.unwrap().status(), 429, "{}: the first request is within the limit", e.binary);
+        assert_eq!(
+            hit().send().await.unwrap().status(),
+            429,
+            "{} declares an IP limit but does not apply it",
+            e.binary
+        );
+    }
+    // Per email: a budget of one for every endpoint that declares an email limit.
+    let s = start(|c| {
+        c.rate_limits.enabled = true;
+        for e in &limited {
+            c.rate_limits.overrides.insert(e.binary.to_owned(), EndpointLimits { ip: None, email: limit(1, 3600) });
+        }
+    })
+    .await;
+    for e in limited.iter().filter(|e| e.limits.email.is_some()) {
+        let email = unique_email();
+        assert_ne!(email_request(&s, e.binary, &email).send().await.unwrap().status(), 429, "{}", e.binary);
+        let r = email_request(&s, e.binary, &email.to_uppercase()).send().await.unwrap();
+        assert_eq!(r.status(), 429, "{} declares an email limit but does not apply it", e.binary);
+    }
+}

@@ -134,33 +134,27 @@ pub fn endpoint(binary: &str) -> Option<&'static Endpoint> {
     ALL.iter().copied().find(|e| e.binary == binary)
 }
 
-/// `endpoints` mounted together, with the common layers and problem+json fallbacks, and
-/// their OpenAPI document.
-pub async fn app(
-    deps: Arc<Deps>,
-    endpoints: &[&'static Endpoint],
-) -> Result<(Router, utoipa::openapi::OpenApi), BuildError> {
-    let (router, doc) = routes(deps, endpoints).await?;
-    Ok((finish(router), doc))
+/// `endpoints` mounted together, with the common layers and problem+json fallbacks.
+pub async fn app(deps: Arc<Deps>, endpoints: &[&'static Endpoint]) -> Result<Router, BuildError> {
+    Ok(finish(routes(deps, endpoints).await?))
 }
 
-/// The bare routes of `endpoints` (to add others to before `finish`) and their document.
-pub async fn routes(
-    deps: Arc<Deps>,
-    endpoints: &[&'static Endpoint],
-) -> Result<(Router, utoipa::openapi::OpenApi), BuildError> {
-    use utoipa::OpenApi as _;
-    let mut r = OpenApiRouter::with_openapi(docs::ApiDoc::openapi());
+/// The bare routes of `endpoints`, to add others to before `finish`. (The OpenAPI paths the
+/// mounts produce are dropped here: a function serves no document, and references no other
+/// endpoint, so that the linker leaves every other endpoint out of its binary.)
+pub async fn routes(deps: Arc<Deps>, endpoints: &[&'static Endpoint]) -> Result<Router, BuildError> {
+    let mut r = OpenApiRouter::new();
     for e in endpoints {
         r = r.merge(e.mounted(deps.clone()).await?);
     }
-    let (router, doc) = r.split_for_parts();
-    Ok((router, docs::finish_document(doc)))
+    Ok(r.split_for_parts().0)
 }
 
 /// The OpenAPI 3.1 document of every endpoint, generated from the handlers (with throw-away
-/// local dependencies: mounting builds the use cases but touches no store).
+/// local dependencies: mounting builds the use cases but touches no store). The checked-in
+/// `openapi.json` is this document (`cargo run -p local-server -- --openapi`).
 pub async fn openapi() -> Result<utoipa::openapi::OpenApi, BuildError> {
+    use utoipa::OpenApi as _;
     struct NoMail;
     #[async_trait::async_trait]
     impl crate::mail::Mailer for NoMail {
@@ -173,7 +167,11 @@ pub async fn openapi() -> Result<utoipa::openapi::OpenApi, BuildError> {
         mailer: Arc::new(NoMail),
     };
     let deps = Arc::new(Deps::local(crate::config::Config::default(), local));
-    Ok(routes(deps, &ALL).await?.1)
+    let mut r = OpenApiRouter::with_openapi(docs::ApiDoc::openapi());
+    for e in ALL {
+        r = r.merge(e.mounted(deps.clone()).await?);
+    }
+    Ok(docs::finish_document(r.split_for_parts().1))
 }
 
 /// What a function serves when it could not start (e.g. Secrets Manager unreachable at cold
@@ -271,4 +269,66 @@ pub(crate) fn mounted(f: impl Future<Output = Result<OpenApiRouter, BuildError>>
 /// `r`'s routes with the authenticator their `Bearer`/`AdminBearer` extractors read.
 pub(crate) fn authenticated(r: OpenApiRouter, auth: Arc<crate::domain::authn::Authenticator>) -> OpenApiRouter {
     r.route_layer(axum::Extension(auth))
+}
+
+/// `max/window` as the README writes it.
+fn limit_text(l: Option<crate::config::Limit>) -> String {
+    match l {
+        None => "—".into(),
+        Some(l) if l.window == 3600 => format!("{} / hour", l.max),
+        Some(l) => format!("{} / {} s", l.max, l.window),
+    }
+}
+
+/// The README's endpoint table, derived from the declarations (`tests/e2e/docs.rs` keeps the
+/// README's copy equal to it; `cargo run -p local-server -- --readme-table` prints it).
+pub fn readme_table() -> String {
+    let mut out = String::from(
+        "| method & path | function | handler | use case | per IP | per email | uses |\n|---|---|---|---|---|---|---|\n",
+    );
+    for e in ALL {
+        let routes = e.routes.iter().map(|(m, p)| format!("`{m} {p}`")).collect::<Vec<_>>().join(", ");
+        let source = e.source.trim_start_matches("./");
+        let use_case = match e.use_case {
+            "—" => "—".to_owned(),
+            u => u.split(", ").map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+        };
+        let mut uses = Vec::new();
+        if !e.uses.table.is_empty() {
+            uses.push("DynamoDB");
+        }
+        if e.uses.mail {
+            uses.push("SES");
+        }
+        if e.uses.keys {
+            uses.push("Secrets Manager");
+        }
+        let uses = if uses.is_empty() { "—".to_owned() } else { uses.join(", ") };
+        out.push_str(&format!(
+            "| {routes} | `{}` | `{source}` | {use_case} | {} | {} | {uses} |\n",
+            e.binary,
+            limit_text(e.limits.ip),
+            limit_text(e.limits.email)
+        ));
+    }
+    out
+}
+
+/// The declarations as JSON, for the infra scripts (`local-server --endpoints`).
+pub fn declarations_json() -> serde_json::Value {
+    serde_json::Value::Array(
+        ALL.iter()
+            .map(|e| {
+                serde_json::json!({
+                    "binary": e.binary,
+                    "routes": e.routes.iter().map(|(m, p)| serde_json::json!([m, p])).collect::<Vec<_>>(),
+                    "limits": {"ip": e.limits.ip.map(|l| [l.max as u64, l.window]), "email": e.limits.email.map(|l| [l.max as u64, l.window])},
+                    "oauth_errors": e.errors == ErrorStyle::OAuth,
+                    "uses": {"table": e.uses.table, "mail": e.uses.mail, "keys": e.uses.keys},
+                    "use_case": e.use_case,
+                    "source": e.source,
+                })
+            })
+            .collect(),
+    )
 }
