@@ -20,7 +20,7 @@ grep -q "listening on $base" "$log" || { cat "$log"; echo "no startup line"; exi
 grep -q "EPHEMERAL" "$log" || { cat "$log"; echo "ephemeral key not announced"; exit 1; }
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 email="smoke-$RANDOM@example.com"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -H 'x-request-id: smoke-client-1' \
   -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/signup")
 [ "$code" = 202 ] || { echo "signup: $code"; exit 1; }
 token=$(curl -sf "$base/_dev/outbox" | python3 -c "import json,sys; m=json.load(sys.stdin)[-1]; print(m['text'].split('token=')[1].split()[0])")
@@ -62,6 +62,9 @@ assert created and created[-1]["fields"] == "email,password,is_superuser", creat
 for e in events:
     if e.get("event") in ("signup", "login_succeeded"):
         assert e["timestamp"].endswith("Z") and e["request_id"] and e["ip"] == "127.0.0.1", e
+# A client's X-Request-Id is logged beside the server's id, never in its place.
+signup = [e for e in events if e.get("event") == "signup"][-1]
+assert signup["client_request_id"] == "smoke-client-1" and signup["request_id"] != "smoke-client-1", signup
 print(f"smoke: {len(events)} JSON log lines, security events present, EMF metrics {sorted(metrics)}, no secret logged")
 PY
 echo "smoke: local server on embedded defaults walked signup → verify → login → me → refresh"

@@ -27,6 +27,34 @@ enum Command {
         #[command(subcommand)]
         action: UsersAction,
     },
+    /// Bring every item of the table (`TABLE_NAME`) to the current item design. Idempotent:
+    /// run it after each upgrade, and again if it was interrupted.
+    Migrate {
+        /// Count what each step would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+async fn migrate(dry_run: bool) -> Result<String, String> {
+    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is required".to_owned())?;
+    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+    let reports = shared::store::migrate::run(&client, &table, dry_run).await.map_err(|e| e.to_string())?;
+    let verb = if dry_run { "would migrate" } else { "migrated" };
+    Ok(reports
+        .iter()
+        .map(|r| {
+            format!(
+                "step {} ({}): {} found, {verb} {}, {} skipped",
+                r.step,
+                r.name,
+                r.found,
+                if dry_run { r.found - r.skipped } else { r.migrated },
+                r.skipped
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 #[derive(Subcommand)]
@@ -103,7 +131,7 @@ async fn users(action: UsersAction) -> Result<String, String> {
         store: Arc::new(shared::store::memory::MemoryStore::new()),
         mailer: Arc::new(NoMail),
     };
-    let svc = shared::wiring::Deps::local(cfg, local).admin().await.map_err(|e| e.to_string())?;
+    let svc = shared::wiring::Deps::local(cfg, local).admin(None).await.map_err(|e| e.to_string())?;
     let ctx = shared::context::RequestCtx::internal(format!("cli-{}", std::process::id()));
     let err = |e: DomainError| match e {
         DomainError::Validation(v) => {
@@ -237,6 +265,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Keys { action } => keys(action).await,
         Command::Users { action } => users(action).await,
+        Command::Migrate { dry_run } => migrate(dry_run).await,
     };
     match result {
         Ok(msg) => {

@@ -119,3 +119,86 @@ async fn given_users_commands_then_the_first_admin_is_made_and_the_admin_rules_h
     let (ok, out) = users(&table, &["show", "second@example.com"], "");
     assert!(!ok && out.contains("no such user"), "{out}");
 }
+
+/// Runs `secure-auth migrate …` against `table`.
+fn migrate(table: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_secure-auth"))
+        .arg("migrate")
+        .args(args)
+        .env("TABLE_NAME", table)
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_and_their_links_keep_working() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    use shared::store::{OneTimeKind, OneTimeTokenStore, UserLookup, UserRegistry};
+    let sdk = shared::wiring::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("migrate-{}", uuid::Uuid::new_v4().simple());
+    shared::store::dynamo::DynamoStore::create_table(&ddb, &table).await.unwrap();
+    let store = shared::store::dynamo::DynamoStore::new(ddb.clone(), &table);
+    let now = shared::now();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let user = shared::store::User {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: format!("old-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
+            name: None,
+            password_hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            is_active: true,
+            is_verified: false,
+            is_superuser: false,
+            created_at: now,
+            updated_at: now,
+            last_login_at: None,
+            session_version: 1 + i,
+        };
+        store.create_user(&user).await.unwrap();
+        // A verification token as the previous release wrote it: no `sv`, no `schema_version`.
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", V::S(format!("USER#{}", user.id)))
+            .item("sk", V::S("OTT#VERIFY_EMAIL".into()))
+            .item("type", V::S("one_time_token".into()))
+            .item("token_hash", V::S(format!("hash-{i}")))
+            .item("expires_at", V::N((now + 3600).to_string()))
+            .item("ttl", V::N((now + 3600).to_string()))
+            .send()
+            .await
+            .unwrap();
+        ids.push(user.id);
+    }
+    // Unmigrated, an old token binds to no session version: it cannot be spent.
+    let u0 = store.get_user(&ids[0]).await.unwrap().unwrap();
+    assert!(store.peek_one_time(OneTimeKind::VerifyEmail, &ids[0], "hash-0", now).await.unwrap().is_none());
+    assert!(!store.verify_email(&ids[0], "hash-0", now, u0.session_version).await.unwrap());
+
+    let (ok, out) = migrate(&table, &["--dry-run"]);
+    assert!(ok && out.contains("3 found, would migrate 3"), "{out}");
+    assert!(store.peek_one_time(OneTimeKind::VerifyEmail, &ids[0], "hash-0", now).await.unwrap().is_none(), "dry run");
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && out.contains("3 found, migrated 3, 0 skipped"), "{out}");
+    for (i, id) in ids.iter().enumerate() {
+        let t = store.peek_one_time(OneTimeKind::VerifyEmail, id, &format!("hash-{i}"), now).await.unwrap().unwrap();
+        assert_eq!(t.session_version, 1 + i as u64, "bound to the user's version at migration");
+    }
+    let item = ddb
+        .get_item()
+        .table_name(&table)
+        .key("pk", V::S(format!("USER#{}", ids[1])))
+        .key("sk", V::S("OTT#VERIFY_EMAIL".into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(item["schema_version"], V::N(shared::store::migrate::SCHEMA_VERSION.to_string()));
+    // The link works after the upgrade, and only while the user's version stands.
+    assert!(store.verify_email(&ids[0], "hash-0", now, u0.session_version).await.unwrap());
+    // Idempotent: a second run (or one after an interruption) finds nothing left.
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && out.contains("0 found, migrated 0"), "{out}");
+}

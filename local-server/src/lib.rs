@@ -79,7 +79,7 @@ pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Resul
             is_verified: true,
         };
         let ctx = shared::context::RequestCtx::internal("bootstrap");
-        match deps.admin().await?.create_user(shared::domain::admin::Actor::Cli, new, &ctx).await {
+        match deps.admin(None).await?.create_user(shared::domain::admin::Actor::Cli, new, &ctx).await {
             Ok(_) => println!("  bootstrap admin {} created (development only)", a.email),
             Err(shared::domain::error::DomainError::Conflict(_)) => println!("  bootstrap admin {} exists", a.email),
             Err(e) => return Err(BuildError(format!("bootstrap admin: {e:?}"))),

@@ -102,6 +102,8 @@ pub struct Config {
     /// Minimum answer time of the enumeration-sensitive endpoints (signup, resend).
     pub enumeration_floor: Duration,
     pub rate_limits: RateLimits,
+    /// Mails one account may cause per hour when rate limits are on.
+    pub mail_cap_per_hour: u32,
 }
 
 impl Default for Config {
@@ -128,6 +130,7 @@ impl Default for Config {
             lockout: LockoutPolicy::default(),
             enumeration_floor: Duration::from_millis(300),
             rate_limits: RateLimits::default(),
+            mail_cap_per_hour: 10,
         }
     }
 }
@@ -213,6 +216,7 @@ impl Config {
                 d.enumeration_floor.as_millis() as u64,
             )?),
             rate_limits: RateLimits::from_env(flag("RATE_LIMITS_ENABLED"), std::env::vars()).map_err(ConfigError)?,
+            mail_cap_per_hour: num("MAIL_CAP_PER_HOUR", d.mail_cap_per_hour)?.max(1),
         })
     }
 }
@@ -229,16 +233,20 @@ pub struct Limit {
 /// The limits of one endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct EndpointLimits {
+    /// Per client IP (IPv6 by /64).
     pub ip: Option<Limit>,
+    /// Per normalized email named in the body.
     pub email: Option<Limit>,
+    /// Per account acted on (the bearer caller, or the account a mail token belongs to).
+    pub user: Option<Limit>,
 }
 
 impl EndpointLimits {
     /// No limit at all.
-    pub const NONE: EndpointLimits = EndpointLimits { ip: None, email: None };
+    pub const NONE: EndpointLimits = EndpointLimits { ip: None, email: None, user: None };
 
     pub fn is_none(&self) -> bool {
-        self.ip.is_none() && self.email.is_none()
+        self.ip.is_none() && self.email.is_none() && self.user.is_none()
     }
 }
 
@@ -284,7 +292,7 @@ pub fn override_variable(binary: &str) -> String {
 }
 
 impl RateLimits {
-    /// `RATE_LIMITS_ENABLED=true` turns limits on; `RATE_LIMIT_<ENDPOINT>=ip=30/60,email=10/60`
+    /// `RATE_LIMITS_ENABLED=true` turns limits on; `RATE_LIMIT_<ENDPOINT>=ip=30/60,email=10/60,user=5/3600`
     /// (`off` for none) overrides one endpoint. `vars` are the environment's (name, value) pairs.
     pub fn from_env(enabled: bool, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, String> {
         let mut me = RateLimits { enabled, ..Default::default() };
@@ -298,7 +306,8 @@ impl RateLimits {
                 match part.split_once('=') {
                     Some(("ip", v)) => parsed.ip = Some(parse_limit(v).ok_or(format!("{env}: bad limit {v}"))?),
                     Some(("email", v)) => parsed.email = Some(parse_limit(v).ok_or(format!("{env}: bad limit {v}"))?),
-                    _ => return Err(format!("{env}: expected ip=N/SECONDS,email=N/SECONDS")),
+                    Some(("user", v)) => parsed.user = Some(parse_limit(v).ok_or(format!("{env}: bad limit {v}"))?),
+                    _ => return Err(format!("{env}: expected ip=N/SECONDS,email=N/SECONDS,user=N/SECONDS")),
                 }
             }
             me.overrides.insert(name.to_lowercase().replace('_', "-"), parsed);
@@ -325,17 +334,17 @@ mod tests {
         let on = RateLimits { enabled: true, ..Default::default() };
         assert_eq!(on.effective("me", EndpointLimits::NONE), None);
         let off = RateLimits::default();
-        assert_eq!(off.effective("login", EndpointLimits { ip: per(1, 60), email: None }), None);
+        assert_eq!(off.effective("login", EndpointLimits { ip: per(1, 60), email: None, user: None }), None);
     }
 
     #[test]
     fn env_overrides_parse_and_bad_ones_are_refused() {
         let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
         let r = RateLimits::from_env(true, env("RATE_LIMIT_RESEND_VERIFICATION", "ip=5/10,email=1/60")).unwrap();
-        let declared = EndpointLimits { ip: per(10, 60), email: per(3, 3600) };
+        let declared = EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None };
         assert_eq!(
             r.effective("resend-verification", declared),
-            Some(EndpointLimits { ip: per(5, 10), email: per(1, 60) })
+            Some(EndpointLimits { ip: per(5, 10), email: per(1, 60), user: None })
         );
         assert_eq!(r.effective("login", declared), Some(declared));
         let off = RateLimits::from_env(true, env("RATE_LIMIT_LOGIN", "off")).unwrap();

@@ -52,3 +52,34 @@ impl RequestCtx {
 pub fn well_formed_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
+
+/// The key a client IP is counted under (rate limits, per-IP lockout): an IPv4 address as is,
+/// an IPv6 address by its /64 (one subscriber's prefix), so rotating addresses inside a prefix
+/// does not reset a count. IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn ip_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_key;
+
+    #[test]
+    fn given_ipv6_addresses_then_they_count_by_their_64_prefix() {
+        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), ip_key("2001:db8:1:2:ffff:0:0:9"));
+        assert_eq!(ip_key("2001:db8:1:2::5"), "2001:db8:1:2::/64");
+        assert_ne!(ip_key("2001:db8:1:2::5"), ip_key("2001:db8:1:3::5"));
+        assert_eq!(ip_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(ip_key("192.0.2.7"), "192.0.2.7");
+    }
+}

@@ -106,6 +106,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, normalizing the stored form again changes nothing: the
+        /// address looked up, stored and mailed is one and the same.
+        #[test]
+        fn normalizing_a_normalized_address_changes_nothing(
+            local in "[a-zA-Z0-9._+\\-ÀÉÎÕÜßıİΣσςǅＡＢＣａｂｃ\\u{212A}\\u{0307}\\u{1E9E}]{1,24}",
+            domain in "[a-zA-Z0-9\\-äöüÄÖÜＥ]{1,16}\\.[a-zA-Zａ-ｚ]{2,6}",
+            pad in " {0,2}",
+        ) {
+            let raw = format!("{pad}{local}@{domain}{pad}");
+            if let Ok(e) = normalize(&raw) {
+                proptest::prop_assert_eq!(normalize(e.as_str()), Ok(e.clone()), "{:?}", raw);
+            }
+        }
+
+        #[test]
+        fn any_string_normalizes_idempotently_or_is_refused(raw in "\\PC{0,60}") {
+            if let Ok(e) = normalize(&raw) {
+                proptest::prop_assert_eq!(normalize(e.as_str()), Ok(e.clone()), "{:?}", raw);
+            }
+        }
+    }
+
     #[test]
     fn local_part_is_before_the_last_at() {
         assert_eq!(normalize("john.doe@example.com").map(|e| e.local_part().to_owned()), Ok("john.doe".into()));

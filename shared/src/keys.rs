@@ -63,8 +63,8 @@ impl std::fmt::Debug for JwtKey {
     }
 }
 
-/// The signing key plus the keys that only verify (next, then previous).
-#[derive(Debug)]
+/// The signing key plus the keys that only verify (next, then previous). `Debug` shows kids
+/// and algorithms, never key material.
 pub struct KeySet {
     pub current: JwtKey,
     pub others: Vec<JwtKey>,
@@ -73,6 +73,16 @@ pub struct KeySet {
     /// HMAC key for tamper-evident cursors, derived from the current key's private material
     /// (so it is as secret as the signing key, and changes with a rotation).
     cursor_key: [u8; 32],
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("current", &self.current)
+            .field("others", &self.others)
+            .field("ephemeral", &self.ephemeral)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a key could not be built or loaded.

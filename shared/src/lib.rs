@@ -1,8 +1,8 @@
 //! Secure Auth Service shared library.
 //!
 //! Layers, each importing only from the ones below it:
-//! - `context`, `clock`, `config`, `secret`, `email`, `password`, `tokens`, `keys`: request
-//!   context and pure building blocks;
+//! - `context`, `clock`, `config`, `validation`, `secret`, `email`, `password`, `tokens`,
+//!   `keys`: request context and pure building blocks;
 //! - `store` and `mail`: the ports with their adapters (DynamoDB / SES and in-memory twins);
 //! - `domain`: one module per use case, knowing nothing of HTTP, Lambda or DynamoDB;
 //! - `http`: each endpoint declared once next to its handlers, and the one error mapping;
@@ -24,6 +24,7 @@ pub mod rotation;
 pub mod secret;
 pub mod store;
 pub mod tokens;
+pub mod validation;
 pub mod wiring;
 
 /// Seconds since the Unix epoch (wall clock; use cases read an injectable `clock::Clock`).

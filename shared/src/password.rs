@@ -8,9 +8,9 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
 use crate::config::{HashParams, PasswordPolicy};
-use crate::domain::error::{DomainError, FieldError};
 use crate::email::Email;
 use crate::secret::Password;
+use crate::validation::FieldError;
 
 /// Checks `pw` against the policy; every failing rule is listed for `field`.
 pub fn check_policy(
@@ -18,7 +18,7 @@ pub fn check_policy(
     pw: &Password,
     email: Option<&Email>,
     field: &str,
-) -> Result<(), DomainError> {
+) -> Result<(), PolicyError> {
     let s = pw.expose();
     let len = s.chars().count();
     let mut errors = Vec::new();
@@ -56,8 +56,18 @@ pub fn check_policy(
             errors.push(FieldError::new(field, "must contain a special character"));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(DomainError::Validation(errors)) }
+    if errors.is_empty() { Ok(()) } else { Err(PolicyError(errors)) }
 }
+
+/// Every rule a password fails, for the field it was given in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("password policy: {} rule(s) failed", .0.len())]
+pub struct PolicyError(pub Vec<FieldError>);
+
+/// Hashing could not run (never a wrong password: that is `Verified::No`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("password hashing: {0}")]
+pub struct HashError(pub String);
 
 /// argon2id hasher: runs on the blocking pool, at most `permits` hashes at once.
 #[derive(Clone)]
@@ -81,37 +91,33 @@ impl Hasher {
         Self { params, permits: Arc::new(Semaphore::new(concurrency.max(1))), dummy: Arc::default() }
     }
 
-    fn argon(params: HashParams) -> Result<Argon2<'static>, DomainError> {
+    fn argon(params: HashParams) -> Result<Argon2<'static>, HashError> {
         let p = Params::new(params.m_kib, params.t, params.p, None)
-            .map_err(|e| DomainError::Internal(format!("argon2 params: {e}")))?;
+            .map_err(|e| HashError(format!("argon2 params: {e}")))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, p))
     }
 
-    fn hash_sync(params: HashParams, pw: &str) -> Result<String, DomainError> {
+    fn hash_sync(params: HashParams, pw: &str) -> Result<String, HashError> {
         let mut salt_bytes = [0u8; 16];
-        getrandom::fill(&mut salt_bytes).map_err(|e| DomainError::Internal(format!("rng: {e}")))?;
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| DomainError::Internal(format!("salt: {e}")))?;
+        getrandom::fill(&mut salt_bytes).map_err(|e| HashError(format!("rng: {e}")))?;
+        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| HashError(format!("salt: {e}")))?;
         Self::argon(params)?
             .hash_password(pw.as_bytes(), &salt)
             .map(|h| h.to_string())
-            .map_err(|e| DomainError::Internal(format!("hash: {e}")))
+            .map_err(|e| HashError(format!("hash: {e}")))
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> Result<T, DomainError> + Send + 'static,
-    ) -> Result<T, DomainError> {
-        let _permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| DomainError::Internal("hash semaphore closed".into()))?;
-        tokio::task::spawn_blocking(f).await.map_err(|e| DomainError::Internal(format!("hash task: {e}")))?
+        f: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| HashError("hash semaphore closed".into()))?;
+        tokio::task::spawn_blocking(f).await.map_err(|e| HashError(format!("hash task: {e}")))?
     }
 
     /// A PHC string for `pw` with the configured parameters.
-    pub async fn hash(&self, pw: &Password) -> Result<String, DomainError> {
+    pub async fn hash(&self, pw: &Password) -> Result<String, HashError> {
         let params = self.params;
         let pw = pw.clone();
         self.blocking(move || Self::hash_sync(params, pw.expose())).await
@@ -119,7 +125,7 @@ impl Hasher {
 
     /// Verifies `pw` against `phc`; with `None`, verifies against a dummy hash so that an
     /// unknown user costs the same as a wrong password (and always answers `No`).
-    pub async fn verify(&self, pw: &Password, phc: Option<&str>) -> Result<Verified, DomainError> {
+    pub async fn verify(&self, pw: &Password, phc: Option<&str>) -> Result<Verified, HashError> {
         let params = self.params;
         let (phc, real) = match phc {
             Some(p) => (p.to_owned(), true),
@@ -127,7 +133,7 @@ impl Hasher {
         };
         let pw = pw.clone();
         self.blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| DomainError::Internal(format!("stored hash: {e}")))?;
+            let parsed = PasswordHash::new(&phc).map_err(|e| HashError(format!("stored hash: {e}")))?;
             // Verification uses the parameters in the PHC string, whatever today's are.
             let ok = Argon2::default().verify_password(pw.expose().as_bytes(), &parsed).is_ok();
             if !ok || !real {
@@ -151,7 +157,7 @@ impl Hasher {
         }
     }
 
-    async fn dummy_hash(&self) -> Result<String, DomainError> {
+    async fn dummy_hash(&self) -> Result<String, HashError> {
         if let Some(h) = self.dummy.get() {
             return Ok(h.clone());
         }
@@ -170,10 +176,9 @@ mod tests {
         PasswordPolicy::default()
     }
 
-    fn errs(r: Result<(), DomainError>) -> Vec<String> {
+    fn errs(r: Result<(), PolicyError>) -> Vec<String> {
         match r {
-            Err(DomainError::Validation(v)) => v.into_iter().map(|e| e.message).collect(),
-            Err(e) => vec![format!("unexpected {e:?}")],
+            Err(PolicyError(v)) => v.into_iter().map(|e| e.message).collect(),
             Ok(()) => vec![],
         }
     }

@@ -10,7 +10,6 @@ use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::error::DomainError;
 use crate::keys::{KeyProvider, KeySet};
 
 /// The `typ` header of access tokens (RFC 9068).
@@ -80,10 +79,10 @@ impl Jwt {
     }
 
     /// Issues an access token for `s` at `now`; returns the token and its scope.
-    pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), DomainError> {
+    pub fn issue(&self, s: &Subject<'_>, now: i64) -> Result<(String, String), TokenError> {
         let keys = self.keys.keys();
         let key = &keys.current;
-        let encoding = key.encoding.as_ref().ok_or_else(|| DomainError::Internal("current key cannot sign".into()))?;
+        let encoding = key.encoding.as_ref().ok_or_else(|| TokenError("current key cannot sign".into()))?;
         let scope = if s.is_superuser { "openid profile email admin" } else { "openid profile email" }.to_owned();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -102,8 +101,7 @@ impl Jwt {
         let mut header = Header::new(key.alg);
         header.typ = Some(ACCESS_TYP.to_owned());
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, encoding)
-            .map_err(|e| DomainError::Internal(format!("sign: {e}")))?;
+        let token = jsonwebtoken::encode(&header, &claims, encoding).map_err(|e| TokenError(format!("sign: {e}")))?;
         Ok((token, scope))
     }
 
@@ -141,6 +139,11 @@ impl Jwt {
     }
 }
 
+/// Signing or drawing a random secret failed (never a client's fault).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("tokens: {0}")]
+pub struct TokenError(pub String);
+
 /// Why an access token was refused (logged, never sent beyond `invalid_token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRejected {
@@ -153,9 +156,9 @@ pub enum TokenRejected {
 }
 
 /// 256 random bits, base64url.
-pub fn random_secret() -> Result<String, DomainError> {
+pub fn random_secret() -> Result<String, TokenError> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| DomainError::Internal(format!("rng: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| TokenError(format!("rng: {e}")))?;
     Ok(B64.encode(b))
 }
 
@@ -165,11 +168,21 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// A refresh token: `<user id>.<session id>.<secret>`; only the secret's hash is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows the ids, not the hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RefreshParts {
     pub user_id: String,
     pub session_id: String,
     pub secret_hash: String,
+}
+
+impl std::fmt::Debug for RefreshParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshParts")
+            .field("user_id", &self.user_id)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn is_id(s: &str) -> bool {

@@ -17,9 +17,10 @@ use crate::domain::account::{Account, Profile};
 use crate::domain::admin::Admin;
 use crate::domain::authn::Authenticator;
 use crate::domain::discovery::Publisher;
+use crate::domain::lockout::Lockout;
 use crate::domain::login::Login;
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{EmailGate, RateLimiter};
+use crate::domain::ratelimit::{Gate, RateLimiter, Scope};
 use crate::domain::recovery::Recovery;
 use crate::domain::sessions::{Refresh, SessionIssuer, Sessions};
 use crate::domain::signup::{Signup, Verification};
@@ -76,7 +77,9 @@ macro_rules! from_store {
 
 from_store!(
     crate::store::SignupPort,
+    crate::store::TokenPort,
     crate::store::LoginPort,
+    crate::store::LockoutPort,
     crate::store::SessionPort,
     crate::store::RecoveryPort,
     crate::store::AccountPort,
@@ -239,7 +242,13 @@ impl Deps {
     }
 
     async fn notifier(&self) -> Result<Notifier, BuildError> {
-        Ok(Notifier::new(self.mailer().await?, self.config()?))
+        let cfg = self.config()?;
+        let cap = if cfg.rate_limits.enabled { Some(self.rate_limiter().await?) } else { None };
+        Ok(Notifier::new(self.mailer().await?, cfg, cap))
+    }
+
+    async fn lockout(&self) -> Result<Lockout, BuildError> {
+        Ok(Lockout::new(self.store().await?, self.notifier().await?, self.config()?, self.clock()))
     }
 
     async fn issuer(&self) -> Result<SessionIssuer, BuildError> {
@@ -254,19 +263,24 @@ impl Deps {
         Ok(Arc::new(RateLimiter::new(self.store().await?, self.config()?.rate_limits.clone(), self.clock())))
     }
 
-    /// The per-email limit of endpoint `binary` (declared `defaults`), if one applies.
-    pub async fn email_gate(
+    /// The `scope` limit of endpoint `binary` (declared `defaults`), if one applies.
+    pub async fn gate(
         &self,
         binary: &'static str,
         defaults: EndpointLimits,
-    ) -> Result<Option<EmailGate>, BuildError> {
-        if self.config()?.rate_limits.effective(binary, defaults).is_none_or(|l| l.email.is_none()) {
+        scope: Scope,
+    ) -> Result<Option<Gate>, BuildError> {
+        let applies = self.config()?.rate_limits.effective(binary, defaults).is_some_and(|l| match scope {
+            Scope::Email => l.email.is_some(),
+            Scope::User => l.user.is_some(),
+        });
+        if !applies {
             return Ok(None);
         }
-        Ok(EmailGate::new(self.rate_limiter().await?, binary, defaults))
+        Ok(Gate::new(self.rate_limiter().await?, binary, defaults, scope))
     }
 
-    pub async fn signup(&self, gate: Option<EmailGate>) -> Result<Arc<Signup>, BuildError> {
+    pub async fn signup(&self, gate: Option<Gate>) -> Result<Arc<Signup>, BuildError> {
         let cfg = self.config()?;
         Ok(Arc::new(Signup::new(self.store().await?, self.hasher()?, self.notifier().await?, gate, cfg, self.clock())))
     }
@@ -275,15 +289,13 @@ impl Deps {
         Ok(Arc::new(Verification::new(self.store().await?, self.clock())))
     }
 
-    pub async fn login(&self, gate: Option<EmailGate>) -> Result<Arc<Login>, BuildError> {
-        let cfg = self.config()?;
+    pub async fn login(&self, gate: Option<Gate>) -> Result<Arc<Login>, BuildError> {
         Ok(Arc::new(Login::new(
             self.store().await?,
             self.hasher()?,
-            self.notifier().await?,
+            self.lockout().await?,
             self.issuer().await?,
             gate,
-            cfg,
             self.clock(),
         )))
     }
@@ -296,30 +308,26 @@ impl Deps {
         Ok(Arc::new(Sessions::new(self.store().await?, self.clock())))
     }
 
-    pub async fn recovery(&self, gate: Option<EmailGate>) -> Result<Arc<Recovery>, BuildError> {
+    pub async fn recovery(&self, gate: Option<Gate>, user_gate: Option<Gate>) -> Result<Arc<Recovery>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Recovery::new(
-            self.store().await?,
-            self.hasher()?,
-            self.notifier().await?,
-            gate,
-            cfg,
-            self.clock(),
-        )))
+        let (store, hasher, notifier) = (self.store().await?, self.hasher()?, self.notifier().await?);
+        Ok(Arc::new(Recovery::new(store, hasher, notifier, gate, user_gate, cfg, self.clock())))
     }
 
     pub async fn profile(&self) -> Result<Arc<Profile>, BuildError> {
         Ok(Arc::new(Profile::new(self.store().await?, self.clock())))
     }
 
-    pub async fn account(&self) -> Result<Arc<Account>, BuildError> {
+    pub async fn account(&self, gate: Option<Gate>) -> Result<Arc<Account>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Account::new(self.store().await?, self.hasher()?, self.notifier().await?, cfg, self.clock())))
+        let (store, hasher, notifier, lockout) =
+            (self.store().await?, self.hasher()?, self.notifier().await?, self.lockout().await?);
+        Ok(Arc::new(Account::new(store, hasher, notifier, lockout, gate, cfg, self.clock())))
     }
 
-    pub async fn admin(&self) -> Result<Arc<Admin>, BuildError> {
+    pub async fn admin(&self, gate: Option<Gate>) -> Result<Arc<Admin>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Admin::new(self.store().await?, self.hasher()?, self.keys().await?, cfg, self.clock())))
+        Ok(Arc::new(Admin::new(self.store().await?, self.hasher()?, self.keys().await?, gate, cfg, self.clock())))
     }
 
     pub async fn publisher(&self) -> Result<Arc<Publisher>, BuildError> {

@@ -256,10 +256,10 @@ async fn given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rota
 async fn given_verification_token_when_consumed_concurrently_then_exactly_once(s: Arc<dyn Store>) {
     let u = user("v@example.com");
     s.create_user(&u).await.unwrap();
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "th", NOW + 100).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "th", NOW + 100, u.session_version).await.unwrap();
     let results = join_all((0..10).map(|_| {
         let (s, id) = (s.clone(), u.id.clone());
-        async move { s.verify_email(&id, "th", NOW).await }
+        async move { s.verify_email(&id, "th", NOW, 1).await }
     }))
     .await;
     let ok = results.iter().filter(|r| matches!(r, Ok(true))).count();
@@ -271,19 +271,19 @@ async fn given_verification_token_when_consumed_concurrently_then_exactly_once(s
 async fn given_newer_verification_token_then_older_is_invalid(s: Arc<dyn Store>) {
     let u = user("n@example.com");
     s.create_user(&u).await.unwrap();
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "old", NOW + 100).await.unwrap();
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "new", NOW + 100).await.unwrap();
-    assert!(!s.verify_email(&u.id, "old", NOW).await.unwrap());
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "old", NOW + 100, u.session_version).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "new", NOW + 100, u.session_version).await.unwrap();
+    assert!(!s.verify_email(&u.id, "old", NOW, u.session_version).await.unwrap());
     assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
-    assert!(s.verify_email(&u.id, "new", NOW).await.unwrap());
+    assert!(s.verify_email(&u.id, "new", NOW, u.session_version).await.unwrap());
 }
 
 async fn given_expired_verification_token_not_yet_deleted_then_refused(s: Arc<dyn Store>) {
     let u = user("e@example.com");
     s.create_user(&u).await.unwrap();
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 10).await.unwrap();
-    assert!(!s.verify_email(&u.id, "t", NOW + 10).await.unwrap());
-    assert!(!s.verify_email("no-such-user", "t", NOW).await.unwrap());
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 10, u.session_version).await.unwrap();
+    assert!(!s.verify_email(&u.id, "t", NOW + 10, u.session_version).await.unwrap());
+    assert!(!s.verify_email("no-such-user", "t", NOW, 1).await.unwrap());
     assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
 }
 
@@ -331,10 +331,10 @@ async fn given_expired_rate_item_not_yet_deleted_then_counting_restarts(s: Arc<d
 async fn given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_version_bumped(s: Arc<dyn Store>) {
     let u = user("r@example.com");
     s.create_user(&u).await.unwrap();
-    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "rt", NOW + 3600).await.unwrap();
+    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "rt", NOW + 3600, u.session_version).await.unwrap();
     let results = join_all((0..5).map(|i| {
         let (s, id) = (s.clone(), u.id.clone());
-        async move { s.reset_password(&id, "rt", &format!("new-{i}"), NOW).await.unwrap() }
+        async move { s.reset_password(&id, "rt", &format!("new-{i}"), NOW, 1).await.unwrap() }
     }))
     .await;
     assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1, "{results:?}");
@@ -342,16 +342,16 @@ async fn given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_ver
     assert_eq!(after.session_version, 2);
     assert!(after.password_hash.starts_with("new-"));
     // A verification token is not a reset token, and expired ones are refused.
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "vt", NOW + 3600).await.unwrap();
-    assert_eq!(s.reset_password(&u.id, "vt", "x", NOW).await.unwrap(), None);
-    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "old", NOW + 10).await.unwrap();
-    assert_eq!(s.reset_password(&u.id, "old", "x", NOW + 10).await.unwrap(), None);
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "vt", NOW + 3600, u.session_version).await.unwrap();
+    assert_eq!(s.reset_password(&u.id, "vt", "x", NOW, u.session_version).await.unwrap(), None);
+    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "old", NOW + 10, u.session_version).await.unwrap();
+    assert_eq!(s.reset_password(&u.id, "old", "x", NOW + 10, u.session_version).await.unwrap(), None);
 }
 
 async fn given_email_change_then_the_claim_moves_atomically_and_the_token_is_single_use(s: Arc<dyn Store>) {
     let u = user("before@example.com");
     s.create_user(&u).await.unwrap();
-    s.put_email_change(&u.id, "ct", "after@example.com", NOW + 3600).await.unwrap();
+    s.put_email_change(&u.id, "ct", "after@example.com", NOW + 3600, u.session_version).await.unwrap();
     assert_eq!(s.confirm_email_change(&u.id, "wrong", NOW).await.unwrap(), EmailChange::InvalidToken);
     match s.confirm_email_change(&u.id, "ct", NOW).await.unwrap() {
         EmailChange::Changed { user, old_email } => {
@@ -372,7 +372,7 @@ async fn given_email_change_racing_a_signup_for_the_same_address_then_exactly_on
         let target = format!("contested-{round}@example.com");
         let u = user(&format!("mover-{round}@example.com"));
         s.create_user(&u).await.unwrap();
-        s.put_email_change(&u.id, "ct", &target, NOW + 3600).await.unwrap();
+        s.put_email_change(&u.id, "ct", &target, NOW + 3600, u.session_version).await.unwrap();
         let newcomer = user(&target);
         let (change, signup) = tokio::join!(s.confirm_email_change(&u.id, "ct", NOW), s.create_user(&newcomer));
         let change = change.unwrap();
@@ -533,14 +533,14 @@ async fn given_an_admin_delete_then_nothing_of_the_user_remains(s: Arc<dyn Store
     let u = user("gone@del.example");
     s.create_user(&u).await.unwrap();
     s.create_session(&session(&u.id, "h")).await.unwrap();
-    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 100).await.unwrap();
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 100, u.session_version).await.unwrap();
     s.lock_gate("gone@del.example", NOW, 3600).await.unwrap();
     s.lock_gate(&shared::store::pair_lock_key("gone@del.example", "192.0.2.1"), NOW, 3600).await.unwrap();
     assert!(matches!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::Done(_)));
     assert!(s.get_user(&u.id).await.unwrap().is_none());
     assert!(s.find_user_by_email("gone@del.example").await.unwrap().is_none());
     assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty());
-    assert!(!s.verify_email(&u.id, "t", NOW).await.unwrap());
+    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version).await.unwrap());
     assert_eq!(
         s.lock_gate("gone@del.example", NOW, 3600).await.unwrap(),
         LockGate::Open { attempt: 1, previous_locks: 0 }

@@ -12,3 +12,4 @@ mod keys;
 mod lifecycle;
 mod ratelimit;
 mod security;
+mod takeover;

@@ -30,7 +30,7 @@ async fn login_from(s: &TestServer, client: &reqwest::Client, email: &str, passw
 
 #[tokio::test]
 async fn given_100_parallel_logins_against_an_ip_limit_of_10_then_exactly_10_are_processed() {
-    let s = limited_server("login", EndpointLimits { ip: limit(10, 60), email: None }).await;
+    let s = limited_server("login", EndpointLimits { ip: limit(10, 60), email: None, user: None }).await;
     let rs = futures::future::join_all(
         (0..100).map(|_| s.post("/auth/login", json!({"email": unique_email(), "password": "wrong-password-1"}))),
     )
@@ -65,7 +65,8 @@ async fn given_100_parallel_logins_against_an_ip_limit_of_10_then_exactly_10_are
 
 #[tokio::test]
 async fn given_limits_then_they_are_per_ip_per_email_and_x_forwarded_for_changes_nothing() {
-    let s = limited_server("resend-verification", EndpointLimits { ip: limit(3, 60), email: limit(2, 60) }).await;
+    let s = limited_server("resend-verification", EndpointLimits { ip: limit(3, 60), email: limit(2, 60), user: None })
+        .await;
     // Per IP: a spoofed X-Forwarded-For does not reset the count.
     for i in 0..3 {
         let r = s
@@ -116,7 +117,7 @@ async fn given_limits_then_they_are_per_ip_per_email_and_x_forwarded_for_changes
 
 #[tokio::test]
 async fn given_existing_and_unknown_accounts_then_rate_limit_answers_are_identical() {
-    let s = limited_server("login", EndpointLimits { ip: None, email: limit(1, 60) }).await;
+    let s = limited_server("login", EndpointLimits { ip: None, email: limit(1, 60), user: None }).await;
     let known = unique_email();
     s.verified_user(&known).await;
     let unknown = unique_email();
@@ -144,7 +145,7 @@ async fn given_existing_and_unknown_accounts_then_rate_limit_answers_are_identic
 
 #[tokio::test]
 async fn given_a_limited_signup_then_no_user_is_written_and_no_mail_sent() {
-    let s = limited_server("signup", EndpointLimits { ip: limit(1, 60), email: None }).await;
+    let s = limited_server("signup", EndpointLimits { ip: limit(1, 60), email: None, user: None }).await;
     let first = unique_email();
     assert_eq!(s.post("/auth/signup", json!({"email": first, "password": PASSWORD})).await.status(), 202);
     let second = unique_email();
@@ -155,7 +156,7 @@ async fn given_a_limited_signup_then_no_user_is_written_and_no_mail_sent() {
 
 #[tokio::test]
 async fn given_a_short_window_then_counters_expire_and_requests_pass_again() {
-    let s = limited_server("verify-email", EndpointLimits { ip: limit(2, 1), email: None }).await;
+    let s = limited_server("verify-email", EndpointLimits { ip: limit(2, 1), email: None, user: None }).await;
     let hit = || s.post("/auth/verify-email", json!({"token": "u.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}));
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -225,7 +226,9 @@ async fn given_every_declared_limit_then_its_endpoint_answers_429_past_it() {
     let s = start(|c| {
         c.rate_limits.enabled = true;
         for e in &limited {
-            c.rate_limits.overrides.insert(e.binary.to_owned(), EndpointLimits { ip: limit(1, 3600), email: None });
+            c.rate_limits
+                .overrides
+                .insert(e.binary.to_owned(), EndpointLimits { ip: limit(1, 3600), email: None, user: None });
         }
     })
     .await;
@@ -246,7 +249,9 @@ async fn given_every_declared_limit_then_its_endpoint_answers_429_past_it() {
     let s = start(|c| {
         c.rate_limits.enabled = true;
         for e in &limited {
-            c.rate_limits.overrides.insert(e.binary.to_owned(), EndpointLimits { ip: None, email: limit(1, 3600) });
+            c.rate_limits
+                .overrides
+                .insert(e.binary.to_owned(), EndpointLimits { ip: None, email: limit(1, 3600), user: None });
         }
     })
     .await;

@@ -14,6 +14,8 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub table: String,
     pub ddb: aws_sdk_dynamodb::Client,
+    /// The bootstrap administrator's address (password `PASSWORD`), if the server has one.
+    pub admin_email: Option<String>,
 }
 
 /// The sender that `infra/emulators.sh` verified in moto.
@@ -63,9 +65,10 @@ async fn start_with(tweak: impl FnOnce(&mut Config), admin: Option<local_server:
     cfg.public_base_url = base.clone();
     cfg.issuer = base.clone();
     tweak(&mut cfg);
+    let admin_email = admin.as_ref().map(|a| a.email.clone());
     let (app, _) = local_server::build_app_with(cfg, admin).await.expect("build app");
     tokio::spawn(local_server::serve(listener, app));
-    TestServer { base, http: reqwest::Client::new(), table, ddb }
+    TestServer { base, http: reqwest::Client::new(), table, ddb, admin_email }
 }
 
 /// A fresh address nobody else in the moto instance uses.
@@ -144,6 +147,16 @@ impl TestServer {
         let r = self.post("/auth/login", serde_json::json!({"email": email, "password": password})).await;
         assert_eq!(r.status(), 200, "login failed");
         r.json().await.unwrap()
+    }
+
+    /// The id of the account `email` signs in with (from its unique-email claim).
+    pub async fn user_id(&self, email: &str) -> String {
+        let items = self.items().await;
+        let claim = items
+            .iter()
+            .find(|i| i.get("pk").and_then(|v| v.as_s().ok()) == Some(&format!("EMAIL#{email}")))
+            .unwrap_or_else(|| panic!("no account for {email}"));
+        claim["user_id"].as_s().unwrap().clone()
     }
 
     /// Every item in the test's table.

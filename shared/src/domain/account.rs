@@ -7,7 +7,9 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::authn::Caller;
 use crate::domain::error::{DomainError, DomainResult, invalid};
+use crate::domain::lockout::Lockout;
 use crate::domain::notify::Notifier;
+use crate::domain::ratelimit::{Gate, admit_id};
 use crate::domain::views::UserView;
 use crate::domain::{EMAIL_CHANGE_TTL_SECS, email_field, validate_name};
 use crate::email::Email;
@@ -15,7 +17,7 @@ use crate::logging::security_event;
 use crate::mail::templates;
 use crate::password::{Hasher, Verified, check_policy};
 use crate::secret::{Password, Token};
-use crate::store::{AccountPort, EmailChange, UserUpdates};
+use crate::store::{AccountPort, EmailChange, User, UserUpdates};
 use crate::tokens;
 
 /// The display name (`PATCH /auth/me`); sends no mail.
@@ -41,12 +43,15 @@ impl Profile {
     }
 }
 
-/// Password and email changes.
+/// Password and email changes. The current password is checked under the lockout gate, like
+/// a login: a stolen access token is no unthrottled password oracle.
 pub struct Account {
     store: Arc<dyn AccountPort>,
     hasher: Hasher,
     policy: PasswordPolicy,
     notifier: Notifier,
+    lockout: Lockout,
+    gate: Option<Gate>,
     clock: SharedClock,
 }
 
@@ -59,10 +64,27 @@ impl Account {
         store: Arc<dyn AccountPort>,
         hasher: Hasher,
         notifier: Notifier,
+        lockout: Lockout,
+        gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), notifier, clock }
+        Self { store, hasher, policy: cfg.password.clone(), notifier, lockout, gate, clock }
+    }
+
+    /// Checks `current` for `user` under the lockout gate: a wrong one counts like a failed
+    /// login, and a locked account gets the same answer as a wrong password.
+    async fn check_current(&self, user: &User, current: &Password, event: &str, ctx: &RequestCtx) -> DomainResult<()> {
+        let Ok(attempt) = self.lockout.enter(&user.email, ctx).await? else {
+            security_event(event, ctx, Some(&user.id), "locked");
+            return Err(wrong_password("current_password"));
+        };
+        if self.hasher.verify(current, Some(&user.password_hash)).await? == Verified::No {
+            self.lockout.failed(attempt, Some(user), ctx).await?;
+            security_event(event, ctx, Some(&user.id), "wrong_current_password");
+            return Err(wrong_password("current_password"));
+        }
+        self.lockout.succeeded(attempt).await
     }
 
     /// Changes the password with the current one; every other session is revoked, the
@@ -75,10 +97,8 @@ impl Account {
         ctx: &RequestCtx,
     ) -> DomainResult<()> {
         let user = &caller.user;
-        if self.hasher.verify(current, Some(&user.password_hash)).await? == Verified::No {
-            security_event("password_changed", ctx, Some(&user.id), "wrong_current_password");
-            return Err(wrong_password("current_password"));
-        }
+        admit_id(&self.gate, &user.id, ctx).await?;
+        self.check_current(user, current, "password_changed", ctx).await?;
         check_policy(&self.policy, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
         let new_hash = self.hasher.hash(new_pw).await?;
         let sv = self
@@ -90,7 +110,8 @@ impl Account {
         self.store.delete_sessions(&user.id, Some(&caller.claims.sid)).await?;
         security_event("password_changed", ctx, Some(&user.id), "success");
         let n = &self.notifier;
-        n.send(templates::password_changed(n.product(), n.base_url(), &user.email), ctx, "password_changed").await;
+        let mail = templates::password_changed(n.product(), n.base_url(), &user.email);
+        n.send(&user.id, mail, ctx, "password_changed").await;
         Ok(())
     }
 
@@ -106,22 +127,22 @@ impl Account {
     ) -> DomainResult<()> {
         let new_email = email_field("new_email", raw_new)?;
         let user = &caller.user;
-        if self.hasher.verify(current, Some(&user.password_hash)).await? == Verified::No {
-            security_event("email_change_requested", ctx, Some(&user.id), "wrong_current_password");
-            return Err(wrong_password("current_password"));
-        }
+        admit_id(&self.gate, &user.id, ctx).await?;
+        self.check_current(user, current, "email_change_requested", ctx).await?;
         if new_email.as_str() == user.email {
             return Err(invalid("new_email", "is already your address"));
         }
         let secret = tokens::random_secret()?;
         let expires = self.clock.now() + EMAIL_CHANGE_TTL_SECS;
-        self.store.put_email_change(&user.id, &tokens::hash_secret(&secret), new_email.as_str(), expires).await?;
+        let hash = tokens::hash_secret(&secret);
+        self.store.put_email_change(&user.id, &hash, new_email.as_str(), expires, user.session_version).await?;
         let token = format!("{}.{}", user.id, secret);
         let n = &self.notifier;
         let (product, base) = (n.product(), n.base_url());
-        n.send(templates::email_change_confirm(product, base, new_email.as_str(), &token), ctx, "email_change_confirm")
+        let confirm = templates::email_change_confirm(product, base, new_email.as_str(), &token);
+        n.send(&user.id, confirm, ctx, "email_change_confirm").await;
+        n.send(&user.id, templates::email_change_notice(product, base, &user.email, false), ctx, "email_change_notice")
             .await;
-        n.send(templates::email_change_notice(product, base, &user.email, false), ctx, "email_change_notice").await;
         security_event("email_change_requested", ctx, Some(&user.id), "sent");
         Ok(())
     }
@@ -129,16 +150,13 @@ impl Account {
     /// Confirms an email change (single use): the unique-email claim moves in one transaction.
     pub async fn confirm_email_change(&self, token: &Token, ctx: &RequestCtx) -> DomainResult<UserView> {
         let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(DomainError::InvalidToken)?;
+        admit_id(&self.gate, &user_id, ctx).await?;
         match self.store.confirm_email_change(&user_id, &hash, self.clock.now()).await? {
             EmailChange::Changed { user, old_email } => {
                 security_event("email_changed", ctx, Some(&user.id), "success");
                 let n = &self.notifier;
-                n.send(
-                    templates::email_change_notice(n.product(), n.base_url(), &old_email, true),
-                    ctx,
-                    "email_changed",
-                )
-                .await;
+                let mail = templates::email_change_notice(n.product(), n.base_url(), &old_email, true);
+                n.send(&user.id, mail, ctx, "email_changed").await;
                 Ok(UserView::from(&user))
             }
             EmailChange::Taken => {
@@ -157,7 +175,7 @@ mod tests {
     use crate::store::{SessionStore, UserLookup};
 
     fn account(k: &Kit) -> Account {
-        Account::new(k.store.clone(), k.hasher.clone(), k.notifier(), &k.cfg, k.clock.shared())
+        Account::new(k.store.clone(), k.hasher.clone(), k.notifier(), k.lockout(), None, &k.cfg, k.clock.shared())
     }
 
     async fn caller(k: &Kit, email: &str) -> Caller {

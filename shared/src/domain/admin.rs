@@ -14,6 +14,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult, invalid};
+use crate::domain::ratelimit::{Gate, admit_id};
 use crate::domain::validate_name;
 use crate::domain::views::UserView;
 use crate::email::{self, Email};
@@ -106,6 +107,8 @@ pub struct Admin {
     policy: PasswordPolicy,
     /// The cursor MAC is keyed from the current signing key.
     keys: Arc<KeyProvider>,
+    /// The per-administrator limit of the endpoints that hash a password.
+    gate: Option<Gate>,
     clock: SharedClock,
 }
 
@@ -117,6 +120,7 @@ fn admin_event(event: &str, ctx: &RequestCtx, actor: Actor<'_>, target: &str, fi
     tracing::info!(
         event,
         request_id = %ctx.request_id,
+        client_request_id = ctx.client_request_id.as_deref().unwrap_or(""),
         actor_id = actor.id(),
         user_id = target,
         fields = %fields.join(","),
@@ -132,10 +136,19 @@ impl Admin {
         store: Arc<dyn AdminPort>,
         hasher: Hasher,
         keys: Arc<KeyProvider>,
+        gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), keys, clock }
+        Self { store, hasher, policy: cfg.password.clone(), keys, gate, clock }
+    }
+
+    /// Counts a request of `actor` against the gate (the CLI is not limited).
+    async fn admit(&self, actor: Actor<'_>, ctx: &RequestCtx) -> DomainResult<()> {
+        match actor {
+            Actor::Admin(id) => admit_id(&self.gate, id, ctx).await,
+            Actor::Cli => Ok(()),
+        }
     }
 
     fn now(&self) -> i64 {
@@ -230,6 +243,7 @@ impl Admin {
 
     /// Creates a user; 409 if the address is taken (administrators may know).
     pub async fn create_user(&self, actor: Actor<'_>, new: NewUser, ctx: &RequestCtx) -> DomainResult<User> {
+        self.admit(actor, ctx).await?;
         let email = email::normalize(&new.email).map_err(|e| invalid("email", e.to_string()))?;
         let name = validate_name(new.name.as_deref())?;
         check_policy(&self.policy, &new.password, Some(&email), "password")?;
@@ -284,6 +298,7 @@ impl Admin {
         up: UserUpdate,
         ctx: &RequestCtx,
     ) -> DomainResult<User> {
+        self.admit(actor, ctx).await?;
         let current = self.get_user(id).await?;
         let mut changes = UserChanges::default();
         let mut fields = Vec::new();
@@ -393,7 +408,7 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn admin(k: &Kit) -> Admin {
-        Admin::new(k.store.clone(), k.hasher.clone(), k.keys.clone(), &k.cfg, k.clock.shared())
+        Admin::new(k.store.clone(), k.hasher.clone(), k.keys.clone(), None, &k.cfg, k.clock.shared())
     }
 
     fn new_admin(email: &str) -> NewUser {

@@ -1,22 +1,11 @@
 //! The domain's one error type. It knows nothing of HTTP: `http::problem` is the one place that
 //! turns it into a status code and an RFC 9457 problem.
 
-use serde::Serialize;
-
+use crate::password::{HashError, PolicyError};
 use crate::store::StoreError;
+use crate::tokens::TokenError;
 
-/// A field-level validation message, listed in the problem's `errors`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), message: message.into() }
-    }
-}
+pub use crate::validation::FieldError;
 
 /// Every way a use case can fail.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +56,24 @@ impl From<StoreError> for DomainError {
             StoreError::EmailTaken => DomainError::Conflict("The email is already registered.".into()),
             StoreError::Unavailable(m) => DomainError::Unavailable(m),
         }
+    }
+}
+
+impl From<PolicyError> for DomainError {
+    fn from(e: PolicyError) -> Self {
+        DomainError::Validation(e.0)
+    }
+}
+
+impl From<HashError> for DomainError {
+    fn from(e: HashError) -> Self {
+        DomainError::Internal(e.0)
+    }
+}
+
+impl From<TokenError> for DomainError {
+    fn from(e: TokenError) -> Self {
+        DomainError::Internal(e.0)
     }
 }
 

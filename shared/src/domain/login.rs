@@ -1,36 +1,27 @@
-//! Password login with lockout (docs/security.md "Brute force", docs/api.md "Lockout policy").
-//!
-//! Two counters, each an atomic conditional update made before any password check: one per
-//! (account, client IP), which locks the account *for that IP* after `threshold` failures, and
-//! one per account, which locks it for everyone after `account_ceiling` failures from all IPs.
-//! One attacker therefore cannot lock the owner out from the owner's own network, while a
-//! distributed guesser still meets a hard limit.
+//! Password login under the lockout gate (`domain::lockout`).
 
 use std::sync::Arc;
 
 use crate::clock::SharedClock;
-use crate::config::{Config, LockoutPolicy};
 use crate::context::RequestCtx;
 use crate::domain::email_field;
 use crate::domain::error::{DomainError, DomainResult};
-use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{EmailGate, admit};
+use crate::domain::lockout::Lockout;
+use crate::domain::ratelimit::{Gate, admit};
 use crate::domain::sessions::SessionIssuer;
 use crate::domain::views::TokenResponse;
 use crate::logging::security_event;
-use crate::mail::templates;
 use crate::password::{Hasher, Verified};
 use crate::secret::Password;
-use crate::store::{LockGate, LoginPort, User, pair_lock_key};
+use crate::store::{LoginPort, User};
 
 /// The login use case.
 pub struct Login {
     store: Arc<dyn LoginPort>,
     hasher: Hasher,
-    notifier: Notifier,
+    lockout: Lockout,
     issuer: SessionIssuer,
-    policy: LockoutPolicy,
-    gate: Option<EmailGate>,
+    gate: Option<Gate>,
     clock: SharedClock,
 }
 
@@ -38,60 +29,31 @@ impl Login {
     pub fn new(
         store: Arc<dyn LoginPort>,
         hasher: Hasher,
-        notifier: Notifier,
+        lockout: Lockout,
         issuer: SessionIssuer,
-        gate: Option<EmailGate>,
-        cfg: &Config,
+        gate: Option<Gate>,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, notifier, issuer, policy: cfg.lockout, gate, clock }
+        Self { store, hasher, lockout, issuer, gate, clock }
     }
 
     /// Checks the password under the lockout gate and starts a session.
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> DomainResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
         admit(&self.gate, &email, ctx).await?;
-        let account_key = email.as_str().to_owned();
-        let pair_key = pair_lock_key(&account_key, &ctx.ip);
-        let policy = self.policy;
-        let window = policy.window.as_secs() as i64;
-        // Fails closed: if a count cannot be written, nobody signs in.
-        let mut gates = Vec::with_capacity(2);
-        for (key, limit) in [(&pair_key, policy.threshold), (&account_key, policy.account_ceiling)] {
-            match self.store.lock_gate(key, self.clock.now(), window).await? {
-                LockGate::Locked { .. } => return Err(self.failed(ctx, None, "locked")),
-                LockGate::Open { attempt, previous_locks } => {
-                    if attempt == 1 && previous_locks > 0 {
-                        security_event("account_unlocked", ctx, None, "lock_expired");
-                    }
-                    gates.push((key.clone(), limit, attempt, previous_locks));
-                }
-            }
-        }
-        if gates.iter().any(|(_, limit, attempt, _)| attempt > limit) {
-            // Raced past a threshold before its lock landed: no password check.
-            for (key, limit, attempt, prev) in &gates {
-                if attempt > limit {
-                    self.lock(key, *limit, *prev, &account_key, None, ctx).await?;
-                }
-            }
+        let Ok(attempt) = self.lockout.enter(email.as_str(), ctx).await? else {
             return Err(self.failed(ctx, None, "locked"));
-        }
-        let user = self.store.find_user_by_email(&account_key).await?;
+        };
+        let user = self.store.find_user_by_email(email.as_str()).await?;
         let verified = self.hasher.verify(pw, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match (user, &verified) {
             (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
             (user, _) => {
-                for (key, limit, attempt, prev) in &gates {
-                    if attempt >= limit {
-                        self.lock(key, *limit, *prev, &account_key, user.as_ref(), ctx).await?;
-                    }
-                }
+                self.lockout.failed(attempt, user.as_ref(), ctx).await?;
                 return Err(self.failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
-        self.store.clear_lockout(&pair_key).await?;
-        self.store.clear_lockout(&account_key).await?;
+        self.lockout.succeeded(attempt).await?;
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
         {
@@ -113,38 +75,6 @@ impl Login {
         crate::metrics::count("LoginFailed");
         DomainError::InvalidCredentials
     }
-
-    /// Locks `key` (a pair or the account) if its count reached `limit`; mails the owner once
-    /// per lock.
-    async fn lock(
-        &self,
-        key: &str,
-        limit: u32,
-        previous_locks: u32,
-        account: &str,
-        user: Option<&User>,
-        ctx: &RequestCtx,
-    ) -> DomainResult<()> {
-        let now = self.clock.now();
-        let dur = self.policy.lock_duration(previous_locks);
-        let locked =
-            self.store.lock(key, limit, now + dur.as_secs() as i64, now, self.policy.window.as_secs() as i64).await?;
-        if locked {
-            // The caller that raced past the threshold has not looked the user up yet.
-            let owner = match user {
-                Some(u) => Some(u.clone()),
-                None => self.store.find_user_by_email(account).await?,
-            };
-            let scope = if key == account { "account" } else { "account_from_ip" };
-            security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), scope);
-            crate::metrics::count("AccountLocked");
-            if let Some(u) = owner {
-                let mail = templates::account_locked(self.notifier.product(), &u.email, dur.as_secs() / 60);
-                self.notifier.send(mail, ctx, "account_locked").await;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -153,7 +83,7 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn login(k: &Kit) -> Login {
-        Login::new(k.store.clone(), k.hasher.clone(), k.notifier(), k.issuer(), None, &k.cfg, k.clock.shared())
+        Login::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.issuer(), None, k.clock.shared())
     }
 
     async fn attempt(uc: &Login, email: &str, pw: &str, ip: &str) -> DomainResult<TokenResponse> {
@@ -190,6 +120,20 @@ mod tests {
         // 15 minutes later the lock is over.
         k.clock.advance(k.cfg.lockout.base.as_secs() as i64 + 1);
         assert!(attempt(&uc, "ben@example.com", PASSWORD, "192.0.2.9").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn given_failures_from_rotating_ipv6_addresses_in_one_64_then_they_lock_that_prefix() {
+        let k = Kit::new();
+        k.user("ipv6@example.com", PASSWORD).await;
+        let uc = login(&k);
+        for i in 0..k.cfg.lockout.threshold {
+            let ip = format!("2001:db8:1:2::{:x}", i + 1);
+            assert!(attempt(&uc, "ipv6@example.com", "wrong-password-1", &ip).await.is_err());
+        }
+        // Another address of the prefix is locked out; another prefix is not.
+        assert!(attempt(&uc, "ipv6@example.com", PASSWORD, "2001:db8:1:2:ffff::9").await.is_err());
+        assert!(attempt(&uc, "ipv6@example.com", PASSWORD, "2001:db8:1:3::1").await.is_ok());
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod authn;
 pub mod discovery;
 pub mod error;
+pub mod lockout;
 pub mod login;
 pub mod notify;
 pub mod ratelimit;

@@ -1,11 +1,13 @@
 //! Sending mail on behalf of a use case: the templates need the product name and the public
 //! base URL (never the request's Host); a delivery failure is logged without body or link and
-//! never changes the answer.
+//! never changes the answer. With rate limits on, the mail one account causes is capped per
+//! hour (`MAIL_CAP_PER_HOUR`), so no endpoint becomes a mail relay.
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Limit};
 use crate::context::RequestCtx;
+use crate::domain::ratelimit::RateLimiter;
 use crate::mail::{Mail, Mailer};
 
 /// The mailer with what the templates need.
@@ -14,11 +16,18 @@ pub struct Notifier {
     mailer: Arc<dyn Mailer>,
     product: String,
     base_url: String,
+    cap: Option<(Arc<RateLimiter>, Limit)>,
 }
 
 impl Notifier {
-    pub fn new(mailer: Arc<dyn Mailer>, cfg: &Config) -> Self {
-        Self { mailer, product: cfg.product_name.clone(), base_url: cfg.public_base_url.clone() }
+    /// `cap`: the per-account hourly cap, counted with `limiter` (`None`: uncapped).
+    pub fn new(mailer: Arc<dyn Mailer>, cfg: &Config, cap: Option<Arc<RateLimiter>>) -> Self {
+        Self {
+            mailer,
+            product: cfg.product_name.clone(),
+            base_url: cfg.public_base_url.clone(),
+            cap: cap.map(|l| (l, Limit { max: cfg.mail_cap_per_hour, window: 3600 })),
+        }
     }
 
     /// The product name mails are signed with.
@@ -31,8 +40,21 @@ impl Notifier {
         &self.base_url
     }
 
-    /// Sends `mail`; `what` names it in the log if delivery fails.
-    pub async fn send(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
+    /// Sends `mail` on behalf of `account` (a user id, or the address for mail to an address
+    /// no account is signed in as); `what` names it in the log. Past the account's hourly cap
+    /// the mail is dropped and logged; a cap that cannot be counted drops it too (fail closed).
+    pub async fn send(&self, account: &str, mail: Mail, ctx: &RequestCtx, what: &str) {
+        if let Some((limiter, limit)) = &self.cap {
+            match limiter.check("mail", "account", account, *limit).await {
+                Ok(d) if !d.limited => {}
+                outcome => {
+                    let reason = if outcome.is_ok() { "hourly cap reached" } else { "cap could not be counted" };
+                    tracing::warn!(request_id = %ctx.request_id, event = "mail_capped", mail = what, reason, "mail not sent");
+                    crate::metrics::count("MailCapped");
+                    return;
+                }
+            }
+        }
         if let Err(e) = self.mailer.send(&mail).await {
             tracing::warn!(request_id = %ctx.request_id, event = "mail_failed", mail = what, error = %e.0, "mail delivery failed");
             crate::metrics::count("MailFailed");

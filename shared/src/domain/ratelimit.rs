@@ -59,25 +59,54 @@ impl RateLimiter {
     }
 }
 
-/// The per-email limit of one endpoint, applied by its use case as soon as the address is
-/// normalized and before any other work.
-pub struct EmailGate {
+/// Which identity a `Gate` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The normalized email the body names.
+    Email,
+    /// The account acted on.
+    User,
+}
+
+impl Scope {
+    fn name(self) -> &'static str {
+        match self {
+            Scope::Email => "email",
+            Scope::User => "user",
+        }
+    }
+}
+
+/// One endpoint's per-email or per-account limit, applied by its use case as soon as it knows
+/// the identity (the address normalized, the caller authenticated, the token parsed) and
+/// before any other work: no hashing, no mail.
+pub struct Gate {
     limiter: Arc<RateLimiter>,
     binary: &'static str,
+    scope: Scope,
     limit: Limit,
 }
 
-impl EmailGate {
-    /// The gate of `binary` with `defaults`, or `None` if no email limit applies.
-    pub fn new(limiter: Arc<RateLimiter>, binary: &'static str, defaults: EndpointLimits) -> Option<Self> {
-        let limit = limiter.limits_for(binary, defaults)?.email?;
-        Some(Self { limiter, binary, limit })
+impl Gate {
+    /// The `scope` gate of `binary` with `defaults`, or `None` if no such limit applies.
+    pub fn new(
+        limiter: Arc<RateLimiter>,
+        binary: &'static str,
+        defaults: EndpointLimits,
+        scope: Scope,
+    ) -> Option<Self> {
+        let limits = limiter.limits_for(binary, defaults)?;
+        let limit = match scope {
+            Scope::Email => limits.email,
+            Scope::User => limits.user,
+        }?;
+        Some(Self { limiter, binary, scope, limit })
     }
 
-    /// Counts the request for `email`; `RateLimited` past the limit. The decision is recorded
-    /// in `ctx` for the `RateLimit-*` headers.
-    pub async fn admit(&self, email: &Email, ctx: &RequestCtx) -> DomainResult<()> {
-        let d = self.limiter.check(self.binary, "email", email.as_str(), self.limit).await?;
+    /// Counts the request for `id`; `RateLimited` past the limit. The decision is recorded in
+    /// `ctx` for the `RateLimit-*` headers.
+    pub async fn admit(&self, id: &str, ctx: &RequestCtx) -> DomainResult<()> {
+        let d = self.limiter.check(self.binary, self.scope.name(), id, self.limit).await?;
         ctx.rate.record(d);
         if d.limited {
             crate::logging::security_event("rate_limited", ctx, None, self.binary);
@@ -88,10 +117,15 @@ impl EmailGate {
     }
 }
 
-/// Applies `gate`, if any.
-pub(crate) async fn admit(gate: &Option<EmailGate>, email: &Email, ctx: &RequestCtx) -> DomainResult<()> {
+/// Applies `gate`, if any, to `email`.
+pub(crate) async fn admit(gate: &Option<Gate>, email: &Email, ctx: &RequestCtx) -> DomainResult<()> {
+    admit_id(gate, email.as_str(), ctx).await
+}
+
+/// Applies `gate`, if any, to the account `id`.
+pub(crate) async fn admit_id(gate: &Option<Gate>, id: &str, ctx: &RequestCtx) -> DomainResult<()> {
     match gate {
-        Some(g) => g.admit(email, ctx).await,
+        Some(g) => g.admit(id, ctx).await,
         None => Ok(()),
     }
 }
@@ -119,7 +153,7 @@ mod tests {
         let t0 = 1_000_000; // a window start
         let clock = ManualClock::at(t0);
         let r = limiter(&clock);
-        let lim = EndpointLimits { ip: per(10, 100), email: None };
+        let lim = EndpointLimits { ip: per(10, 100), email: None, user: None };
         for _ in 0..10 {
             assert!(!limited(&r, lim).await);
         }

@@ -9,7 +9,7 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{EmailGate, admit};
+use crate::domain::ratelimit::{Gate, admit, admit_id};
 use crate::domain::{RESET_TTL_SECS, email_field, with_floor};
 use crate::email::Email;
 use crate::logging::security_event;
@@ -26,7 +26,8 @@ pub struct Recovery {
     policy: PasswordPolicy,
     notifier: Notifier,
     floor: Duration,
-    gate: Option<EmailGate>,
+    gate: Option<Gate>,
+    user_gate: Option<Gate>,
     clock: SharedClock,
 }
 
@@ -35,11 +36,21 @@ impl Recovery {
         store: Arc<dyn RecoveryPort>,
         hasher: Hasher,
         notifier: Notifier,
-        gate: Option<EmailGate>,
+        gate: Option<Gate>,
+        user_gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), notifier, floor: cfg.enumeration_floor, gate, clock }
+        Self {
+            store,
+            hasher,
+            policy: cfg.password.clone(),
+            notifier,
+            floor: cfg.enumeration_floor,
+            gate,
+            user_gate,
+            clock,
+        }
     }
 
     /// Mails a reset link if the account exists; the same 202 and timing either way.
@@ -53,10 +64,12 @@ impl Recovery {
             };
             let secret = tokens::random_secret()?;
             let expires = self.clock.now() + RESET_TTL_SECS;
-            self.store.put_one_time(OneTimeKind::ResetPassword, &u.id, &tokens::hash_secret(&secret), expires).await?;
+            let hash = tokens::hash_secret(&secret);
+            self.store.put_one_time(OneTimeKind::ResetPassword, &u.id, &hash, expires, u.session_version).await?;
             let token = format!("{}.{}", u.id, secret);
             let n = &self.notifier;
-            n.send(templates::password_reset(n.product(), n.base_url(), &u.email, &token), ctx, "password_reset").await;
+            let mail = templates::password_reset(n.product(), n.base_url(), &u.email, &token);
+            n.send(&u.id, mail, ctx, "password_reset").await;
             security_event("password_reset_requested", ctx, Some(&u.id), "sent");
             Ok(())
         })
@@ -64,14 +77,27 @@ impl Recovery {
     }
 
     /// Sets a new password with a reset token (single use); revokes every session, bumps the
-    /// session version, clears lockout and notifies the owner.
+    /// session version, clears lockout and notifies the owner. The token is checked before
+    /// the new password is hashed (a made-up token costs no argon2 run) and spent after.
     pub async fn reset_password(&self, token: &Token, new_pw: &Password, ctx: &RequestCtx) -> DomainResult<()> {
         let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(DomainError::InvalidToken)?;
-        let user = self.store.get_user(&user_id).await?.ok_or(DomainError::InvalidToken)?;
+        admit_id(&self.user_gate, &user_id, ctx).await?;
+        let user = self.store.get_user(&user_id).await?.filter(|u| u.is_active).ok_or(DomainError::InvalidToken)?;
+        let now = self.clock.now();
+        let pending = self.store.peek_one_time(OneTimeKind::ResetPassword, &user_id, &hash, now).await?;
+        if pending.is_none_or(|t| t.session_version != user.session_version) {
+            security_event("password_reset", ctx, Some(&user_id), "invalid_token");
+            return Err(DomainError::InvalidToken);
+        }
         // The policy runs first, so a weak password does not spend the token.
         check_policy(&self.policy, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
         let new_hash = self.hasher.hash(new_pw).await?;
-        if self.store.reset_password(&user_id, &hash, &new_hash, self.clock.now()).await?.is_none() {
+        if self
+            .store
+            .reset_password(&user_id, &hash, &new_hash, self.clock.now(), user.session_version)
+            .await?
+            .is_none()
+        {
             security_event("password_reset", ctx, Some(&user_id), "invalid_token");
             return Err(DomainError::InvalidToken);
         }
@@ -80,7 +106,8 @@ impl Recovery {
         self.store.clear_all_lockouts(&user.email).await?;
         security_event("password_reset", ctx, Some(&user_id), "success");
         let n = &self.notifier;
-        n.send(templates::password_changed(n.product(), n.base_url(), &user.email), ctx, "password_changed").await;
+        let mail = templates::password_changed(n.product(), n.base_url(), &user.email);
+        n.send(&user.id, mail, ctx, "password_changed").await;
         Ok(())
     }
 }
@@ -92,7 +119,7 @@ mod tests {
     use crate::store::{SessionStore, UserLookup};
 
     fn recovery(k: &Kit) -> Recovery {
-        Recovery::new(k.store.clone(), k.hasher.clone(), k.notifier(), None, &k.cfg, k.clock.shared())
+        Recovery::new(k.store.clone(), k.hasher.clone(), k.notifier(), None, None, &k.cfg, k.clock.shared())
     }
 
     #[tokio::test]

@@ -29,7 +29,7 @@ impl SessionIssuer {
     }
 
     fn access_token(&self, user: &User, session_id: &str, now: i64) -> DomainResult<(String, String)> {
-        self.jwt.issue(
+        Ok(self.jwt.issue(
             &Subject {
                 user_id: &user.id,
                 email: &user.email,
@@ -39,7 +39,7 @@ impl SessionIssuer {
                 session_id,
             },
             now,
-        )
+        )?)
     }
 
     /// The token response for `secret`, the session's live refresh secret.

@@ -9,13 +9,14 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{EmailGate, admit};
+use crate::domain::ratelimit::{Gate, admit};
 use crate::domain::{email_field, validate_name, with_floor};
+use crate::email::Email;
 use crate::logging::security_event;
 use crate::mail::templates;
-use crate::password::{Hasher, check_policy};
+use crate::password::{Hasher, PolicyError, check_policy};
 use crate::secret::{Password, Token};
-use crate::store::{OneTimeKind, OneTimeTokenStore, SignupPort, StoreError, User};
+use crate::store::{OneTimeKind, SignupPort, StoreError, TokenPort, User};
 use crate::tokens;
 
 /// Sign-up and re-sending the verification mail.
@@ -26,7 +27,7 @@ pub struct Signup {
     notifier: Notifier,
     verify_ttl: Duration,
     floor: Duration,
-    gate: Option<EmailGate>,
+    gate: Option<Gate>,
     clock: SharedClock,
 }
 
@@ -35,7 +36,7 @@ impl Signup {
         store: Arc<dyn SignupPort>,
         hasher: Hasher,
         notifier: Notifier,
-        gate: Option<EmailGate>,
+        gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
@@ -54,10 +55,47 @@ impl Signup {
     async fn issue_verification(&self, user: &User, ctx: &RequestCtx) -> DomainResult<()> {
         let secret = tokens::random_secret()?;
         let expires = self.clock.now() + self.verify_ttl.as_secs() as i64;
-        self.store.put_one_time(OneTimeKind::VerifyEmail, &user.id, &tokens::hash_secret(&secret), expires).await?;
+        let hash = tokens::hash_secret(&secret);
+        self.store.put_one_time(OneTimeKind::VerifyEmail, &user.id, &hash, expires, user.session_version).await?;
+        self.mail_link(user, &secret, ctx).await;
+        Ok(())
+    }
+
+    async fn mail_link(&self, user: &User, secret: &str, ctx: &RequestCtx) {
         let token = format!("{}.{}", user.id, secret);
         let n = &self.notifier;
-        n.send(templates::verification(n.product(), n.base_url(), &user.email, &token), ctx, "verification").await;
+        n.send(&user.id, templates::verification(n.product(), n.base_url(), &user.email, &token), ctx, "verification")
+            .await;
+    }
+
+    /// A sign-up for an address that is taken. An unverified account's pending registration
+    /// is replaced by this one (its password, and a new link that alone works), so that
+    /// whoever registered the address first can never sign in once its owner has signed up;
+    /// anything else gets the "attempted sign-up" notice.
+    async fn signup_taken(
+        &self,
+        email: &Email,
+        hash: String,
+        name: Option<&str>,
+        ctx: &RequestCtx,
+    ) -> DomainResult<()> {
+        let now = self.clock.now();
+        if let Some(u) = self.store.find_user_by_email(email.as_str()).await?.filter(|u| u.is_active && !u.is_verified)
+        {
+            let secret = tokens::random_secret()?;
+            let expires = now + self.verify_ttl.as_secs() as i64;
+            let token_hash = tokens::hash_secret(&secret);
+            if self.store.replace_registration(&u.id, u.session_version, &hash, name, &token_hash, expires, now).await?
+            {
+                security_event("signup", ctx, Some(&u.id), "pending_registration_replaced");
+                self.mail_link(&u, &secret, ctx).await;
+                return Ok(());
+            }
+        }
+        security_event("signup", ctx, None, "existing_address");
+        let n = &self.notifier;
+        let mail = templates::attempted_signup(n.product(), n.base_url(), email.as_str());
+        n.send(email.as_str(), mail, ctx, "attempted_signup").await;
         Ok(())
     }
 
@@ -80,7 +118,7 @@ impl Signup {
                         errs.extend(v);
                     }
                 }
-                if let Err(DomainError::Validation(v)) = check_policy(&self.policy, pw, None, "password") {
+                if let Err(PolicyError(v)) = check_policy(&self.policy, pw, None, "password") {
                     errs.extend(v);
                 }
                 return Err(DomainError::Validation(errs));
@@ -94,8 +132,8 @@ impl Signup {
             let user = User {
                 id: uuid::Uuid::new_v4().to_string(),
                 email: email.as_str().to_owned(),
-                name,
-                password_hash: hash,
+                name: name.clone(),
+                password_hash: hash.clone(),
                 is_active: true,
                 is_verified: false,
                 is_superuser: false,
@@ -107,19 +145,12 @@ impl Signup {
             match self.store.create_user(&user).await {
                 Ok(()) => {
                     security_event("signup", ctx, Some(&user.id), "created");
+                    // Failures counted against the address before it had an account (and locks
+                    // they caused) are not the new account's.
+                    self.store.clear_all_lockouts(&user.email).await?;
                     self.issue_verification(&user, ctx).await
                 }
-                Err(StoreError::EmailTaken) => {
-                    security_event("signup", ctx, None, "existing_address");
-                    let n = &self.notifier;
-                    n.send(
-                        templates::attempted_signup(n.product(), n.base_url(), email.as_str()),
-                        ctx,
-                        "attempted_signup",
-                    )
-                    .await;
-                    Ok(())
-                }
+                Err(StoreError::EmailTaken) => self.signup_taken(&email, hash, name.as_deref(), ctx).await,
                 Err(e) => Err(e.into()),
             }
         })
@@ -145,19 +176,20 @@ impl Signup {
 
 /// Email verification: consuming the link's token. Sends no mail.
 pub struct Verification {
-    store: Arc<dyn OneTimeTokenStore>,
+    store: Arc<dyn TokenPort>,
     clock: SharedClock,
 }
 
 impl Verification {
-    pub fn new(store: Arc<dyn OneTimeTokenStore>, clock: SharedClock) -> Self {
+    pub fn new(store: Arc<dyn TokenPort>, clock: SharedClock) -> Self {
         Self { store, clock }
     }
 
     /// Consumes a verification token (single use).
     pub async fn verify_email(&self, token: &Token, ctx: &RequestCtx) -> DomainResult<()> {
         let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(DomainError::InvalidToken)?;
-        if self.store.verify_email(&user_id, &hash, self.clock.now()).await? {
+        let Some(user) = self.store.get_user(&user_id).await? else { return Err(DomainError::InvalidToken) };
+        if self.store.verify_email(&user_id, &hash, self.clock.now(), user.session_version).await? {
             security_event("email_verified", ctx, Some(&user_id), "success");
             Ok(())
         } else {
@@ -190,15 +222,41 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_a_taken_address_then_the_answer_is_the_same_and_the_owner_is_told() {
+    async fn given_a_verified_address_then_a_sign_up_answers_the_same_and_the_owner_is_told() {
         let k = Kit::new();
         let ctx = Kit::ctx("192.0.2.1");
         let uc = signup(&k);
-        uc.signup("bob@example.com", &Password::new(PASSWORD), None, &ctx).await.unwrap();
+        k.user("bob@example.com", PASSWORD).await;
         uc.signup("bob@example.com", &Password::new("another-strong-passphrase-9"), None, &ctx).await.unwrap();
         let mails = k.outbox.to("bob@example.com");
-        assert_eq!(mails.len(), 2);
-        assert!(mails[1].subject.to_lowercase().contains("sign"), "{:?}", mails[1].subject);
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].subject.to_lowercase().contains("sign-up attempt"), "{:?}", mails[0].subject);
+        assert!(!mails[0].text.contains("token="));
+    }
+
+    #[tokio::test]
+    async fn given_an_unverified_address_when_its_owner_signs_up_then_the_first_registrants_link_and_password_die() {
+        let k = Kit::new();
+        let ctx = Kit::ctx("192.0.2.1");
+        let uc = signup(&k);
+        uc.signup("eva@example.com", &Password::new("attacker-chose-this-1"), None, &ctx).await.unwrap();
+        let attackers_link = Token::new(k.outbox.token_to("eva@example.com"));
+        uc.signup("eva@example.com", &Password::new(PASSWORD), Some("Eva"), &ctx).await.unwrap();
+        let owners_link = Token::new(k.outbox.token_to("eva@example.com"));
+        let v = Verification::new(k.store.clone(), k.clock.shared());
+        assert!(matches!(v.verify_email(&attackers_link, &ctx).await, Err(DomainError::InvalidToken)));
+        v.verify_email(&owners_link, &ctx).await.unwrap();
+        let u =
+            crate::store::UserLookup::find_user_by_email(k.store.as_ref(), "eva@example.com").await.unwrap().unwrap();
+        assert!(u.is_verified && u.name.as_deref() == Some("Eva"));
+        assert_eq!(
+            k.hasher.verify(&Password::new(PASSWORD), Some(&u.password_hash)).await.unwrap(),
+            crate::password::Verified::Yes
+        );
+        assert_eq!(
+            k.hasher.verify(&Password::new("attacker-chose-this-1"), Some(&u.password_hash)).await.unwrap(),
+            crate::password::Verified::No
+        );
     }
 
     #[tokio::test]

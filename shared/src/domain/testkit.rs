@@ -66,7 +66,11 @@ impl Kit {
     }
 
     pub fn notifier(&self) -> Notifier {
-        Notifier::new(self.outbox.clone(), &self.cfg)
+        Notifier::new(self.outbox.clone(), &self.cfg, None)
+    }
+
+    pub fn lockout(&self) -> crate::domain::lockout::Lockout {
+        crate::domain::lockout::Lockout::new(self.store.clone(), self.notifier(), &self.cfg, self.clock.shared())
     }
 
     pub fn jwt(&self) -> Jwt {
@@ -106,5 +110,34 @@ impl Kit {
     /// The user as stored now.
     pub async fn stored(&self, id: &str) -> crate::store::User {
         crate::store::UserLookup::get_user(self.store.as_ref(), id).await.unwrap().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use super::*;
+
+    #[tokio::test]
+    async fn given_types_holding_secrets_then_debug_prints_none_of_them() {
+        let k = Kit::new();
+        let u = k.user("red@example.com", PASSWORD).await;
+        let t = k.issuer().start(k.store.as_ref(), &u, &Kit::ctx("192.0.2.1"), k.clock.now()).await.unwrap();
+        let sessions = crate::store::SessionStore::list_sessions(k.store.as_ref(), &u.id, k.clock.now()).await.unwrap();
+        let parts = crate::tokens::parse_refresh(&t.refresh_token).unwrap();
+        let secret = t.refresh_token.rsplit('.').next().unwrap().to_owned();
+        let keys = k.keys.keys();
+        let printed = format!("{u:?} {t:?} {:?} {parts:?} {keys:?}", sessions[0]);
+        for needle in [
+            u.password_hash.as_str(),
+            t.access_token.as_str(),
+            secret.as_str(),
+            sessions[0].current_hash.as_str(),
+            parts.secret_hash.as_str(),
+            "PRIVATE",
+            "cursor_key",
+        ] {
+            assert!(!printed.contains(needle), "Debug printed {needle}: {printed}");
+        }
+        assert!(printed.contains(&u.id), "ids still print: {printed}");
     }
 }

@@ -40,15 +40,19 @@ pub const ME: Endpoint = Endpoint {
 pub const CHANGE_PASSWORD: Endpoint = Endpoint {
     binary: "change-password",
     routes: &[("POST", "/auth/change-password")],
-    limits: EndpointLimits::NONE,
+    limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: true },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: true },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(change_password)).with_state(deps.account().await?);
-            Ok(authenticated(r, deps.authenticator().await?))
+            let uc = deps.account(CHANGE_PASSWORD.user_gate(&deps).await?).await?;
+            let r = authenticated(
+                OpenApiRouter::new().routes(routes!(change_password)).with_state(uc),
+                deps.authenticator().await?,
+            );
+            Ok(limited(r, &CHANGE_PASSWORD, deps.rate_limiter().await?))
         })
     },
 };
@@ -57,15 +61,19 @@ pub const CHANGE_PASSWORD: Endpoint = Endpoint {
 pub const CHANGE_EMAIL: Endpoint = Endpoint {
     binary: "change-email",
     routes: &[("POST", "/auth/change-email")],
-    limits: EndpointLimits::NONE,
+    limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem"], mail: true, keys: true },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: true },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(change_email)).with_state(deps.account().await?);
-            Ok(authenticated(r, deps.authenticator().await?))
+            let uc = deps.account(CHANGE_EMAIL.user_gate(&deps).await?).await?;
+            let r = authenticated(
+                OpenApiRouter::new().routes(routes!(change_email)).with_state(uc),
+                deps.authenticator().await?,
+            );
+            Ok(limited(r, &CHANGE_EMAIL, deps.rate_limiter().await?))
         })
     },
 };
@@ -74,14 +82,16 @@ pub const CHANGE_EMAIL: Endpoint = Endpoint {
 pub const CONFIRM_EMAIL_CHANGE: Endpoint = Endpoint {
     binary: "confirm-email-change",
     routes: &[("POST", "/auth/confirm-email-change")],
-    limits: EndpointLimits { ip: per(20, 60), email: None },
+    limits: EndpointLimits { ip: per(20, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: false },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(confirm_email_change)).with_state(deps.account().await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(confirm_email_change))
+                .with_state(deps.account(CONFIRM_EMAIL_CHANGE.user_gate(&deps).await?).await?);
             Ok(limited(r, &CONFIRM_EMAIL_CHANGE, deps.rate_limiter().await?))
         })
     },

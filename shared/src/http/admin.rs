@@ -9,31 +9,39 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::account::present;
-use super::extract::{AdminBearer, Json};
-use super::problem::{ApiError, ApiResult, Problem};
+use super::extract::{AdminBearer, Json, PathId, Query};
+use super::problem::{ApiResult, Problem};
+use super::ratelimit::limited;
 use super::{Endpoint, ErrorStyle, PROBLEM, Uc, Uses, authenticated, json_response, mounted};
-use crate::config::EndpointLimits;
+use crate::config::{EndpointLimits, per};
 use crate::domain::admin::{Actor, Admin, ListQuery, NewUser, Status, UserPage, UserUpdate};
-use crate::domain::error::DomainError;
 use crate::domain::views::UserView;
 use crate::secret::Password;
+
+/// The limits of the admin endpoints that hash a password: per IP and per administrator.
+const HASHING: EndpointLimits = EndpointLimits { ip: per(30, 60), email: None, user: per(30, 60) };
 
 /// One admin endpoint: `$binary` serving `$handler` at ($method, $path).
 macro_rules! admin_endpoint {
     ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident) => {
+        admin_endpoint!($name, $binary, $method, $path, $table, $handler, EndpointLimits::NONE);
+    };
+    ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $limits:expr) => {
         #[doc = concat!("`", $method, " ", $path, "`.")]
         pub const $name: Endpoint = Endpoint {
             binary: $binary,
             routes: &[($method, $path)],
-            limits: EndpointLimits::NONE,
+            limits: $limits,
             errors: ErrorStyle::Plain,
             uses: Uses { table: $table, mail: false, keys: true },
             use_case: "shared/src/domain/admin.rs",
             source: file!(),
             mount: |deps| {
                 mounted(async move {
-                    let r = OpenApiRouter::new().routes(routes!($handler)).with_state(deps.admin().await?);
-                    Ok(authenticated(r, deps.authenticator().await?))
+                    let admin = deps.admin($name.user_gate(&deps).await?).await?;
+                    let r = OpenApiRouter::new().routes(routes!($handler)).with_state(admin);
+                    let r = authenticated(r, deps.authenticator().await?);
+                    if $name.limits.is_none() { Ok(r) } else { Ok(limited(r, &$name, deps.rate_limiter().await?)) }
                 })
             },
         };
@@ -41,7 +49,15 @@ macro_rules! admin_endpoint {
 }
 
 admin_endpoint!(USERS_LIST, "users-list", "GET", "/users", &["GetItem", "Query"], users_list);
-admin_endpoint!(USERS_CREATE, "users-create", "POST", "/users", &["GetItem", "PutItem", "UpdateItem"], users_create);
+admin_endpoint!(
+    USERS_CREATE,
+    "users-create",
+    "POST",
+    "/users",
+    &["GetItem", "PutItem", "UpdateItem"],
+    users_create,
+    HASHING
+);
 admin_endpoint!(USERS_GET, "users-get", "GET", "/users/{id}", &["GetItem"], users_get);
 admin_endpoint!(
     USERS_UPDATE,
@@ -49,7 +65,8 @@ admin_endpoint!(
     "PUT",
     "/users/{id}",
     &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
-    users_update
+    users_update,
+    HASHING
 );
 admin_endpoint!(
     USERS_ACTIVATE,
@@ -107,15 +124,6 @@ struct UsersQuery {
     status: Option<String>,
 }
 
-fn user_id(id: &str) -> ApiResult<&str> {
-    // Ids are UUIDs; anything else cannot name a user.
-    if id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        Ok(id)
-    } else {
-        Err(ApiError::Domain(DomainError::NotFound))
-    }
-}
-
 /// List users, ordered by email, with cursor pagination (a query on the email index).
 #[utoipa::path(get, path = "/users", tag = "admin", security(("bearer" = []), ("oauth2" = ["admin"])), params(UsersQuery),
     responses(
@@ -123,13 +131,7 @@ fn user_id(id: &str) -> ApiResult<&str> {
         (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed or a tampered or foreign cursor"),
         (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden: not an administrator"),
 ))]
-async fn users_list(
-    State(uc): Uc<Admin>,
-    _admin: AdminBearer,
-    q: Result<axum::extract::Query<UsersQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    let axum::extract::Query(q) =
-        q.map_err(|e| ApiError::Domain(DomainError::BadRequest(format!("Bad query: {}", e.body_text()))))?;
+async fn users_list(State(uc): Uc<Admin>, _admin: AdminBearer, Query(q): Query<UsersQuery>) -> ApiResult<Response> {
     let status = q.status.as_deref().map(Status::parse).transpose()?;
     let page =
         uc.list_users(&ListQuery { limit: q.limit, cursor: q.cursor, email_prefix: q.email_prefix, status }).await?;
@@ -184,12 +186,8 @@ async fn users_create(
         (status = 403, body = Problem, content_type = PROBLEM, description = "forbidden"),
         (status = 404, body = Problem, content_type = PROBLEM, description = "not-found"),
 ))]
-async fn users_get(
-    State(uc): Uc<Admin>,
-    _admin: AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> ApiResult<Response> {
-    let user = uc.get_user(user_id(&id)?).await?;
+async fn users_get(State(uc): Uc<Admin>, _admin: AdminBearer, PathId(id): PathId) -> ApiResult<Response> {
+    let user = uc.get_user(&id).await?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -224,7 +222,7 @@ struct UpdateUserBody {
 async fn users_update(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
     Json(b): Json<UpdateUserBody>,
 ) -> ApiResult<Response> {
     let up = UserUpdate {
@@ -234,7 +232,7 @@ async fn users_update(
         is_verified: b.is_verified,
         password: b.password,
     };
-    let user = uc.update_user(Actor::Admin(&caller.user.id), user_id(&id)?, up, &ctx).await?;
+    let user = uc.update_user(Actor::Admin(&caller.user.id), &id, up, &ctx).await?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -250,9 +248,9 @@ async fn users_update(
 async fn users_activate(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let user = uc.set_active(Actor::Admin(&caller.user.id), user_id(&id)?, true, &ctx).await?;
+    let user = uc.set_active(Actor::Admin(&caller.user.id), &id, true, &ctx).await?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -268,9 +266,9 @@ async fn users_activate(
 async fn users_deactivate(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let user = uc.set_active(Actor::Admin(&caller.user.id), user_id(&id)?, false, &ctx).await?;
+    let user = uc.set_active(Actor::Admin(&caller.user.id), &id, false, &ctx).await?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -285,9 +283,9 @@ async fn users_deactivate(
 async fn users_unlock(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    let user = uc.unlock(Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
+    let user = uc.unlock(Actor::Admin(&caller.user.id), &id, &ctx).await?;
     Ok(json_response(StatusCode::OK, &UserView::from(&user)))
 }
 
@@ -302,9 +300,9 @@ async fn users_unlock(
 async fn users_revoke_sessions(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    uc.revoke_sessions(Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
+    uc.revoke_sessions(Actor::Admin(&caller.user.id), &id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -320,8 +318,8 @@ async fn users_revoke_sessions(
 async fn users_delete(
     State(uc): Uc<Admin>,
     AdminBearer(caller, ctx): AdminBearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    uc.delete_user(Actor::Admin(&caller.user.id), user_id(&id)?, &ctx).await?;
+    uc.delete_user(Actor::Admin(&caller.user.id), &id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -27,7 +27,7 @@ const LOGIN_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem"]
 pub const LOGIN: Endpoint = Endpoint {
     binary: "login",
     routes: &[("POST", "/auth/login")],
-    limits: EndpointLimits { ip: per(30, 60), email: per(10, 60) },
+    limits: EndpointLimits { ip: per(30, 60), email: per(10, 60), user: None },
     errors: ErrorStyle::OAuth,
     uses: Uses { table: LOGIN_TABLE, mail: true, keys: true },
     use_case: "shared/src/domain/login.rs",
@@ -46,7 +46,7 @@ pub const LOGIN: Endpoint = Endpoint {
 pub const TOKEN: Endpoint = Endpoint {
     binary: "token",
     routes: &[("POST", "/auth/token")],
-    limits: EndpointLimits { ip: per(30, 60), email: per(10, 60) },
+    limits: EndpointLimits { ip: per(30, 60), email: per(10, 60), user: None },
     errors: ErrorStyle::OAuth,
     uses: Uses { table: LOGIN_TABLE, mail: true, keys: true },
     use_case: "shared/src/domain/login.rs, shared/src/domain/sessions.rs",
@@ -67,7 +67,7 @@ pub const TOKEN: Endpoint = Endpoint {
 pub const REFRESH: Endpoint = Endpoint {
     binary: "refresh",
     routes: &[("POST", "/auth/refresh")],
-    limits: EndpointLimits { ip: per(60, 60), email: None },
+    limits: EndpointLimits { ip: per(60, 60), email: None, user: None },
     errors: ErrorStyle::OAuth,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: true },
     use_case: "shared/src/domain/sessions.rs",
@@ -84,7 +84,7 @@ pub const REFRESH: Endpoint = Endpoint {
 pub const LOGOUT: Endpoint = Endpoint {
     binary: "logout",
     routes: &[("POST", "/auth/logout")],
-    limits: EndpointLimits { ip: per(60, 60), email: None },
+    limits: EndpointLimits { ip: per(60, 60), email: None, user: None },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false },
     use_case: "shared/src/domain/sessions.rs",

@@ -105,9 +105,50 @@ pub(crate) fn client_ip(ext: &http::Extensions) -> String {
     ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
 }
 
-/// The request id the common layer chose for this request.
+/// The request's ids, chosen by the common layer: the server's (API Gateway's in Lambda, a
+/// fresh UUID locally), which every log line and problem carries, and the client's
+/// `X-Request-Id` if it sent a well-formed one, which is echoed and logged beside it.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestId(pub String);
+pub(crate) struct RequestId {
+    pub server: String,
+    pub client: Option<String>,
+}
+
+/// The `{id}` segment of a path (a user or session id). A value that cannot be an id is a 404
+/// before any store access; a path that does not decode is a 400 problem.
+pub struct PathId(pub String);
+
+/// Ids are UUIDs (with or without dashes).
+pub(crate) fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) if is_id(&id) => Ok(PathId(id)),
+            Ok(_) => Err(ApiError::Domain(DomainError::NotFound)),
+            Err(e) => Err(malformed(format!("Malformed path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// A query string of type `T` (which should `deny_unknown_fields`); a malformed or repeated
+/// parameter is a 400 problem.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(t)) => Ok(Query(t)),
+            Err(e) => Err(malformed(format!("Bad query: {}", e.body_text()))),
+        }
+    }
+}
 
 /// The caller's request context, for logs and session metadata.
 pub struct Ctx(pub RequestCtx);
@@ -122,9 +163,12 @@ impl Ctx {
             .chars()
             .take(256)
             .collect();
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let (request_id, client_request_id) = match parts.extensions.get::<RequestId>() {
+            Some(r) => (r.server.clone(), r.client.clone()),
+            None => (String::new(), None),
+        };
         let rate = parts.extensions.get::<crate::context::RateSlot>().cloned().unwrap_or_default();
-        RequestCtx { request_id, client_request_id: None, ip: client_ip(&parts.extensions), user_agent, rate }
+        RequestCtx { request_id, client_request_id, ip: client_ip(&parts.extensions), user_agent, rate }
     }
 }
 

@@ -85,8 +85,16 @@ impl Endpoint {
     pub(crate) async fn email_gate(
         &'static self,
         deps: &Deps,
-    ) -> Result<Option<crate::domain::ratelimit::EmailGate>, BuildError> {
-        deps.email_gate(self.binary, self.limits).await
+    ) -> Result<Option<crate::domain::ratelimit::Gate>, BuildError> {
+        deps.gate(self.binary, self.limits, crate::domain::ratelimit::Scope::Email).await
+    }
+
+    /// This endpoint's per-account rate limit, for the use case that knows the account.
+    pub(crate) async fn user_gate(
+        &'static self,
+        deps: &Deps,
+    ) -> Result<Option<crate::domain::ratelimit::Gate>, BuildError> {
+        deps.gate(self.binary, self.limits, crate::domain::ratelimit::Scope::User).await
     }
 
     /// The endpoint's routes, ready to serve: mounted, with its error style stamped.
@@ -199,38 +207,39 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("referrer-policy", "no-referrer"),
 ];
 
-fn pick_request_id(req: &Request) -> String {
-    if let Some(v) = req
+/// The server's request id (API Gateway's, else a fresh UUID) and the client's well-formed
+/// `X-Request-Id`, if any.
+fn pick_request_id(req: &Request) -> RequestId {
+    let client = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| crate::context::well_formed_request_id(v))
-    {
-        return v.to_owned();
-    }
+        .map(str::to_owned);
     use lambda_http::request::RequestContext;
     let apigw = match req.extensions().get::<RequestContext>() {
         Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
         _ => None,
     };
-    apigw.unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+    RequestId { server: apigw.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()), client }
 }
 
 /// Request id, body limit, problem rendering, security headers and `Cache-Control: no-store`
 /// on every response.
 async fn common(mut req: Request, next: Next) -> Response {
-    let id = pick_request_id(&req);
+    let ids = pick_request_id(&req);
     let too_big = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > MAX_BODY);
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(ids.clone());
     let resp = if too_big { ApiError::PayloadTooLarge.into_response() } else { next.run(req).await };
-    let mut resp = problem::render_pending(resp, &id);
+    let mut resp = problem::render_pending(resp, &ids.server);
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    // The client's id is echoed; without one, the server's.
+    if let Ok(v) = HeaderValue::from_str(ids.client.as_deref().unwrap_or(&ids.server)) {
         h.insert(HeaderName::from_static("x-request-id"), v);
     }
     for (k, v) in SECURITY_HEADERS {
@@ -284,7 +293,7 @@ fn limit_text(l: Option<crate::config::Limit>) -> String {
 /// README's copy equal to it; `cargo run -p local-server -- --readme-table` prints it).
 pub fn readme_table() -> String {
     let mut out = String::from(
-        "| method & path | function | handler | use case | per IP | per email | uses |\n|---|---|---|---|---|---|---|\n",
+        "| method & path | function | handler | use case | per IP | per email | per account | uses |\n|---|---|---|---|---|---|---|---|\n",
     );
     for e in ALL {
         let routes = e.routes.iter().map(|(m, p)| format!("`{m} {p}`")).collect::<Vec<_>>().join(", ");
@@ -305,10 +314,11 @@ pub fn readme_table() -> String {
         }
         let uses = if uses.is_empty() { "—".to_owned() } else { uses.join(", ") };
         out.push_str(&format!(
-            "| {routes} | `{}` | `{source}` | {use_case} | {} | {} | {uses} |\n",
+            "| {routes} | `{}` | `{source}` | {use_case} | {} | {} | {} | {uses} |\n",
             e.binary,
             limit_text(e.limits.ip),
-            limit_text(e.limits.email)
+            limit_text(e.limits.email),
+            limit_text(e.limits.user)
         ));
     }
     out
@@ -322,7 +332,11 @@ pub fn declarations_json() -> serde_json::Value {
                 serde_json::json!({
                     "binary": e.binary,
                     "routes": e.routes.iter().map(|(m, p)| serde_json::json!([m, p])).collect::<Vec<_>>(),
-                    "limits": {"ip": e.limits.ip.map(|l| [l.max as u64, l.window]), "email": e.limits.email.map(|l| [l.max as u64, l.window])},
+                    "limits": {
+                        "ip": e.limits.ip.map(|l| [l.max as u64, l.window]),
+                        "email": e.limits.email.map(|l| [l.max as u64, l.window]),
+                        "user": e.limits.user.map(|l| [l.max as u64, l.window]),
+                    },
                     "oauth_errors": e.errors == ErrorStyle::OAuth,
                     "uses": {"table": e.uses.table, "mail": e.uses.mail, "keys": e.uses.keys},
                     "use_case": e.use_case,

@@ -4,7 +4,6 @@
 //! external resources, `Referrer-Policy: no-referrer`, a CSP that allows only inline styles
 //! and posting to this origin.
 
-use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
@@ -13,7 +12,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{ApiError, ApiResult};
+use super::extract::Query;
+use super::problem::{ApiError, ApiResult, Problem};
 use super::{Endpoint, ErrorStyle, Uses, mounted};
 use crate::config::EndpointLimits;
 use crate::domain::error::DomainError;
@@ -98,9 +98,14 @@ fn hidden_token(token: &str) -> String {
 /// Opens the verification link: one button that POSTs the token.
 #[utoipa::path(get, path = "/auth/verify-email", tag = "pages", params(LinkQuery), responses(
     (status = 200, description = "A page with one button", content_type = "text/html", body = String),
-    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed (an HTML page), or the query is (a problem)",
+        content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
-pub async fn verify_email_page(Query(q): Query<LinkQuery>) -> Response {
+pub async fn verify_email_page(q: ApiResult<Query<LinkQuery>>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return e.into_response(),
+    };
     let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,
@@ -115,9 +120,14 @@ pub async fn verify_email_page(Query(q): Query<LinkQuery>) -> Response {
 /// Opens the reset link: a new-password form that POSTs the token and the password.
 #[utoipa::path(get, path = "/auth/reset-password", tag = "pages", params(LinkQuery), responses(
     (status = 200, description = "A new-password form", content_type = "text/html", body = String),
-    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed (an HTML page), or the query is (a problem)",
+        content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
-pub async fn reset_password_page(Query(q): Query<LinkQuery>) -> Response {
+pub async fn reset_password_page(q: ApiResult<Query<LinkQuery>>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return e.into_response(),
+    };
     let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,
@@ -136,9 +146,14 @@ pub async fn reset_password_page(Query(q): Query<LinkQuery>) -> Response {
 /// Opens the email-change link: one button that POSTs the token.
 #[utoipa::path(get, path = "/auth/confirm-email-change", tag = "pages", params(LinkQuery), responses(
     (status = 200, description = "A page with one button", content_type = "text/html", body = String),
-    (status = 400, description = "The link is malformed", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed (an HTML page), or the query is (a problem)",
+        content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
-pub async fn confirm_email_change_page(Query(q): Query<LinkQuery>) -> Response {
+pub async fn confirm_email_change_page(q: ApiResult<Query<LinkQuery>>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return e.into_response(),
+    };
     let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
     page(
         StatusCode::OK,

@@ -168,6 +168,13 @@ impl ApiError {
             ) => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="secure-auth""#));
             }
+            ApiError::Domain(DomainError::Forbidden) => {
+                // RFC 6750 §3.1: a valid token without the needed scope.
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="secure-auth", error="insufficient_scope""#),
+                );
+            }
             ApiError::Domain(DomainError::Unavailable(_)) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }

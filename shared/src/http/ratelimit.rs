@@ -1,7 +1,7 @@
 //! Rate limits in front of an endpoint's handlers. The per-IP limit is counted here, before
 //! the body is read: a limited request costs the counter write and nothing more (no parsing,
 //! hashing, mail or other store work). The per-email limit is counted by the use case right
-//! after it normalizes the address (`domain::ratelimit::EmailGate`), so the body is parsed and
+//! after it normalizes the address (`domain::ratelimit::Gate`), so the body is parsed and
 //! the address normalized once. Both record their decision in the request's `RateSlot`, and
 //! the most restrictive one is reported in the `RateLimit-*` headers.
 //!
@@ -37,14 +37,19 @@ async fn check(endpoint: &'static Endpoint, limiter: &RateLimiter, mut req: Requ
     req.extensions_mut().insert(slot.clone());
     if let Some(limit) = limits.ip {
         let ip = extract::client_ip(req.extensions());
-        let decision = match limiter.check(endpoint.binary, "ip", &ip, limit).await {
+        let decision = match limiter.check(endpoint.binary, "ip", &crate::context::ip_key(&ip), limit).await {
             Ok(d) => d,
             Err(e) => return ApiError::from(e).into_response(),
         };
         slot.record(decision);
         if decision.limited {
-            let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-            let ctx = RequestCtx { request_id, ip, ..Default::default() };
+            let ids = req.extensions().get::<RequestId>().cloned();
+            let ctx = RequestCtx {
+                request_id: ids.as_ref().map(|r| r.server.clone()).unwrap_or_default(),
+                client_request_id: ids.and_then(|r| r.client),
+                ip,
+                ..Default::default()
+            };
             crate::logging::security_event("rate_limited", &ctx, None, endpoint.binary);
             crate::metrics::count("RateLimited");
             return ApiError::Domain(DomainError::RateLimited { limit: decision.limit, reset: decision.reset })

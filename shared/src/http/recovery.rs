@@ -22,7 +22,7 @@ use crate::secret::{Password, Token};
 pub const FORGOT_PASSWORD: Endpoint = Endpoint {
     binary: "forgot-password",
     routes: &[("POST", "/auth/forgot-password")],
-    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600) },
+    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false },
     use_case: "shared/src/domain/recovery.rs",
@@ -31,7 +31,7 @@ pub const FORGOT_PASSWORD: Endpoint = Endpoint {
         mounted(async move {
             let r = OpenApiRouter::new()
                 .routes(routes!(forgot_password))
-                .with_state(deps.recovery(FORGOT_PASSWORD.email_gate(&deps).await?).await?);
+                .with_state(deps.recovery(FORGOT_PASSWORD.email_gate(&deps).await?, None).await?);
             Ok(limited(r, &FORGOT_PASSWORD, deps.rate_limiter().await?))
         })
     },
@@ -41,14 +41,16 @@ pub const FORGOT_PASSWORD: Endpoint = Endpoint {
 pub const RESET_PASSWORD: Endpoint = Endpoint {
     binary: "reset-password",
     routes: &[("POST", "/auth/reset-password")],
-    limits: EndpointLimits { ip: per(10, 60), email: None },
+    limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: false },
     use_case: "shared/src/domain/recovery.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
-            let r = OpenApiRouter::new().routes(routes!(reset_password)).with_state(deps.recovery(None).await?);
+            let r = OpenApiRouter::new()
+                .routes(routes!(reset_password))
+                .with_state(deps.recovery(None, RESET_PASSWORD.user_gate(&deps).await?).await?);
             Ok(limited(r, &RESET_PASSWORD, deps.rate_limiter().await?))
         })
     },

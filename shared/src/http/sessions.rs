@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::Bearer;
+use super::extract::{Bearer, PathId};
 use super::problem::{ApiResult, Problem};
 use super::{Endpoint, ErrorStyle, PROBLEM, Uc, Uses, authenticated, json_response, mounted};
 use crate::config::EndpointLimits;
@@ -61,7 +61,7 @@ async fn list_sessions(State(uc): Uc<Sessions>, Bearer(caller, _): Bearer) -> Ap
 async fn revoke_session(
     State(uc): Uc<Sessions>,
     Bearer(caller, ctx): Bearer,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
     uc.revoke(&caller, &id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

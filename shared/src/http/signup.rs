@@ -21,9 +21,9 @@ use crate::secret::Password;
 pub const SIGNUP: Endpoint = Endpoint {
     binary: "signup",
     routes: &[("POST", "/auth/signup")],
-    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600) },
+    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: false },
     use_case: "shared/src/domain/signup.rs",
     source: file!(),
     mount: |deps| {
@@ -40,7 +40,7 @@ pub const SIGNUP: Endpoint = Endpoint {
 pub const VERIFY_EMAIL: Endpoint = Endpoint {
     binary: "verify-email",
     routes: &[("POST", "/auth/verify-email")],
-    limits: EndpointLimits { ip: per(20, 60), email: None },
+    limits: EndpointLimits { ip: per(20, 60), email: None, user: None },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false },
     use_case: "shared/src/domain/signup.rs",
@@ -57,7 +57,7 @@ pub const VERIFY_EMAIL: Endpoint = Endpoint {
 pub const RESEND_VERIFICATION: Endpoint = Endpoint {
     binary: "resend-verification",
     routes: &[("POST", "/auth/resend-verification")],
-    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600) },
+    limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
     uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false },
     use_case: "shared/src/domain/signup.rs",

@@ -34,7 +34,7 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(crate) fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
@@ -457,6 +457,28 @@ impl DynamoStore {
         }
     }
 
+    /// A one-time token item of `kind` issued at session version `sv`.
+    fn token_item(
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        new_email: Option<&str>,
+        expires_at: i64,
+        sv: u64,
+    ) -> Item {
+        let mut item = key(user_pk(user_id), &one_time_sk(kind));
+        item.insert("type".into(), s("one_time_token"));
+        item.insert("token_hash".into(), s(hash));
+        if let Some(e) = new_email {
+            item.insert("new_email".into(), s(e));
+        }
+        item.insert("sv".into(), n(sv));
+        item.insert("schema_version".into(), n(super::migrate::SCHEMA_VERSION));
+        item.insert("expires_at".into(), n(expires_at));
+        item.insert("ttl".into(), n(expires_at));
+        item
+    }
+
     /// Stores a one-time token of `kind` for the user, replacing any older one.
     async fn put_token(
         &self,
@@ -465,43 +487,47 @@ impl DynamoStore {
         hash: &str,
         new_email: Option<&str>,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError> {
-        let mut item = key(user_pk(user_id), &one_time_sk(kind));
-        item.insert("type".into(), s("one_time_token"));
-        item.insert("token_hash".into(), s(hash));
-        if let Some(e) = new_email {
-            item.insert("new_email".into(), s(e));
-        }
-        item.insert("expires_at".into(), n(expires_at));
-        item.insert("ttl".into(), n(expires_at));
+        let item = Self::token_item(kind, user_id, hash, new_email, expires_at, sv);
         self.client.put_item().table_name(&self.table).set_item(Some(item)).send().await.map_err(unavailable)?;
         Ok(())
     }
 
-    /// In one transaction: deletes the live one-time token of `kind` if its hash matches, and
-    /// applies `update` to the user. `false` for an unknown, used or expired token.
+    /// In one transaction: deletes the live one-time token of `kind` if its hash matches and it
+    /// was issued at `sv`, and applies `update` to the user if it is still at `sv` (and active,
+    /// with `require_active`). `false` for an unknown, used, expired or stale token.
+    #[allow(clippy::too_many_arguments)]
     async fn consume_and_update(
         &self,
         kind: OneTimeKind,
         user_id: &str,
         hash: &str,
         now: i64,
+        sv: u64,
+        require_active: bool,
         update: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<bool, StoreError> {
         let consume = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), &one_time_sk(kind))))
-            .condition_expression("token_hash = :h AND expires_at > :now")
+            .condition_expression("token_hash = :h AND expires_at > :now AND sv = :sv")
             .expression_attribute_values(":h", s(hash))
             .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":sv", n(sv))
             .build()
             .map_err(unavailable)?;
+        let condition = if require_active { "sv = :sv AND is_active = :active" } else { "sv = :sv" };
         let mut apply = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
             .update_expression(update)
-            .condition_expression("attribute_exists(pk)");
+            .condition_expression(condition)
+            .expression_attribute_values(":sv", n(sv));
+        if require_active {
+            apply = apply.expression_attribute_values(":active", AttributeValue::Bool(true));
+        }
         for (k, v) in values {
             apply = apply.expression_attribute_values(k, v);
         }
@@ -552,8 +578,9 @@ impl OneTimeTokenStore for DynamoStore {
         user_id: &str,
         hash: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError> {
-        self.put_token(kind, user_id, hash, None, expires_at).await
+        self.put_token(kind, user_id, hash, None, expires_at, sv).await
     }
 
     async fn put_email_change(
@@ -562,8 +589,26 @@ impl OneTimeTokenStore for DynamoStore {
         hash: &str,
         new_email: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError> {
-        self.put_token(OneTimeKind::ChangeEmail, user_id, hash, Some(new_email), expires_at).await
+        self.put_token(OneTimeKind::ChangeEmail, user_id, hash, Some(new_email), expires_at, sv).await
+    }
+
+    async fn peek_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<PendingToken>, StoreError> {
+        let Some(item) = self.get(key(user_pk(user_id), &one_time_sk(kind))).await? else { return Ok(None) };
+        let expires_at = get_n(&item, "expires_at").unwrap_or(0);
+        if get_s(&item, "token_hash").as_deref() != Some(hash) || expires_at <= now {
+            return Ok(None);
+        }
+        // A token stored before tokens were bound to a session version binds to none.
+        let Some(sv) = get_n(&item, "sv") else { return Ok(None) };
+        Ok(Some(PendingToken { session_version: sv.max(0) as u64, expires_at, new_email: get_s(&item, "new_email") }))
     }
 
     async fn reset_password(
@@ -572,14 +617,13 @@ impl OneTimeTokenStore for DynamoStore {
         hash: &str,
         new_hash: &str,
         now: i64,
+        sv: u64,
     ) -> Result<Option<u64>, StoreError> {
         let set = "SET password_hash = :new, updated_at = :now ADD sv :one";
         let values = vec![(":new", s(new_hash)), (":now", n(now)), (":one", n(1))];
-        if self.consume_and_update(OneTimeKind::ResetPassword, user_id, hash, now, set, values).await? {
-            Ok(self.get_user(user_id).await?.map(|u| u.session_version))
-        } else {
-            Ok(None)
-        }
+        let done =
+            self.consume_and_update(OneTimeKind::ResetPassword, user_id, hash, now, sv, true, set, values).await?;
+        Ok(done.then_some(sv + 1))
     }
 
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
@@ -589,13 +633,19 @@ impl OneTimeTokenStore for DynamoStore {
             get_s(&token, "token_hash").as_deref() == Some(hash) && get_n(&token, "expires_at").unwrap_or(0) > now;
         let (Some(new_email), true) = (get_s(&token, "new_email"), live) else { return Ok(EmailChange::InvalidToken) };
         let Some(user) = self.get_user(user_id).await? else { return Ok(EmailChange::InvalidToken) };
+        // A link is spent only by an active user still at the session version it was issued at.
+        let sv = user.session_version;
+        if !user.is_active || get_n(&token, "sv").map(|v| v.max(0) as u64) != Some(sv) {
+            return Ok(EmailChange::InvalidToken);
+        }
         let consume = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(token_key.clone()))
-            .condition_expression("token_hash = :h AND expires_at > :now AND new_email = :new")
+            .condition_expression("token_hash = :h AND expires_at > :now AND new_email = :new AND sv = :sv")
             .expression_attribute_values(":h", s(hash))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":new", s(&new_email))
+            .expression_attribute_values(":sv", n(sv))
             .build()
             .map_err(unavailable)?;
         let release = Delete::builder()
@@ -618,9 +668,11 @@ impl OneTimeTokenStore for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
             .update_expression("SET email = :new, gsi1sk = :new, updated_at = :now ADD sv :one")
-            .condition_expression("email = :old")
+            .condition_expression("email = :old AND sv = :sv AND is_active = :active")
             .expression_attribute_values(":new", s(&new_email))
             .expression_attribute_values(":old", s(&user.email))
+            .expression_attribute_values(":sv", n(sv))
+            .expression_attribute_values(":active", AttributeValue::Bool(true))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":one", n(1))
             .build()
@@ -667,10 +719,50 @@ impl OneTimeTokenStore for DynamoStore {
         }
     }
 
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError> {
         let set = "SET is_verified = :t, updated_at = :now";
         let values = vec![(":t", AttributeValue::Bool(true)), (":now", n(now))];
-        self.consume_and_update(OneTimeKind::VerifyEmail, user_id, hash, now, set, values).await
+        self.consume_and_update(OneTimeKind::VerifyEmail, user_id, hash, now, sv, false, set, values).await
+    }
+
+    async fn replace_registration(
+        &self,
+        user_id: &str,
+        sv: u64,
+        password_hash: &str,
+        name: Option<&str>,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .condition_expression("is_verified = :f AND sv = :sv")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .expression_attribute_values(":sv", n(sv))
+            .expression_attribute_values(":h", s(password_hash))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":one", n(1));
+        update = match name {
+            Some(v) => update
+                .update_expression("SET password_hash = :h, #name = :name, updated_at = :now ADD sv :one")
+                .expression_attribute_values(":name", s(v)),
+            None => update.update_expression("SET password_hash = :h, updated_at = :now REMOVE #name ADD sv :one"),
+        };
+        let token = Self::token_item(OneTimeKind::VerifyEmail, user_id, token_hash, None, expires_at, sv + 1);
+        let put = Put::builder().table_name(&self.table).set_item(Some(token)).build().map_err(unavailable)?;
+        let req = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build())
+            .transact_items(TransactWriteItem::builder().put(put).build());
+        match transact(req).await {
+            Ok(()) => Ok(true),
+            Err(e) if transaction_condition_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

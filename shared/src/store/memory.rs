@@ -13,6 +13,7 @@ struct OneTime {
     hash: String,
     expires_at: i64,
     payload: Option<String>,
+    sv: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -137,11 +138,33 @@ impl Inner {
         self.locks.retain(|k, _| k != account && !k.starts_with(&prefix));
     }
 
-    /// Removes a live one-time token of `kind` matching `hash`; its payload if it was there.
-    fn take_one_time(&mut self, kind: OneTimeKind, user_id: &str, hash: &str, now: i64) -> Option<OneTime> {
-        let key = (user_id.to_owned(), kind.as_str());
-        let live = self.one_time.get(&key).is_some_and(|t| t.hash == hash && t.expires_at > now);
-        if live { self.one_time.remove(&key) } else { None }
+    /// The live token of `kind` matching `hash`, if its user exists, is at the token's session
+    /// version and (with `require_active`) is active.
+    fn spendable(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        require_active: bool,
+    ) -> Option<&OneTime> {
+        let t = self.one_time.get(&(user_id.to_owned(), kind.as_str()))?;
+        let u = self.users.get(user_id)?;
+        let ok = t.hash == hash && t.expires_at > now && t.sv == u.session_version && (u.is_active || !require_active);
+        ok.then_some(t)
+    }
+
+    /// Removes the token `spendable` finds; `None` if there is none.
+    fn take_one_time(
+        &mut self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        require_active: bool,
+    ) -> Option<OneTime> {
+        self.spendable(kind, user_id, hash, now, require_active)?;
+        self.one_time.remove(&(user_id.to_owned(), kind.as_str()))
     }
 }
 
@@ -153,8 +176,9 @@ impl OneTimeTokenStore for MemoryStore {
         user_id: &str,
         hash: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError> {
-        let t = OneTime { hash: hash.to_owned(), expires_at, payload: None };
+        let t = OneTime { hash: hash.to_owned(), expires_at, payload: None, sv };
         self.lock()?.one_time.insert((user_id.to_owned(), kind.as_str()), t);
         Ok(())
     }
@@ -165,10 +189,25 @@ impl OneTimeTokenStore for MemoryStore {
         hash: &str,
         new_email: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError> {
-        let t = OneTime { hash: hash.to_owned(), expires_at, payload: Some(new_email.to_owned()) };
+        let t = OneTime { hash: hash.to_owned(), expires_at, payload: Some(new_email.to_owned()), sv };
         self.lock()?.one_time.insert((user_id.to_owned(), OneTimeKind::ChangeEmail.as_str()), t);
         Ok(())
+    }
+
+    async fn peek_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<PendingToken>, StoreError> {
+        let g = self.lock()?;
+        Ok(g.one_time
+            .get(&(user_id.to_owned(), kind.as_str()))
+            .filter(|t| t.hash == hash && t.expires_at > now)
+            .map(|t| PendingToken { session_version: t.sv, expires_at: t.expires_at, new_email: t.payload.clone() }))
     }
 
     async fn reset_password(
@@ -177,11 +216,13 @@ impl OneTimeTokenStore for MemoryStore {
         hash: &str,
         new_hash: &str,
         now: i64,
+        sv: u64,
     ) -> Result<Option<u64>, StoreError> {
         let mut g = self.lock()?;
-        if !g.users.contains_key(user_id) || g.take_one_time(OneTimeKind::ResetPassword, user_id, hash, now).is_none() {
+        if g.spendable(OneTimeKind::ResetPassword, user_id, hash, now, true).is_none_or(|t| t.sv != sv) {
             return Ok(None);
         }
+        g.take_one_time(OneTimeKind::ResetPassword, user_id, hash, now, true);
         Ok(g.users.get_mut(user_id).map(|u| {
             u.password_hash = new_hash.to_owned();
             u.session_version += 1;
@@ -192,10 +233,8 @@ impl OneTimeTokenStore for MemoryStore {
 
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
         let mut g = self.lock()?;
-        if !g.users.contains_key(user_id) {
-            return Ok(EmailChange::InvalidToken);
-        }
-        let Some(new_email) = g.take_one_time(OneTimeKind::ChangeEmail, user_id, hash, now).and_then(|t| t.payload)
+        let Some(new_email) =
+            g.take_one_time(OneTimeKind::ChangeEmail, user_id, hash, now, true).and_then(|t| t.payload)
         else {
             return Ok(EmailChange::InvalidToken);
         };
@@ -212,18 +251,39 @@ impl OneTimeTokenStore for MemoryStore {
         Ok(EmailChange::Changed { user, old_email })
     }
 
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError> {
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
-        let key = (user_id.to_owned(), OneTimeKind::VerifyEmail.as_str());
-        let live = g.one_time.get(&key).is_some_and(|t| t.hash == hash && t.expires_at > now);
-        if !live || !g.users.contains_key(user_id) {
+        if g.spendable(OneTimeKind::VerifyEmail, user_id, hash, now, false).is_none_or(|t| t.sv != sv) {
             return Ok(false);
         }
-        g.one_time.remove(&key);
+        g.take_one_time(OneTimeKind::VerifyEmail, user_id, hash, now, false);
         if let Some(u) = g.users.get_mut(user_id) {
             u.is_verified = true;
             u.updated_at = now;
         }
+        Ok(true)
+    }
+
+    async fn replace_registration(
+        &self,
+        user_id: &str,
+        sv: u64,
+        password_hash: &str,
+        name: Option<&str>,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let Some(u) = g.users.get_mut(user_id).filter(|u| !u.is_verified && u.session_version == sv) else {
+            return Ok(false);
+        };
+        u.password_hash = password_hash.to_owned();
+        u.name = name.map(str::to_owned);
+        u.session_version += 1;
+        u.updated_at = now;
+        let t = OneTime { hash: token_hash.to_owned(), expires_at, payload: None, sv: sv + 1 };
+        g.one_time.insert((user_id.to_owned(), OneTimeKind::VerifyEmail.as_str()), t);
         Ok(true)
     }
 }

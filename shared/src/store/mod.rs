@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod dynamo;
 pub mod memory;
+pub mod migrate;
 
 /// Errors from the storage ports.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +21,8 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// A user account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A user account. `Debug` never shows the password hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     pub id: String,
     /// Normalized address (see `email::normalize`).
@@ -38,8 +39,8 @@ pub struct User {
     pub session_version: u64,
 }
 
-/// A refresh-token rotation family.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A refresh-token rotation family. `Debug` never shows a token hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Session {
     pub user_id: String,
     pub id: String,
@@ -60,6 +61,31 @@ pub struct Session {
     /// The user's session version when the session was made (or last confirmed); a session
     /// behind the user's current version is dead, even if revoking it failed half-way.
     pub session_version: u64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("is_active", &self.is_active)
+            .field("is_verified", &self.is_verified)
+            .field("is_superuser", &self.is_superuser)
+            .field("session_version", &self.session_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user_id", &self.user_id)
+            .field("id", &self.id)
+            .field("rotated_at", &self.rotated_at)
+            .field("idle_expires_at", &self.idle_expires_at)
+            .field("session_version", &self.session_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How many rotated-out refresh hashes a session remembers beyond the previous one: a replay of
@@ -174,19 +200,33 @@ pub trait UserUpdates: Send + Sync {
     async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError>;
 }
 
+/// A live one-time token as stored, read before it is spent (a reset checks its token before
+/// hashing the new password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingToken {
+    /// The user's session version when the token was issued: the token is dead once it moved.
+    pub session_version: u64,
+    pub expires_at: i64,
+    /// The address an email-change token moves the account to.
+    pub new_email: Option<String>,
+}
+
+/// One-time mail tokens. Each is bound to the session version its user had when it was issued,
+/// and is spent only while the user is still at that version: any change of credentials or of
+/// the sign-in address, and deactivation (all of which bump the version), kills every pending
+/// link at once, without a list of deletions to forget.
 #[async_trait]
 pub trait OneTimeTokenStore: Send + Sync {
-    /// Stores the hash of a one-time token, replacing any older token of that kind.
+    /// Stores the hash of a one-time token issued at session version `sv`, replacing any older
+    /// token of that kind.
     async fn put_one_time(
         &self,
         kind: OneTimeKind,
         user_id: &str,
         hash: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError>;
-    /// Consumes a live verification token and marks the user verified, in one transaction.
-    /// `false` when the token is unknown, used, superseded or expired.
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
     /// Stores an email-change token carrying the new address (replacing an older one).
     async fn put_email_change(
         &self,
@@ -194,19 +234,50 @@ pub trait OneTimeTokenStore: Send + Sync {
         hash: &str,
         new_email: &str,
         expires_at: i64,
+        sv: u64,
     ) -> Result<(), StoreError>;
-    /// Consumes a live reset token, sets the new hash and bumps the session version, in one
-    /// transaction; the new version, or `None` for an unknown, used or expired token.
+    /// The live token of `kind` whose hash is `hash`, without spending it.
+    async fn peek_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<PendingToken>, StoreError>;
+    /// Consumes a live verification token issued at `sv` and marks the user verified, in one
+    /// transaction, if the user is still at `sv`. `false` when the token is unknown, used,
+    /// superseded, expired or stale.
+    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError>;
+    /// Consumes a live reset token issued at `sv`, sets the new hash and bumps the session
+    /// version, in one transaction, if the user is still active and at `sv`; the new version,
+    /// or `None` otherwise.
     async fn reset_password(
         &self,
         user_id: &str,
         hash: &str,
         new_hash: &str,
         now: i64,
+        sv: u64,
     ) -> Result<Option<u64>, StoreError>;
     /// Consumes a live email-change token and moves the unique-email claim, in one
-    /// transaction (old claim deleted, new claim created, user updated, session version bumped).
+    /// transaction (old claim deleted, new claim created, user updated, session version bumped),
+    /// if the user is active and still at the token's session version.
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError>;
+    /// A new sign-up for the address of the unverified user `user_id` (at `sv`) replaces its
+    /// pending registration: the new password hash (and name) and a new verification token, in
+    /// one transaction that also bumps the session version, so the earlier registrant's link and
+    /// password are gone. `false` if the user was verified or changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace_registration(
+        &self,
+        user_id: &str,
+        sv: u64,
+        password_hash: &str,
+        name: Option<&str>,
+        token_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Separates the account from the client IP in a per-(account, IP) lockout key. A control
@@ -362,8 +433,16 @@ impl UserChanges {
 
 /// What each use case needs from storage: a function that serves one use case links only
 /// these methods of the store it is given.
-pub trait SignupPort: UserLookup + UserRegistry + OneTimeTokenStore {}
-impl<T: UserLookup + UserRegistry + OneTimeTokenStore> SignupPort for T {}
+pub trait SignupPort: UserLookup + UserRegistry + OneTimeTokenStore + LockoutStore {}
+impl<T: UserLookup + UserRegistry + OneTimeTokenStore + LockoutStore> SignupPort for T {}
+
+/// Spending a mail token: the user's current session version, and the token.
+pub trait TokenPort: UserLookup + OneTimeTokenStore {}
+impl<T: UserLookup + OneTimeTokenStore> TokenPort for T {}
+
+/// The lockout gate: its counters, and the owner to mail when it locks.
+pub trait LockoutPort: UserLookup + LockoutStore {}
+impl<T: UserLookup + LockoutStore> LockoutPort for T {}
 
 /// Login: lockout, the user, the session it starts.
 pub trait LoginPort: UserLookup + UserUpdates + LockoutStore + SessionStore {}
@@ -377,9 +456,9 @@ impl<T: UserLookup + UserUpdates + SessionStore> SessionPort for T {}
 pub trait RecoveryPort: UserLookup + OneTimeTokenStore + SessionStore + LockoutStore {}
 impl<T: UserLookup + OneTimeTokenStore + SessionStore + LockoutStore> RecoveryPort for T {}
 
-/// The signed-in user's own account: profile, password, email.
-pub trait AccountPort: UserUpdates + OneTimeTokenStore + SessionStore {}
-impl<T: UserUpdates + OneTimeTokenStore + SessionStore> AccountPort for T {}
+/// The signed-in user's own account: password and email (under the lockout gate).
+pub trait AccountPort: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore {}
+impl<T: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore> AccountPort for T {}
 
 /// Administration.
 pub trait AdminPort: UserLookup + UserUpdates + AdminStore + LockoutStore + SessionStore {}

@@ -1,0 +1,127 @@
+//! The lockout gate every password check passes: login, and the bearer endpoints that check a
+//! current password (docs/security.md "Brute force", docs/api.md "Lockout policy").
+//!
+//! Two counters, each an atomic conditional update made before any password check: one per
+//! (account, client IP), which locks the account *for that IP* after `threshold` failures, and
+//! one per account, which locks it for everyone after `account_ceiling` failures from all IPs.
+//! One attacker therefore cannot lock the owner out from the owner's own network, while a
+//! distributed guesser still meets a hard limit. IPv6 clients are counted by /64.
+
+use std::sync::Arc;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, LockoutPolicy};
+use crate::context::{RequestCtx, ip_key};
+use crate::domain::error::DomainResult;
+use crate::domain::notify::Notifier;
+use crate::logging::security_event;
+use crate::mail::templates;
+use crate::store::{LockGate, LockoutPort, User, pair_lock_key};
+
+/// Counts password checks and locks accounts.
+#[derive(Clone)]
+pub struct Lockout {
+    store: Arc<dyn LockoutPort>,
+    notifier: Notifier,
+    policy: LockoutPolicy,
+    clock: SharedClock,
+}
+
+/// A password check that passed the gate: what to record once its outcome is known.
+#[must_use = "record the outcome with Lockout::failed or Lockout::succeeded"]
+pub struct Attempt {
+    account: String,
+    gates: Vec<(String, u32, u32, u32)>,
+}
+
+/// The gate refused the check: the account is locked (for this IP or for everyone).
+#[derive(Debug)]
+pub struct Locked;
+
+impl Lockout {
+    pub fn new(store: Arc<dyn LockoutPort>, notifier: Notifier, cfg: &Config, clock: SharedClock) -> Self {
+        Self { store, notifier, policy: cfg.lockout, clock }
+    }
+
+    /// Counts one password check of `account` (a normalized email) from `ctx.ip`. Fails closed:
+    /// if a count cannot be written, the store error ends the request.
+    pub async fn enter(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
+        let pair_key = pair_lock_key(account, &ip_key(&ctx.ip));
+        let window = self.policy.window.as_secs() as i64;
+        let mut gates = Vec::with_capacity(2);
+        for (key, limit) in [(pair_key, self.policy.threshold), (account.to_owned(), self.policy.account_ceiling)] {
+            match self.store.lock_gate(&key, self.clock.now(), window).await? {
+                LockGate::Locked { .. } => return Ok(Err(Locked)),
+                LockGate::Open { attempt, previous_locks } => {
+                    if attempt == 1 && previous_locks > 0 {
+                        security_event("account_unlocked", ctx, None, "lock_expired");
+                    }
+                    gates.push((key, limit, attempt, previous_locks));
+                }
+            }
+        }
+        let attempt = Attempt { account: account.to_owned(), gates };
+        if attempt.gates.iter().any(|(_, limit, n, _)| n > limit) {
+            // Raced past a threshold before its lock landed: no password check.
+            for (key, limit, n, prev) in &attempt.gates {
+                if n > limit {
+                    self.lock(key, *limit, *prev, &attempt.account, None, ctx).await?;
+                }
+            }
+            return Ok(Err(Locked));
+        }
+        Ok(Ok(attempt))
+    }
+
+    /// The check failed: locks every key whose count reached its limit (and mails the owner,
+    /// `user`, once per lock).
+    pub async fn failed(&self, attempt: Attempt, user: Option<&User>, ctx: &RequestCtx) -> DomainResult<()> {
+        for (key, limit, n, prev) in &attempt.gates {
+            if n >= limit {
+                self.lock(key, *limit, *prev, &attempt.account, user, ctx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The check succeeded: forgets this IP's failures and the account-wide ones (other IPs'
+    /// locks stand).
+    pub async fn succeeded(&self, attempt: Attempt) -> DomainResult<()> {
+        for (key, ..) in &attempt.gates {
+            self.store.clear_lockout(key).await?;
+        }
+        Ok(())
+    }
+
+    /// Locks `key` (a pair or the account) if its count reached `limit`; mails the owner once
+    /// per lock.
+    async fn lock(
+        &self,
+        key: &str,
+        limit: u32,
+        previous_locks: u32,
+        account: &str,
+        user: Option<&User>,
+        ctx: &RequestCtx,
+    ) -> DomainResult<()> {
+        let now = self.clock.now();
+        let dur = self.policy.lock_duration(previous_locks);
+        let locked =
+            self.store.lock(key, limit, now + dur.as_secs() as i64, now, self.policy.window.as_secs() as i64).await?;
+        if locked {
+            // The caller that raced past the threshold has not looked the user up yet.
+            let owner = match user {
+                Some(u) => Some(u.clone()),
+                None => self.store.find_user_by_email(account).await?,
+            };
+            let scope = if key == account { "account" } else { "account_from_ip" };
+            security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), scope);
+            crate::metrics::count("AccountLocked");
+            if let Some(u) = owner {
+                let mail = templates::account_locked(self.notifier.product(), &u.email, dur.as_secs() / 60);
+                self.notifier.send(&u.id, mail, ctx, "account_locked").await;
+            }
+        }
+        Ok(())
+    }
+}

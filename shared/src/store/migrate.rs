@@ -1,0 +1,113 @@
+//! Migrations of the DynamoDB item design (`secure-auth migrate`). Deployed tables hold items
+//! in every earlier format: each step finds the items still in its old format (a filtered
+//! scan, page by page), rewrites each with a conditional write that only applies to the old
+//! format, and stamps `schema_version`. Every step is idempotent, and a run that is
+//! interrupted is simply run again: what was done is no longer found.
+//!
+//! Steps, oldest first (docs/storage.md "Migrations"):
+//! - 2: one-time tokens are bound to the session version of their user (`sv`); a token stored
+//!   before gets the user's current version, so pending links keep working until the next
+//!   change of credentials.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::StoreError;
+use super::dynamo::{DynamoStore, unavailable};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The item format this code writes.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What one step did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepReport {
+    pub step: u32,
+    pub name: &'static str,
+    /// Items found in the old format.
+    pub found: usize,
+    /// Items rewritten.
+    pub migrated: usize,
+    /// Items left as they were (written meanwhile in the new format, or orphans).
+    pub skipped: usize,
+}
+
+/// Runs every step on `table`; with `dry_run`, only counts what each would do.
+pub async fn run(client: &Client, table: &str, dry_run: bool) -> Result<Vec<StepReport>, StoreError> {
+    Ok(vec![bind_tokens_to_session_versions(client, table, dry_run).await?])
+}
+
+/// One page of the items `filter` matches, and where the next page starts (`None`: done).
+async fn scan_page(
+    client: &Client,
+    table: &str,
+    filter: &str,
+    values: &[(&str, AttributeValue)],
+    start: Option<Item>,
+) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+    let mut q =
+        client.scan().table_name(table).filter_expression(filter).consistent_read(true).set_exclusive_start_key(start);
+    for (k, v) in values {
+        q = q.expression_attribute_values(*k, v.clone());
+    }
+    let page = q.send().await.map_err(unavailable)?;
+    Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+}
+
+/// Step 2: `sv` on every one-time token item that has none.
+async fn bind_tokens_to_session_versions(
+    client: &Client,
+    table: &str,
+    dry_run: bool,
+) -> Result<StepReport, StoreError> {
+    let mut report =
+        StepReport { step: 2, name: "bind one-time tokens to their user's session version", ..Default::default() };
+    let store = DynamoStore::new(client.clone(), table);
+    let filter = "begins_with(sk, :ott) AND attribute_not_exists(sv)";
+    let values = [(":ott", AttributeValue::S("OTT#".into()))];
+    // Each page is handled before the next is read, so a large table never sits in memory.
+    let mut start = None;
+    loop {
+        let (items, next) = scan_page(client, table, filter, &values, start).await?;
+        for item in items {
+            report.found += 1;
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let user = match pk.strip_prefix("USER#") {
+                Some(id) => crate::store::UserLookup::get_user(&store, id).await?,
+                None => None,
+            };
+            let Some(user) = user else {
+                report.skipped += 1;
+                continue;
+            };
+            if dry_run {
+                continue;
+            }
+            let res = client
+                .update_item()
+                .table_name(table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .update_expression("SET sv = :sv, schema_version = :v")
+                .condition_expression("attribute_exists(pk) AND attribute_not_exists(sv)")
+                .expression_attribute_values(":sv", AttributeValue::N(user.session_version.to_string()))
+                .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
+                .send()
+                .await;
+            match res.map_err(|e| e.into_service_error()) {
+                Ok(_) => report.migrated += 1,
+                // Replaced or spent meanwhile: nothing left to migrate.
+                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        start = next;
+        if start.is_none() {
+            return Ok(report);
+        }
+    }
+}
