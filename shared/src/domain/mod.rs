@@ -30,14 +30,15 @@ pub(crate) fn email_field(field: &str, raw: &str) -> DomainResult<Email> {
     email::normalize(raw).map_err(|e| invalid(field, e.to_string()))
 }
 
-/// Display names: at most 100 code points, no control characters; blank means none.
+/// Display names: at most 100 code points as sent (the schema's `maxLength`, so surrounding
+/// blanks count), no control characters; stored trimmed; blank means none.
 pub fn validate_name(name: Option<&str>) -> DomainResult<Option<String>> {
+    if name.is_some_and(|n| n.chars().count() > 100) {
+        return Err(invalid("name", "must be at most 100 characters"));
+    }
     let Some(n) = name.map(str::trim).filter(|n| !n.is_empty()) else {
         return Ok(None);
     };
-    if n.chars().count() > 100 {
-        return Err(invalid("name", "must be at most 100 characters"));
-    }
     if n.chars().any(char::is_control) {
         return Err(invalid("name", "must not contain control characters"));
     }
@@ -57,3 +58,18 @@ pub async fn with_floor<T>(floor: Duration, fut: impl std::future::Future<Output
 pub const RESET_TTL_SECS: i64 = 3600;
 /// Email-change links live one hour too: they move the account's sign-in address.
 pub const EMAIL_CHANGE_TTL_SECS: i64 = 3600;
+
+#[cfg(test)]
+mod name_tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_are_limited_as_sent_and_stored_trimmed() {
+        let hundred = "a".repeat(100);
+        assert!(validate_name(Some(&format!(" {hundred} "))).is_err(), "101 code points as sent");
+        assert_eq!(validate_name(Some(&format!(" {}", "a".repeat(99)))).unwrap(), Some("a".repeat(99)));
+        assert_eq!(validate_name(Some(&hundred)).unwrap(), Some(hundred));
+        assert_eq!(validate_name(Some("   ")).unwrap(), None);
+        assert!(validate_name(Some("a\u{7}b")).is_err());
+    }
+}
