@@ -1,5 +1,5 @@
 //! The `change-password` function (shared/src/http/account.rs): links that endpoint and nothing else.
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::lambda::run(&shared::http::account::CHANGE_PASSWORD).await
 }

@@ -1,5 +1,5 @@
 //! The `health` function (shared/src/http/meta.rs): links that endpoint and nothing else.
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::lambda::run(&shared::http::meta::HEALTH).await
 }

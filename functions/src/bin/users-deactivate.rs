@@ -1,5 +1,5 @@
 //! The `users-deactivate` function (shared/src/http/admin.rs): links that endpoint and nothing else.
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::lambda::run(&shared::http::admin::USERS_DEACTIVATE).await
 }

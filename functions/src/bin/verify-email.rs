@@ -1,5 +1,5 @@
 //! The `verify-email` function (shared/src/http/signup.rs): links that endpoint and nothing else.
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::lambda::run(&shared::http::signup::VERIFY_EMAIL).await
 }
