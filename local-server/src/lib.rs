@@ -85,7 +85,7 @@ pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Resul
             Err(e) => return Err(BuildError(format!("bootstrap admin: {e:?}"))),
         }
     }
-    let mut app = http::routes(deps.clone(), &http::ALL).await?;
+    let mut app = http::routes(deps.clone(), &http::all().collect::<Vec<_>>()).await?;
     if uses_console {
         app = app.route(
             "/_dev/outbox",

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use e2e::*;
 use serde_json::Value;
-use shared::http::{ALL, openapi};
+use shared::http::{all, openapi};
 
 async fn documented() -> BTreeSet<(String, String)> {
     let doc: Value = serde_json::from_str(&openapi().await.unwrap().to_json().unwrap()).unwrap();
@@ -19,7 +19,7 @@ async fn documented() -> BTreeSet<(String, String)> {
 }
 
 fn declared() -> BTreeSet<(String, String)> {
-    ALL.iter().flat_map(|e| e.routes.iter().map(|(m, p)| (m.to_string(), p.to_string()))).collect()
+    all().flat_map(|e| e.routes.iter().map(|(m, p)| (m.to_string(), p.to_string()))).collect()
 }
 
 #[tokio::test]
@@ -106,7 +106,7 @@ fn template_functions() -> Vec<(String, Vec<(String, String)>)> {
 #[test]
 fn given_template_yaml_then_every_endpoint_has_its_function_and_an_api_event_per_route() {
     let functions = template_functions();
-    for e in ALL {
+    for e in all() {
         let (_, events) = functions
             .iter()
             .find(|(b, _)| b == e.binary)
@@ -131,7 +131,7 @@ fn given_the_declarations_then_the_readme_endpoint_table_is_derived_from_them() 
         "the README's endpoint table is stale: replace it with `cargo run -p local-server -- --readme-table`"
     );
     // Every handler file and use-case module it names exists.
-    for e in ALL {
+    for e in all() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
         for f in std::iter::once(e.source).chain(e.use_case.split(", ").filter(|u| *u != "—")) {
             assert!(std::path::Path::new(&format!("{root}/{f}")).exists(), "{}: {f} missing", e.binary);

@@ -221,7 +221,7 @@ fn email_request(s: &TestServer, binary: &str, email: &str) -> reqwest::RequestB
 
 #[tokio::test]
 async fn given_every_declared_limit_then_its_endpoint_answers_429_past_it() {
-    let limited: Vec<_> = shared::http::ALL.iter().filter(|e| !e.limits.is_none()).collect();
+    let limited: Vec<_> = shared::http::all().filter(|e| !e.limits.is_none()).collect();
     // Per IP: a budget of one for every endpoint that declares an IP limit.
     let s = start(|c| {
         c.rate_limits.enabled = true;

@@ -19,6 +19,9 @@ use crate::domain::account::{Account, Profile};
 use crate::domain::views::UserView;
 use crate::secret::Password;
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&ME, &CHANGE_PASSWORD, &CHANGE_EMAIL, &CONFIRM_EMAIL_CHANGE];
+
 /// `GET` and `PATCH /auth/me`.
 pub const ME: Endpoint = Endpoint {
     binary: "me",

@@ -23,6 +23,9 @@ use crate::secret::{Password, Token};
 
 const LOGIN_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem"];
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&LOGIN, &TOKEN, &REFRESH, &LOGOUT];
+
 /// `POST /auth/login`.
 pub const LOGIN: Endpoint = Endpoint {
     binary: "login",

@@ -21,6 +21,9 @@ use super::{Endpoint, ErrorStyle, Uses, mounted};
 use crate::config::EndpointLimits;
 use crate::domain::error::{DomainError, FieldError};
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&DOCS];
+
 /// `GET /openapi.json`, `GET /docs` and its assets.
 pub const DOCS: Endpoint = Endpoint {
     binary: "docs",
@@ -103,7 +106,7 @@ pub fn finish_document(mut doc: OpenApi) -> OpenApi {
         .description(Some("The request id (echoed if the client sent a well-formed one)"))
         .build();
     let limited: Vec<&str> =
-        super::ALL.iter().filter(|e| !e.limits.is_none()).flat_map(|e| e.routes.iter().map(|(_, p)| *p)).collect();
+        super::all().filter(|e| !e.limits.is_none()).flat_map(|e| e.routes.iter().map(|(_, p)| *p)).collect();
     for (path, item) in doc.paths.paths.iter_mut() {
         let is_limited = limited.contains(&path.as_str());
         let is_meta = path == "/health" || path == "/openapi.json" || path.starts_with("/docs");

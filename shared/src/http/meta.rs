@@ -11,6 +11,9 @@ use super::{Endpoint, ErrorStyle, StatusBody, Uc, Uses, json_response, mounted};
 use crate::config::EndpointLimits;
 use crate::domain::discovery::{Discovery, Publisher};
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&HEALTH, &JWKS];
+
 /// `GET /health`: no store, key or mailer.
 pub const HEALTH: Endpoint = Endpoint {
     binary: "health",

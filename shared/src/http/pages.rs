@@ -20,6 +20,9 @@ use crate::domain::error::DomainError;
 use crate::mail::templates::escape_html;
 use crate::secret::Token;
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&PAGES];
+
 /// The pages mail links open: rendering them touches nothing.
 pub const PAGES: Endpoint = Endpoint {
     binary: "pages",

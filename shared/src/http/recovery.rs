@@ -18,6 +18,9 @@ use crate::config::{EndpointLimits, per};
 use crate::domain::recovery::Recovery;
 use crate::secret::{Password, Token};
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&FORGOT_PASSWORD, &RESET_PASSWORD];
+
 /// `POST /auth/forgot-password`.
 pub const FORGOT_PASSWORD: Endpoint = Endpoint {
     binary: "forgot-password",

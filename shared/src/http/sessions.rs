@@ -15,6 +15,9 @@ use crate::config::EndpointLimits;
 use crate::domain::sessions::Sessions;
 use crate::domain::views::SessionView;
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&SESSIONS];
+
 /// `GET /auth/sessions`, `DELETE /auth/sessions/{id}`, `POST /auth/logout-all`.
 pub const SESSIONS: Endpoint = Endpoint {
     binary: "sessions",

@@ -17,6 +17,9 @@ use crate::config::{EndpointLimits, per};
 use crate::domain::signup::{Signup, Verification};
 use crate::secret::Password;
 
+/// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
+pub const ENDPOINTS: &[&Endpoint] = &[&SIGNUP, &VERIFY_EMAIL, &RESEND_VERIFICATION];
+
 /// `POST /auth/signup`.
 pub const SIGNUP: Endpoint = Endpoint {
     binary: "signup",
