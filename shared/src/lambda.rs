@@ -1,32 +1,82 @@
 //! The Lambda entry point: a function binary names its endpoint, and only that endpoint's
 //! mount (and what it builds) is linked into it. Configuration, clients and keys are loaded
-//! once per cold start; then the endpoint's handlers serve every invocation.
+//! during init (retried with a backoff if that fails); then the endpoint's handlers serve every
+//! invocation.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::http::{self, Endpoint};
 use crate::wiring::Deps;
 
 pub use lambda_http::Error;
 
-/// Serves `endpoint` under the Lambda runtime. If its dependencies cannot be built (the
-/// environment is incomplete, Secrets Manager is unreachable), the function answers 503
-/// instead: there is no fallback key.
+/// The first wait before initialization is tried again after it failed; it doubles per failed
+/// attempt up to `RETRY_MAX`.
+pub const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two initialization attempts.
+pub const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Serves `endpoint` under the Lambda runtime. Its dependencies are built during init; if that
+/// fails (the environment is incomplete, Secrets Manager is unreachable), the function answers
+/// 503 (there is no fallback key) and tries again on a later invocation once a backoff has
+/// passed (1 s, doubling to 30 s), so a brief outage at cold start does not stick to the
+/// execution environment; the first success serves normally from then on.
 pub async fn run(endpoint: &'static Endpoint) -> Result<(), Error> {
     crate::logging::init();
-    let deps = Arc::new(Deps::lambda());
-    let app = match http::app(deps.clone(), &[endpoint]).await {
-        Ok(router) => {
-            let modes = deps.modes();
-            tracing::info!(function = endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "cold start");
-            router
+    let init = Arc::new(Init::new(endpoint));
+    init.ready().await;
+    lambda_http::run(lambda_http::service_fn(move |req: lambda_http::Request| {
+        let init = init.clone();
+        async move {
+            let router = init.ready().await.unwrap_or_else(http::unavailable_router);
+            tower::ServiceExt::oneshot(router, req).await
         }
-        Err(e) => {
-            tracing::error!(function = endpoint.binary, error = %e, "initialization failed; answering 503");
-            http::unavailable_router()
+    }))
+    .await
+}
+
+/// The function's initialization: done once it succeeds, retried with a backoff until then.
+struct Init {
+    endpoint: &'static Endpoint,
+    state: tokio::sync::Mutex<InitState>,
+}
+
+enum InitState {
+    Ready(axum::Router),
+    Failed { next_attempt: Instant, backoff: Duration },
+}
+
+impl Init {
+    fn new(endpoint: &'static Endpoint) -> Self {
+        let state = InitState::Failed { next_attempt: Instant::now(), backoff: RETRY_FIRST };
+        Init { endpoint, state: tokio::sync::Mutex::new(state) }
+    }
+
+    /// The endpoint's router, initializing it if it is not yet and the backoff has passed.
+    async fn ready(&self) -> Option<axum::Router> {
+        let mut state = self.state.lock().await;
+        let backoff = match &*state {
+            InitState::Ready(router) => return Some(router.clone()),
+            InitState::Failed { next_attempt, .. } if Instant::now() < *next_attempt => return None,
+            InitState::Failed { backoff, .. } => *backoff,
+        };
+        let deps = Arc::new(Deps::lambda());
+        match http::app(deps.clone(), &[self.endpoint]).await {
+            Ok(router) => {
+                let modes = deps.modes();
+                tracing::info!(function = self.endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "initialized");
+                *state = InitState::Ready(router.clone());
+                Some(router)
+            }
+            Err(e) => {
+                tracing::error!(function = self.endpoint.binary, error = %e, retry_in_ms = backoff.as_millis() as u64, "initialization failed; answering 503 until it succeeds");
+                *state =
+                    InitState::Failed { next_attempt: Instant::now() + backoff, backoff: (backoff * 2).min(RETRY_MAX) };
+                None
+            }
         }
-    };
-    lambda_http::run(app).await
+    }
 }
 
 /// The `rotate-keys` function: Secrets Manager's rotation steps for the signing-key secret.
