@@ -9,6 +9,7 @@ mod faults;
 mod flow;
 mod inputs;
 mod keys;
+mod lambda;
 mod lifecycle;
 mod ratelimit;
 mod security;

@@ -2,6 +2,8 @@
 //! Local (a fresh table per test) and moto's SES, and helpers to read the mail moto received.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod lambda;
+
 use std::time::Duration;
 
 use serde_json::Value;

@@ -19,7 +19,17 @@ use crate::domain::views::UserView;
 use crate::secret::Password;
 
 /// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
-pub const ENDPOINTS: &[&Endpoint] = &[&USERS_LIST, &USERS_CREATE, &USERS_GET, &USERS_UPDATE, &USERS_ACTIVATE, &USERS_DEACTIVATE, &USERS_UNLOCK, &USERS_REVOKE_SESSIONS, &USERS_DELETE];
+pub const ENDPOINTS: &[&Endpoint] = &[
+    &USERS_LIST,
+    &USERS_CREATE,
+    &USERS_GET,
+    &USERS_UPDATE,
+    &USERS_ACTIVATE,
+    &USERS_DEACTIVATE,
+    &USERS_UNLOCK,
+    &USERS_REVOKE_SESSIONS,
+    &USERS_DELETE,
+];
 
 /// The limits of the admin endpoints that hash a password: per IP and per administrator.
 const HASHING: EndpointLimits = EndpointLimits { ip: per(30, 60), email: None, user: per(30, 60) };
