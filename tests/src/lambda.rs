@@ -61,11 +61,17 @@ pub struct Function {
     output: Arc<Mutex<String>>,
 }
 
-/// Where cargo put the function binaries: next to this test's own executable.
+/// Where cargo put the function binaries: `FUNCTIONS_DIR` if set (the figures script points it
+/// at the release build), else next to this test's own executable.
 pub fn binary_path(binary: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/e2e-<hash> → target/<profile>/<binary>
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
+    let dir = match std::env::var_os("FUNCTIONS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable");
+            // target/<profile>/deps/e2e-<hash> (or …/examples/<name>) → target/<profile>
+            exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf()
+        }
+    };
     let path = dir.join(binary);
     assert!(
         path.exists(),
