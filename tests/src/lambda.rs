@@ -253,6 +253,19 @@ impl Function {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Waits (up to 5 s) until the function's output contains `needle`: its log lines reach this
+    /// process through a pipe, a little after the responses they go with.
+    pub async fn wait_for_output(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     /// What the function wrote so far: its logs (stdout) and stderr.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
