@@ -98,6 +98,8 @@ pub struct Deps {
     sdk: OnceCell<aws_config::SdkConfig>,
     keys: OnceCell<Arc<KeyProvider>>,
     hasher: std::sync::OnceLock<Hasher>,
+    /// Set once the store's connection has been opened during init (Lambda only).
+    store_warmed: OnceCell<()>,
     clock: SharedClock,
     modes: Mutex<Modes>,
 }
@@ -126,6 +128,7 @@ impl Deps {
             sdk: OnceCell::new(),
             keys: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
+            store_warmed: OnceCell::new(),
             clock: clock::system(),
             modes: Mutex::new(Modes::default()),
         }
@@ -163,7 +166,12 @@ impl Deps {
             (Some(table), _) => {
                 let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
                 self.note(|m| m.store = format!("dynamodb table {table}"));
-                Ok(T::from_dynamo(Arc::new(DynamoStore::new(client, table))))
+                let store = Arc::new(DynamoStore::new(client, table));
+                if self.local.is_none() {
+                    // In Lambda this runs during init: the clients share one connection pool.
+                    self.store_warmed.get_or_init(|| store.warm()).await;
+                }
+                Ok(T::from_dynamo(store))
             }
             (None, Some(local)) => {
                 self.note(|m| m.store = "in-memory (data is lost on exit)".into());
@@ -290,9 +298,13 @@ impl Deps {
     }
 
     pub async fn login(&self, gate: Option<Gate>) -> Result<Arc<Login>, BuildError> {
+        let hasher = self.hasher()?;
+        // The dummy hash an unknown email is verified against, made now rather than on the
+        // first such login (in Lambda: during init).
+        hasher.warm().await.map_err(|e| BuildError(e.to_string()))?;
         Ok(Arc::new(Login::new(
             self.store().await?,
-            self.hasher()?,
+            hasher,
             self.lockout().await?,
             self.issuer().await?,
             gate,

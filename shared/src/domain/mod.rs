@@ -45,6 +45,12 @@ pub fn validate_name(name: Option<&str>) -> DomainResult<Option<String>> {
     Ok(Some(n.to_owned()))
 }
 
+/// Builds the password judge's dictionaries now (mounts of endpoints that judge passwords call
+/// it, so that their first request does not pay for it; elsewhere it would link them).
+pub fn warm_password_policy() {
+    crate::password::warm_policy();
+}
+
 /// Runs `fut`, then waits until at least `floor` has passed since the start, so that the
 /// answer's timing does not depend on which branch ran.
 pub async fn with_floor<T>(floor: Duration, fut: impl std::future::Future<Output = T>) -> T {

@@ -50,6 +50,7 @@ pub const CHANGE_PASSWORD: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            crate::domain::warm_password_policy();
             let uc = deps.account(CHANGE_PASSWORD.user_gate(&deps).await?).await?;
             let r = authenticated(
                 OpenApiRouter::new().routes(routes!(change_password)).with_state(uc),

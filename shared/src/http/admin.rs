@@ -34,12 +34,19 @@ pub const ENDPOINTS: &[&Endpoint] = &[
 /// The limits of the admin endpoints that hash a password: per IP and per administrator.
 const HASHING: EndpointLimits = EndpointLimits { ip: per(30, 60), email: None, user: per(30, 60) };
 
-/// One admin endpoint: `$binary` serving `$handler` at ($method, $path).
+/// One admin endpoint: `$binary` serving `$handler` at ($method, $path). The form with limits
+/// is for the endpoints that take a password (limited like other hashing endpoints, and
+/// zxcvbn's dictionaries built at mount, in Lambda during init).
 macro_rules! admin_endpoint {
     ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident) => {
-        admin_endpoint!($name, $binary, $method, $path, $table, $handler, EndpointLimits::NONE);
+        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, EndpointLimits::NONE, {});
     };
     ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $limits:expr) => {
+        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, $limits, {
+            crate::domain::warm_password_policy();
+        });
+    };
+    (@ $name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $limits:expr, $warm:block) => {
         #[doc = concat!("`", $method, " ", $path, "`.")]
         pub const $name: Endpoint = Endpoint {
             binary: $binary,
@@ -51,6 +58,7 @@ macro_rules! admin_endpoint {
             source: file!(),
             mount: |deps| {
                 mounted(async move {
+                    $warm
                     let admin = deps.admin($name.user_gate(&deps).await?).await?;
                     let r = OpenApiRouter::new().routes(routes!($handler)).with_state(admin);
                     let r = authenticated(r, deps.authenticator().await?);

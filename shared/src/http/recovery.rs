@@ -51,6 +51,7 @@ pub const RESET_PASSWORD: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            crate::domain::warm_password_policy();
             let r = OpenApiRouter::new()
                 .routes(routes!(reset_password))
                 .with_state(deps.recovery(None, RESET_PASSWORD.user_gate(&deps).await?).await?);

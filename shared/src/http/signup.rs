@@ -31,6 +31,7 @@ pub const SIGNUP: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            crate::domain::warm_password_policy();
             let r = OpenApiRouter::new()
                 .routes(routes!(signup))
                 .with_state(deps.signup(SIGNUP.email_gate(&deps).await?).await?);

@@ -169,6 +169,20 @@ impl DynamoStore {
         Self { client, table: table.into() }
     }
 
+    /// Opens the connection (TCP, TLS, credentials) that the first request would otherwise open
+    /// on its clock: one eventually consistent `GetItem` of a key no item ever has (`WARMUP`),
+    /// which needs no permission beyond the `GetItem` every table-using function has. Whether
+    /// it fails is only logged: the request path reports real failures.
+    pub async fn warm(&self) {
+        let key = Item::from([
+            ("pk".to_owned(), AttributeValue::S("WARMUP".into())),
+            ("sk".to_owned(), AttributeValue::S("WARMUP".into())),
+        ]);
+        if let Err(e) = self.client.get_item().table_name(&self.table).set_key(Some(key)).send().await {
+            tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "DynamoDB warm-up failed");
+        }
+    }
+
     async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
