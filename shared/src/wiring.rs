@@ -98,6 +98,8 @@ pub struct Deps {
     sdk: OnceCell<aws_config::SdkConfig>,
     keys: OnceCell<Arc<KeyProvider>>,
     hasher: std::sync::OnceLock<Hasher>,
+    /// One DynamoDB client for every port of this function: one connection pool, opened once.
+    dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
     /// Set once the store's connection has been opened during init (Lambda only).
     store_warmed: OnceCell<()>,
     clock: SharedClock,
@@ -128,6 +130,7 @@ impl Deps {
             sdk: OnceCell::new(),
             keys: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
+            dynamodb: OnceCell::new(),
             store_warmed: OnceCell::new(),
             clock: clock::system(),
             modes: Mutex::new(Modes::default()),
@@ -164,9 +167,11 @@ impl Deps {
         let cfg = self.config()?;
         match (&cfg.table_name, &self.local) {
             (Some(table), _) => {
-                let client = aws_sdk_dynamodb::Client::new(self.sdk().await);
+                // Each SDK client has its own HTTP client and connection pool: share one.
+                let client =
+                    self.dynamodb.get_or_init(|| async { aws_sdk_dynamodb::Client::new(self.sdk().await) }).await;
                 self.note(|m| m.store = format!("dynamodb table {table}"));
-                let store = Arc::new(DynamoStore::new(client, table));
+                let store = Arc::new(DynamoStore::new(client.clone(), table));
                 if self.local.is_none() {
                     // In Lambda this runs during init: the clients share one connection pool.
                     self.store_warmed.get_or_init(|| store.warm()).await;
