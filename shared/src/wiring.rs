@@ -173,7 +173,7 @@ impl Deps {
                 self.note(|m| m.store = format!("dynamodb table {table}"));
                 let store = Arc::new(DynamoStore::new(client.clone(), table));
                 if self.local.is_none() {
-                    // In Lambda this runs during init: the clients share one connection pool.
+                    // In Lambda this runs during init, on the client every port uses.
                     self.store_warmed.get_or_init(|| store.warm()).await;
                 }
                 Ok(T::from_dynamo(store))
