@@ -265,7 +265,20 @@ impl Deps {
     }
 
     async fn issuer(&self) -> Result<SessionIssuer, BuildError> {
-        Ok(SessionIssuer::new(self.jwt().await?, self.config()?))
+        let jwt = self.jwt().await?;
+        // Sign one throw-away token now (it never leaves the process): a process's first
+        // signature costs about 60 ms here, the next ones microseconds, and the first request
+        // would otherwise pay for it (infra/bench-lambda.sh: refresh's first request 67 → 9 ms).
+        let warm = crate::tokens::Subject {
+            user_id: "warm-up",
+            email: "warm-up@invalid",
+            email_verified: false,
+            is_superuser: false,
+            session_version: 0,
+            session_id: "warm-up",
+        };
+        jwt.issue(&warm, self.clock.now()).map_err(|e| BuildError(format!("signing key: {e}")))?;
+        Ok(SessionIssuer::new(jwt, self.config()?))
     }
 
     pub async fn authenticator(&self) -> Result<Arc<Authenticator>, BuildError> {

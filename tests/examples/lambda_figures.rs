@@ -76,6 +76,11 @@ async fn main() {
             Box::new(|| Event::post("/auth/refresh", json!({"refresh_token": *refresh_token.lock().unwrap()}))),
         ),
         (
+            "refresh",
+            "the same, from a second process",
+            Box::new(|| Event::post("/auth/refresh", json!({"refresh_token": *refresh_token.lock().unwrap()}))),
+        ),
+        (
             "signup",
             "POST /auth/signup (new address)",
             Box::new(|| Event::post("/auth/signup", json!({"email": unique_email(), "password": PASSWORD}))),
