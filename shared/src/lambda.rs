@@ -39,40 +39,41 @@ pub async fn run(endpoint: &'static Endpoint) -> Result<(), Error> {
 /// The function's initialization: done once it succeeds, retried with a backoff until then.
 struct Init {
     endpoint: &'static Endpoint,
-    state: tokio::sync::Mutex<InitState>,
-}
-
-enum InitState {
-    Ready(axum::Router),
-    Failed { next_attempt: Instant, backoff: Duration },
+    /// Set by the first successful attempt; read without a lock on every request after it.
+    router: std::sync::OnceLock<axum::Router>,
+    /// When the next attempt may run, and the wait after that one if it fails.
+    retry: tokio::sync::Mutex<(Instant, Duration)>,
 }
 
 impl Init {
     fn new(endpoint: &'static Endpoint) -> Self {
-        let state = InitState::Failed { next_attempt: Instant::now(), backoff: RETRY_FIRST };
-        Init { endpoint, state: tokio::sync::Mutex::new(state) }
+        let retry = tokio::sync::Mutex::new((Instant::now(), RETRY_FIRST));
+        Init { endpoint, router: std::sync::OnceLock::new(), retry }
     }
 
     /// The endpoint's router, initializing it if it is not yet and the backoff has passed.
     async fn ready(&self) -> Option<axum::Router> {
-        let mut state = self.state.lock().await;
-        let backoff = match &*state {
-            InitState::Ready(router) => return Some(router.clone()),
-            InitState::Failed { next_attempt, .. } if Instant::now() < *next_attempt => return None,
-            InitState::Failed { backoff, .. } => *backoff,
-        };
+        if let Some(router) = self.router.get() {
+            return Some(router.clone());
+        }
+        let mut retry = self.retry.lock().await;
+        let (next_attempt, backoff) = *retry;
+        if let Some(router) = self.router.get() {
+            return Some(router.clone());
+        }
+        if Instant::now() < next_attempt {
+            return None;
+        }
         let deps = Arc::new(Deps::lambda());
         match http::app(deps.clone(), &[self.endpoint]).await {
             Ok(router) => {
                 let modes = deps.modes();
                 tracing::info!(function = self.endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "initialized");
-                *state = InitState::Ready(router.clone());
-                Some(router)
+                Some(self.router.get_or_init(|| router).clone())
             }
             Err(e) => {
                 tracing::error!(function = self.endpoint.binary, error = %e, retry_in_ms = backoff.as_millis() as u64, "initialization failed; answering 503 until it succeeds");
-                *state =
-                    InitState::Failed { next_attempt: Instant::now() + backoff, backoff: (backoff * 2).min(RETRY_MAX) };
+                *retry = (Instant::now() + backoff, (backoff * 2).min(RETRY_MAX));
                 None
             }
         }

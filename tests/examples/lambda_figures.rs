@@ -65,21 +65,14 @@ async fn main() {
 
     println!("\nrequests: the first invocation after init, then the median of 20 warm ones");
     type Make<'a> = Box<dyn Fn() -> Event + 'a>;
+    let refresh = || Event::post("/auth/refresh", json!({"refresh_token": *refresh_token.lock().unwrap()}));
     let cases: Vec<(&str, &str, Make)> = vec![
         ("health", "GET /health", Box::new(|| Event::get("/health"))),
         ("jwks", "GET /.well-known/jwks.json", Box::new(|| Event::get("/.well-known/jwks.json"))),
         ("login", "POST /auth/login (right password)", Box::new(|| Event::post("/auth/login", login_body.clone()))),
         ("me", "GET /auth/me", Box::new(|| Event::get("/auth/me").bearer(&access))),
-        (
-            "refresh",
-            "POST /auth/refresh (rotating)",
-            Box::new(|| Event::post("/auth/refresh", json!({"refresh_token": *refresh_token.lock().unwrap()}))),
-        ),
-        (
-            "refresh",
-            "the same, from a second process",
-            Box::new(|| Event::post("/auth/refresh", json!({"refresh_token": *refresh_token.lock().unwrap()}))),
-        ),
+        ("refresh", "POST /auth/refresh (rotating)", Box::new(refresh)),
+        ("refresh", "the same, from a second process", Box::new(refresh)),
         (
             "signup",
             "POST /auth/signup (new address)",

@@ -426,22 +426,8 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let raw_query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         // API Gateway joins repeated query parameters (and headers) with commas.
-        let mut qsp: serde_json::Map<String, Value> = serde_json::Map::new();
-        for (k, v) in &self.query {
-            let joined = match qsp.get(k).and_then(Value::as_str) {
-                Some(prev) => format!("{prev},{v}"),
-                None => v.clone(),
-            };
-            qsp.insert(k.clone(), Value::String(joined));
-        }
-        let mut headers: serde_json::Map<String, Value> = serde_json::Map::new();
-        for (k, v) in &self.headers {
-            let joined = match headers.get(k).and_then(Value::as_str) {
-                Some(prev) => format!("{prev},{v}"),
-                None => v.clone(),
-            };
-            headers.insert(k.clone(), Value::String(joined));
-        }
+        let qsp = joined(&self.query);
+        let mut headers = joined(&self.headers);
         headers.insert("host".into(), "abc123.execute-api.us-east-1.amazonaws.com".into());
         headers.insert("x-forwarded-proto".into(), "https".into());
         let route_key = format!("{} {}", self.method, self.path);
@@ -491,4 +477,18 @@ impl From<Event> for Value {
     fn from(e: Event) -> Value {
         e.to_json()
     }
+}
+
+/// Pairs as API Gateway puts them in an event: one entry per name, repeated values joined with
+/// commas (query parameters and headers alike).
+fn joined(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in pairs {
+        let value = match out.get(k).and_then(Value::as_str) {
+            Some(prev) => format!("{prev},{v}"),
+            None => v.clone(),
+        };
+        out.insert(k.clone(), Value::String(value));
+    }
+    out
 }
