@@ -2,50 +2,10 @@
 //! API on loopback (e2e::lambda), with API Gateway HTTP API events, DynamoDB Local, moto's SES
 //! and Secrets Manager.
 
-use e2e::lambda::{Event, Function, Outcome};
+use e2e::lambda::{Event, Function, Outcome, Stack};
 use e2e::*;
 use serde_json::{Value, json};
 use shared::keys::KeyAlg;
-use shared::store::dynamo::DynamoStore;
-
-/// A fresh table and signing-key secret, and the environment every function gets from the
-/// template (each function only reads what it uses).
-struct Stack {
-    table: String,
-    secret: String,
-    extra: Vec<(String, String)>,
-}
-
-impl Stack {
-    async fn new() -> Stack {
-        let sdk = shared::wiring::aws_config().await;
-        let table = format!("lambda-{}", uuid::Uuid::new_v4().simple());
-        DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
-        let secret = format!("lambda-keys-{}", uuid::Uuid::new_v4().simple());
-        shared::rotation::init(&aws_sdk_secretsmanager::Client::new(&sdk), &secret, KeyAlg::ES256).await.unwrap();
-        Stack { table, secret, extra: Vec::new() }
-    }
-
-    fn with(mut self, k: &str, v: &str) -> Stack {
-        self.extra.push((k.to_owned(), v.to_owned()));
-        self
-    }
-
-    async fn function(&self, binary: &str) -> Function {
-        let mut vars: Vec<(&str, &str)> = vec![
-            ("TABLE_NAME", &self.table),
-            ("SIGNING_KEY_SECRET_ID", &self.secret),
-            ("MAILER", "ses"),
-            ("MAIL_FROM", SENDER),
-            ("PUBLIC_BASE_URL", "https://auth.example.com"),
-            ("ARGON2_MEMORY_KIB", "256"),
-            ("ARGON2_ITERATIONS", "1"),
-            ("ENUMERATION_FLOOR_MS", "50"),
-        ];
-        vars.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Function::start(binary, &vars).await
-    }
-}
 
 fn status_and_problem(r: &e2e::lambda::HttpResponse, status: u16) -> Value {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));

@@ -492,3 +492,44 @@ fn joined(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
     }
     out
 }
+
+/// A fresh table and signing-key secret, and the environment every function gets from the
+/// template (each function only reads what it uses).
+pub struct Stack {
+    pub table: String,
+    pub secret: String,
+    extra: Vec<(String, String)>,
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        let sdk = shared::wiring::aws_config().await;
+        let table = format!("lambda-{}", uuid::Uuid::new_v4().simple());
+        shared::store::dynamo::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
+        let secret = format!("lambda-keys-{}", uuid::Uuid::new_v4().simple());
+        shared::rotation::init(&aws_sdk_secretsmanager::Client::new(&sdk), &secret, shared::keys::KeyAlg::ES256)
+            .await
+            .unwrap();
+        Stack { table, secret, extra: Vec::new() }
+    }
+
+    pub fn with(mut self, k: &str, v: &str) -> Stack {
+        self.extra.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    pub async fn function(&self, binary: &str) -> Function {
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("TABLE_NAME", &self.table),
+            ("SIGNING_KEY_SECRET_ID", &self.secret),
+            ("MAILER", "ses"),
+            ("MAIL_FROM", crate::SENDER),
+            ("PUBLIC_BASE_URL", "https://auth.example.com"),
+            ("ARGON2_MEMORY_KIB", "256"),
+            ("ARGON2_ITERATIONS", "1"),
+            ("ENUMERATION_FLOOR_MS", "50"),
+        ];
+        vars.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Function::start(binary, &vars).await
+    }
+}

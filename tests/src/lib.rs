@@ -2,6 +2,7 @@
 //! Local (a fresh table per test) and moto's SES, and helpers to read the mail moto received.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod calls;
 pub mod lambda;
 
 use std::time::Duration;

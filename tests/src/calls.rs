@@ -1,0 +1,235 @@
+//! A counting proxy in front of DynamoDB Local: a function binary started with
+//! `AWS_ENDPOINT_URL_DYNAMODB` pointing here sends every call through it, and the proxy records
+//! each call's operation (from `X-Amz-Target`) and when it arrived and was answered.
+//!
+//! Every answer is held back by `hold` before it is returned, so calls a request makes
+//! concurrently overlap and calls that wait on each other do not: the longest chain of
+//! non-overlapping calls is then the number of *sequential round trips*, a property of the
+//! code rather than of the machine's speed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// One DynamoDB call as the proxy saw it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The operation, for example `GetItem` or `TransactWriteItems`.
+    pub op: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+struct ProxyState {
+    upstream: String,
+    client: reqwest::Client,
+    hold: Duration,
+    calls: Mutex<Vec<Call>>,
+}
+
+/// A running counting proxy.
+pub struct CallCounter {
+    /// What to set `AWS_ENDPOINT_URL_DYNAMODB` to.
+    pub url: String,
+    state: Arc<ProxyState>,
+}
+
+/// The hold that separates sequential calls from concurrent ones (see the module docs).
+pub const HOLD: Duration = Duration::from_millis(40);
+
+impl CallCounter {
+    /// Starts a proxy to the DynamoDB Local of `AWS_ENDPOINT_URL_DYNAMODB`.
+    pub async fn start(hold: Duration) -> CallCounter {
+        let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("AWS_ENDPOINT_URL_DYNAMODB (DynamoDB Local)");
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+            hold,
+            calls: Mutex::new(Vec::new()),
+        });
+        let app = Router::new().fallback(forward).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        CallCounter { url, state }
+    }
+
+    /// The calls recorded since the last `take`, in the order they arrived.
+    pub fn take(&self) -> Calls {
+        Calls(std::mem::take(&mut *self.state.calls.lock().unwrap()))
+    }
+}
+
+async fn forward(
+    State(s): State<Arc<ProxyState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let start = Instant::now();
+    let op = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .unwrap_or("?")
+        .to_owned();
+    let mut req = s.client.request(method, format!("{}{}", s.upstream, uri.path()));
+    for (name, value) in &headers {
+        if name != "host" && name != "content-length" {
+            req = req.header(name, value);
+        }
+    }
+    let answer = req.body(body).send().await;
+    tokio::time::sleep(s.hold).await;
+    let response = match answer {
+        Ok(r) => {
+            let status = r.status();
+            let mut out = HeaderMap::new();
+            for (name, value) in r.headers() {
+                if name != "content-length" && name != "transfer-encoding" && name != "connection" {
+                    out.insert(name.clone(), value.clone());
+                }
+            }
+            let bytes = r.bytes().await.unwrap_or_default();
+            (status, out, bytes).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    s.calls.lock().unwrap().push(Call { op, start, end: Instant::now() });
+    response
+}
+
+/// The calls of one request.
+#[derive(Debug, Clone)]
+pub struct Calls(pub Vec<Call>);
+
+impl Calls {
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The longest chain of calls in which each one started after the one before it was
+    /// answered: the request's sequential round trips.
+    pub fn round_trips(&self) -> usize {
+        let mut calls = self.0.clone();
+        calls.sort_by_key(|c| c.start);
+        let mut depth = vec![1usize; calls.len()];
+        for j in 0..calls.len() {
+            for i in 0..j {
+                if calls[i].end <= calls[j].start {
+                    depth[j] = depth[j].max(depth[i] + 1);
+                }
+            }
+        }
+        depth.into_iter().max().unwrap_or(0)
+    }
+
+    /// For example `GetItem×2 UpdateItem×1`, in the order the operations first appear.
+    pub fn summary(&self) -> String {
+        let mut ops: Vec<(String, usize)> = Vec::new();
+        let mut sorted = self.0.clone();
+        sorted.sort_by_key(|c| c.start);
+        for c in &sorted {
+            match ops.iter_mut().find(|(op, _)| *op == c.op) {
+                Some((_, n)) => *n += 1,
+                None => ops.push((c.op.clone(), 1)),
+            }
+        }
+        ops.iter().map(|(op, n)| format!("{op}×{n}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// One measured request.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub request: &'static str,
+    pub calls: Calls,
+}
+
+/// The claims of an access token, as API Gateway's JWT authorizer forwards them.
+pub fn claims_of(access: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url"))
+        .expect("JSON claims")
+}
+
+/// Sends one request of each kind through the function binaries (with the template's rate
+/// limits on or off), each against a counting proxy, and returns the DynamoDB calls of each.
+pub async fn measure(limits_on: bool) -> Vec<Measured> {
+    use crate::lambda::{Event, Stack};
+    use serde_json::json;
+
+    let counter = CallCounter::start(HOLD).await;
+    let stack = Stack::new()
+        .await
+        .with("AWS_ENDPOINT_URL_DYNAMODB", &counter.url)
+        .with("RATE_LIMITS_ENABLED", if limits_on { "true" } else { "false" });
+    let (signup, verify, login, refresh, me, forgot) = tokio::join!(
+        stack.function("signup"),
+        stack.function("verify-email"),
+        stack.function("login"),
+        stack.function("refresh"),
+        stack.function("me"),
+        stack.function("forgot-password"),
+    );
+    for f in [&signup, &verify, &login, &refresh, &me, &forgot] {
+        f.init_time().await;
+    }
+    let mut out = Vec::new();
+    let mut record = |request: &'static str, status: u16, expected: u16| {
+        assert_eq!(status, expected, "{request}");
+        out.push(Measured { request, calls: counter.take() });
+    };
+    counter.take(); // the functions' init
+
+    let email = crate::unique_email();
+    let r = signup.http(Event::post("/auth/signup", json!({"email": email, "password": crate::PASSWORD}))).await;
+    record("signup, new address", r.status, 202);
+    let token = crate::token_from_mail(&email, "verify").await;
+    let r = verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    record("verify-email", r.status, 200);
+    let r = login.http(Event::post("/auth/login", json!({"email": email, "password": crate::PASSWORD}))).await;
+    let tokens = r.json();
+    record("login, success", r.status, 200);
+    let r = login.http(Event::post("/auth/login", json!({"email": email, "password": "wrong-password-1"}))).await;
+    record("login, wrong password", r.status, 401);
+    let r = login
+        .http(Event::post("/auth/login", json!({"email": crate::unique_email(), "password": crate::PASSWORD})))
+        .await;
+    record("login, unknown email", r.status, 401);
+    let r = refresh.http(Event::post("/auth/refresh", json!({"refresh_token": tokens["refresh_token"]}))).await;
+    record("refresh", r.status, 200);
+    let access = tokens["access_token"].as_str().expect("access token");
+    let r = me.http(Event::get("/auth/me").bearer(access).authorizer_claims(claims_of(access))).await;
+    record("me", r.status, 200);
+    let r = forgot.http(Event::post("/auth/forgot-password", json!({"email": email}))).await;
+    record("forgot-password, known address", r.status, 202);
+    out
+}
+
+/// The budgets with rate limits on: (request, calls, sequential round trips).
+pub const BUDGETS: &[(&str, usize, usize)] = &[
+    ("login, success", 7, 4),
+    ("login, wrong password", 6, 3),
+    ("login, unknown email", 6, 3),
+    ("refresh", 4, 2),
+    ("signup, new address", 5, 3),
+    ("me", 1, 1),
+];
+
+/// The measurements as a table.
+pub fn table(rows: &[Measured]) -> String {
+    let mut s = format!("{:<34} {:>5} {:>12}  {}\n", "request", "calls", "round trips", "operations");
+    for m in rows {
+        s +=
+            &format!("{:<34} {:>5} {:>12}  {}\n", m.request, m.calls.count(), m.calls.round_trips(), m.calls.summary());
+    }
+    s
+}
