@@ -67,6 +67,7 @@ impl Init {
         let deps = Arc::new(Deps::lambda());
         match http::app(deps.clone(), &[self.endpoint]).await {
             Ok(router) => {
+                deps.settle().await;
                 let modes = deps.modes();
                 tracing::info!(function = self.endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "initialized");
                 Some(self.router.get_or_init(|| router).clone())

@@ -174,9 +174,31 @@ impl Hasher {
         if let Some(h) = self.dummy.get() {
             return Ok(h.clone());
         }
-        let params = self.params;
-        let h = self.blocking(move || Self::hash_sync(params, "dummy-password-for-timing")).await?;
+        let h = Self::dummy_phc(self.params)?;
         Ok(self.dummy.get_or_init(|| h).clone())
+    }
+
+    /// A PHC string with the configured parameters, a random salt and a random output: verifying
+    /// any password against it costs exactly what a real hash with those parameters costs, and
+    /// nothing verifies (no password is known to produce a random output). Making it needs no
+    /// hashing, so it costs nothing during init.
+    fn dummy_phc(params: HashParams) -> Result<String, HashError> {
+        use base64::Engine as _;
+        let mut salt = [0u8; 16];
+        let mut output = [0u8; argon2::Params::DEFAULT_OUTPUT_LEN];
+        getrandom::fill(&mut salt).map_err(|e| HashError(format!("rng: {e}")))?;
+        getrandom::fill(&mut output).map_err(|e| HashError(format!("rng: {e}")))?;
+        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let phc = format!(
+            "$argon2id$v=19$m={},t={},p={}${}${}",
+            params.m_kib,
+            params.t,
+            params.p,
+            b64.encode(salt),
+            b64.encode(output)
+        );
+        PasswordHash::new(&phc).map_err(|e| HashError(format!("dummy hash: {e}")))?;
+        Ok(phc)
     }
 }
 
@@ -246,5 +268,20 @@ mod tests {
         }
         // Unknown user: dummy verification, never a match.
         assert_eq!(strong.verify(&pw, None).await.ok(), Some(Verified::No));
+    }
+
+    #[test]
+    fn the_dummy_hash_has_a_real_hash_shape_with_the_configured_parameters_and_a_fresh_salt() {
+        let params = HashParams { m_kib: 19456, t: 2, p: 1 };
+        let real = Hasher::hash_sync(HashParams { m_kib: 64, t: 1, p: 1 }, "x").unwrap_or_default();
+        let (a, b) = (Hasher::dummy_phc(params).unwrap_or_default(), Hasher::dummy_phc(params).unwrap_or_default());
+        assert_ne!(a, b, "fresh salt and output per process");
+        let (dummy, real) = (PasswordHash::new(&a).ok().unwrap(), PasswordHash::new(&real).ok().unwrap());
+        let p = Params::try_from(&dummy).ok().unwrap();
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (19456, 2, 1), "verifying it costs a real verification");
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.hash.map(|h| h.len()), real.hash.map(|h| h.len()), "same output length");
+        assert_eq!(dummy.salt.map(|s| s.len()), real.salt.map(|s| s.len()));
     }
 }

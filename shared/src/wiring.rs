@@ -100,8 +100,11 @@ pub struct Deps {
     hasher: std::sync::OnceLock<Hasher>,
     /// One DynamoDB client for every port of this function: one connection pool, opened once.
     dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
-    /// Set once the store's connection has been opened during init (Lambda only).
-    store_warmed: OnceCell<()>,
+    /// Set once the store's connection is being opened during init (Lambda only).
+    store_warmed: std::sync::OnceLock<()>,
+    /// Warm-ups that run while init goes on (the store's first connection while the keys are
+    /// fetched); `settle` waits for them before the function polls for its first event.
+    warming: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     clock: SharedClock,
     modes: Mutex<Modes>,
 }
@@ -131,9 +134,18 @@ impl Deps {
             keys: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
             dynamodb: OnceCell::new(),
-            store_warmed: OnceCell::new(),
+            store_warmed: std::sync::OnceLock::new(),
+            warming: Mutex::new(Vec::new()),
             clock: clock::system(),
             modes: Mutex::new(Modes::default()),
+        }
+    }
+
+    /// Waits for the warm-ups started while building (each may fail without failing init).
+    pub async fn settle(&self) {
+        let pending: Vec<_> = self.warming.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
+        for w in pending {
+            let _ = w.await;
         }
     }
 
@@ -173,8 +185,15 @@ impl Deps {
                 self.note(|m| m.store = format!("dynamodb table {table}"));
                 let store = Arc::new(DynamoStore::new(client.clone(), table));
                 if self.local.is_none() {
-                    // In Lambda this runs during init, on the client every port uses.
-                    self.store_warmed.get_or_init(|| store.warm()).await;
+                    // In Lambda this runs during init, on the client every port uses, beside
+                    // whatever else init does next (`settle` waits for it).
+                    self.store_warmed.get_or_init(|| {
+                        let store = store.clone();
+                        let warm = tokio::spawn(async move { store.warm().await });
+                        if let Ok(mut w) = self.warming.lock() {
+                            w.push(warm);
+                        }
+                    });
                 }
                 Ok(T::from_dynamo(store))
             }
