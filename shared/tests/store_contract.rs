@@ -9,7 +9,7 @@ use futures::future::join_all;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
 use shared::store::{
-    AdminWrite, EmailChange, LockGate, OneTimeKind, Rotation, Session, Store, StoreError, User, UserChanges,
+    AdminWrite, EmailChange, LockGate, OneTimeKind, RateCount, Rotation, Session, Store, StoreError, User, UserChanges,
 };
 
 async fn memory() -> Arc<dyn Store> {
@@ -53,6 +53,7 @@ contract!(
     given_missing_user_then_updates_report_absence,
     given_100_concurrent_hits_on_a_limit_of_10_then_exactly_10_count,
     given_expired_rate_item_not_yet_deleted_then_counting_restarts,
+    given_concurrent_hits_as_a_window_opens_then_exactly_the_limit_count_and_all_carry_the_previous,
     given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_version_bumped,
     given_email_change_then_the_claim_moves_atomically_and_the_token_is_single_use,
     given_email_change_racing_a_signup_for_the_same_address_then_exactly_one_owns_it,
@@ -309,23 +310,53 @@ async fn given_missing_user_then_updates_report_absence(s: Arc<dyn Store>) {
 async fn given_100_concurrent_hits_on_a_limit_of_10_then_exactly_10_count(s: Arc<dyn Store>) {
     let results = join_all((0..100).map(|_| {
         let s = s.clone();
-        async move { s.rate_hit("login#ip#192.0.2.7#100", 10, NOW, NOW + 60).await.unwrap() }
+        async move { s.rate_hit("login#ip#192.0.2.7", NOW, 60, 10, NOW + 120).await.unwrap() }
     }))
     .await;
-    let mut counted: Vec<u32> = results.iter().flatten().copied().collect();
+    let mut counted: Vec<u32> = results.iter().flatten().map(|c| c.hits).collect();
     counted.sort_unstable();
     assert_eq!(counted, (1..=10).collect::<Vec<_>>());
-    assert_eq!(s.rate_count("login#ip#192.0.2.7#100", NOW).await.unwrap(), 10);
-    assert_eq!(s.rate_count("login#ip#192.0.2.8#100", NOW).await.unwrap(), 0, "keys are independent");
+    let other = s.rate_hit("login#ip#192.0.2.8", NOW, 60, 10, NOW + 120).await.unwrap();
+    assert_eq!(other, Some(RateCount { start: NOW, hits: 1, previous: 0 }), "keys are independent");
 }
 
 async fn given_expired_rate_item_not_yet_deleted_then_counting_restarts(s: Arc<dyn Store>) {
-    for _ in 0..3 {
-        s.rate_hit("k", 3, NOW, NOW + 10).await.unwrap();
+    let hit = |start: i64| {
+        let s = s.clone();
+        async move { s.rate_hit("k", start, 10, 3, start + 20).await.unwrap() }
+    };
+    for i in 1..=3 {
+        assert_eq!(hit(NOW).await, Some(RateCount { start: NOW, hits: i, previous: 0 }));
     }
-    assert_eq!(s.rate_hit("k", 3, NOW + 5, NOW + 10).await.unwrap(), None);
-    assert_eq!(s.rate_count("k", NOW + 10).await.unwrap(), 0, "expired counts as absent");
-    assert_eq!(s.rate_hit("k", 3, NOW + 10, NOW + 20).await.unwrap(), Some(1));
+    assert_eq!(hit(NOW).await, None, "the window is full");
+    // The next window starts from one hit and carries the previous count.
+    assert_eq!(hit(NOW + 10).await, Some(RateCount { start: NOW + 10, hits: 1, previous: 3 }));
+    // A hit taken back frees its place.
+    s.rate_unhit("k", NOW + 10).await.unwrap();
+    assert_eq!(hit(NOW + 10).await, Some(RateCount { start: NOW + 10, hits: 1, previous: 3 }));
+    // Two windows on, the item has expired (TTL may not have deleted it): nothing carries over.
+    assert_eq!(hit(NOW + 30).await, Some(RateCount { start: NOW + 30, hits: 1, previous: 0 }));
+    // Taking back a hit of another window changes nothing.
+    s.rate_unhit("k", NOW + 10).await.unwrap();
+    assert_eq!(hit(NOW + 30).await, Some(RateCount { start: NOW + 30, hits: 2, previous: 0 }));
+}
+
+async fn given_concurrent_hits_as_a_window_opens_then_exactly_the_limit_count_and_all_carry_the_previous(
+    s: Arc<dyn Store>,
+) {
+    for _ in 0..4 {
+        s.rate_hit("roll", NOW, 60, 10, NOW + 120).await.unwrap();
+    }
+    let results = join_all((0..30).map(|_| {
+        let s = s.clone();
+        async move { s.rate_hit("roll", NOW + 60, 60, 10, NOW + 180).await }
+    }))
+    .await;
+    let counted: Vec<RateCount> = results.into_iter().filter_map(|r| r.ok().flatten()).collect();
+    let mut hits: Vec<u32> = counted.iter().map(|c| c.hits).collect();
+    hits.sort_unstable();
+    assert_eq!(hits, (1..=10).collect::<Vec<_>>(), "one roll-over, no lost or extra hit");
+    assert!(counted.iter().all(|c| c.previous == 4 && c.start == NOW + 60), "{counted:?}");
 }
 
 async fn given_reset_token_confirmed_concurrently_then_exactly_one_reset_and_version_bumped(s: Arc<dyn Store>) {

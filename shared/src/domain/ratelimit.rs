@@ -2,12 +2,17 @@
 //! and per normalized email. Each endpoint declares its defaults (`http::Endpoint::limits`);
 //! configuration switches limits on and overrides them per endpoint.
 //!
-//! Scheme: sliding-window counter. Each key has one DynamoDB item per fixed window of `w`
-//! seconds; a request is admitted if `hits(current) + floor(hits(previous) * (w - elapsed) / w)`
-//! stays within the limit. The previous window is closed (read-only), and the current one is
-//! counted with one conditional `ADD` (`hits < allowed`), so concurrent requests can never
-//! exceed the limit. Items expire by TTL two windows after they start; reads ignore expired
-//! items. A limited request does no other work.
+//! Scheme: sliding-window counter. Each key has one DynamoDB item holding the count of the
+//! current fixed window of `w` seconds and the count of the window before it; a request is
+//! admitted if `hits(current) + floor(hits(previous) * (w - elapsed) / w)` stays within the
+//! limit. A request costs one conditional write in the common case: an atomic `ADD` to the
+//! current window (refused once it holds the limit) whose answer carries the previous count;
+//! a hit that the carried share pushes over the limit is taken back with a second write. Every
+//! admitted request holds a hit that was counted before it was admitted, so concurrent requests
+//! can never exceed the limit. A new window rolls the item over with a write conditioned on the
+//! old window's exact count. Items expire by TTL two windows after their window starts, and the
+//! window start stored in the item, not TTL, decides what counts, so an expired item that TTL has
+//! not deleted yet counts as absent. A limited request does no other work.
 
 use std::sync::Arc;
 
@@ -21,18 +26,22 @@ use crate::store::{RateLimitStore, StoreError};
 async fn check_one(store: &dyn RateLimitStore, key: &str, lim: Limit, now: i64) -> Result<Decision, StoreError> {
     let w = lim.window as i64;
     let start = now - now.rem_euclid(w);
-    let elapsed = now - start;
-    let previous = store.rate_count(&format!("{key}#{}", start - w), now).await? as i64;
-    let carried = (previous * (w - elapsed)) / w;
-    let allowed = (lim.max as i64 - carried).max(0) as u32;
-    let reset = (w - elapsed).max(1) as u64;
-    if allowed == 0 {
-        return Ok(Decision { limited: true, limit: lim.max, remaining: 0, reset });
+    let reset = (w - (now - start)).max(1) as u64;
+    let limited = Decision { limited: true, limit: lim.max, remaining: 0, reset };
+    let Some(count) = store.rate_hit(key, start, w, lim.max, start + 2 * w).await? else { return Ok(limited) };
+    // The previous window counts by the share of it that the sliding window still covers.
+    let elapsed = (now - count.start).clamp(0, w);
+    let carried = (count.previous as i64 * (w - elapsed)) / w;
+    let used = count.hits as i64 + carried;
+    if used > lim.max as i64 {
+        // Refused: the hit is taken back so that refused requests do not count. If that write
+        // fails the count stays one higher, which only limits more.
+        if let Err(e) = store.rate_unhit(key, count.start).await {
+            tracing::warn!(error = %e, "rate-limit hit could not be taken back");
+        }
+        return Ok(limited);
     }
-    match store.rate_hit(&format!("{key}#{start}"), allowed, now, start + 2 * w).await? {
-        Some(hits) => Ok(Decision { limited: false, limit: lim.max, remaining: allowed.saturating_sub(hits), reset }),
-        None => Ok(Decision { limited: true, limit: lim.max, remaining: 0, reset }),
-    }
+    Ok(Decision { limited: false, limit: lim.max, remaining: (lim.max as i64 - used) as u32, reset })
 }
 
 /// Counts requests against an endpoint's limits.

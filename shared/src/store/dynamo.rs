@@ -1031,68 +1031,109 @@ fn rate_pk(key: &str) -> String {
     format!("RATE#{key}")
 }
 
+/// The sort key of a rate-limit item: one item per key holding the current and previous
+/// window (`ws`, `hits`, `prev`). Items of the earlier design (one per key and window, sort key
+/// `RATE`) are deleted by `secure-auth migrate` or expire by TTL.
+pub(crate) const RATE_SK: &str = "WINDOW";
+
 #[async_trait]
 impl RateLimitStore for DynamoStore {
-    async fn rate_hit(&self, k: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError> {
-        // Bounded: each retry means another writer just replaced an expired item.
+    async fn rate_hit(
+        &self,
+        k: &str,
+        start: i64,
+        window: i64,
+        max: u32,
+        expires_at: i64,
+    ) -> Result<Option<RateCount>, StoreError> {
+        let mut start = start;
+        let mut expires_at = expires_at;
+        // Bounded: each retry means another writer just rolled the item over.
         for _ in 0..5 {
+            // The common case: the item is absent (or never written) or holds this window.
             let res = self
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(key(rate_pk(k), "RATE")))
-                .update_expression("SET expires_at = :exp, #ttl = :exp ADD hits :one")
-                .condition_expression("attribute_not_exists(pk) OR (expires_at > :now AND hits < :limit)")
+                .set_key(Some(key(rate_pk(k), RATE_SK)))
+                .update_expression("SET ws = if_not_exists(ws, :start), expires_at = :exp, #ttl = :exp ADD hits :one")
+                .condition_expression("attribute_not_exists(pk) OR (ws = :start AND hits < :max)")
                 .expression_attribute_names("#ttl", "ttl")
                 .expression_attribute_values(":one", n(1))
-                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":start", n(start))
                 .expression_attribute_values(":exp", n(expires_at))
-                .expression_attribute_values(":limit", n(limit))
-                .return_values(ReturnValue::UpdatedNew)
+                .expression_attribute_values(":max", n(max))
+                .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send()
                 .await;
             let old = match res.map_err(|e| e.into_service_error()) {
                 Ok(out) => {
-                    let hits = out.attributes.as_ref().and_then(|a| get_n(a, "hits")).unwrap_or(1);
-                    return Ok(Some(hits.max(0) as u32));
+                    let a = out.attributes.unwrap_or_default();
+                    let count = |name| get_n(&a, name).unwrap_or(0).clamp(0, u32::MAX as i64) as u32;
+                    return Ok(Some(RateCount { start, hits: count("hits").max(1), previous: count("prev") }));
                 }
                 Err(UpdateItemError::ConditionalCheckFailedException(c)) => c.item.unwrap_or_default(),
                 Err(e) => return Err(unavailable(e)),
             };
-            if get_n(&old, "expires_at").unwrap_or(0) > now {
+            let (old_ws, old_hits) = (get_n(&old, "ws").unwrap_or(i64::MIN), get_n(&old, "hits").unwrap_or(0));
+            if old_ws == start {
                 return Ok(None);
             }
-            // Expired but not yet deleted by TTL: start a fresh count.
-            let mut fresh = key(rate_pk(k), "RATE");
-            fresh.insert("hits".into(), n(1));
-            fresh.insert("expires_at".into(), n(expires_at));
-            fresh.insert("ttl".into(), n(expires_at));
+            if old_ws > start {
+                // Another function's clock is ahead and already opened the next window: count there.
+                expires_at += old_ws - start;
+                start = old_ws;
+                continue;
+            }
+            // An older window (or an expired item TTL has not deleted yet): roll over, keeping
+            // the count of the window just before this one.
+            let previous = if old_ws == start - window { old_hits } else { 0 };
             let res = self
                 .client
-                .put_item()
+                .update_item()
                 .table_name(&self.table)
-                .set_item(Some(fresh))
-                .condition_expression("attribute_not_exists(pk) OR expires_at <= :now")
-                .expression_attribute_values(":now", n(now))
+                .set_key(Some(key(rate_pk(k), RATE_SK)))
+                .update_expression("SET ws = :start, hits = :one, prev = :prev, expires_at = :exp, #ttl = :exp")
+                .condition_expression("ws = :old_ws AND hits = :old_hits")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":start", n(start))
+                .expression_attribute_values(":prev", n(previous))
+                .expression_attribute_values(":exp", n(expires_at))
+                .expression_attribute_values(":old_ws", n(old_ws))
+                .expression_attribute_values(":old_hits", n(old_hits))
                 .send()
                 .await;
             match res.map_err(|e| e.into_service_error()) {
-                Ok(_) => return Ok(Some(1)),
-                Err(PutItemError::ConditionalCheckFailedException(_)) => continue,
+                Ok(_) => {
+                    let previous = previous.clamp(0, u32::MAX as i64) as u32;
+                    return Ok(Some(RateCount { start, hits: 1, previous }));
+                }
+                Err(UpdateItemError::ConditionalCheckFailedException(_)) => continue,
                 Err(e) => return Err(unavailable(e)),
             }
         }
         Err(StoreError::Unavailable("rate-limit item contention".into()))
     }
 
-    async fn rate_count(&self, k: &str, now: i64) -> Result<u32, StoreError> {
-        let item = self.get(key(rate_pk(k), "RATE")).await?;
-        Ok(item
-            .filter(|i| get_n(i, "expires_at").unwrap_or(0) > now)
-            .and_then(|i| get_n(&i, "hits"))
-            .unwrap_or(0)
-            .max(0) as u32)
+    async fn rate_unhit(&self, k: &str, start: i64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(rate_pk(k), RATE_SK)))
+            .update_expression("ADD hits :minus")
+            .condition_expression("ws = :start AND hits > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":start", n(start))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 

@@ -31,7 +31,7 @@ struct Inner {
     one_time: HashMap<(String, &'static str), OneTime>,
     locks: HashMap<String, Lock>,
     sessions: HashMap<(String, String), Session>,
-    counters: HashMap<String, (u32, i64)>,
+    counters: HashMap<String, RateCount>,
     admins: u64,
 }
 
@@ -410,22 +410,33 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl RateLimitStore for MemoryStore {
-    async fn rate_hit(&self, key: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError> {
+    async fn rate_hit(
+        &self,
+        key: &str,
+        start: i64,
+        window: i64,
+        max: u32,
+        expires_at: i64,
+    ) -> Result<Option<RateCount>, StoreError> {
         let mut g = self.lock()?;
-        let entry = g.counters.entry(key.to_owned()).or_insert((0, expires_at));
-        if entry.1 <= now {
-            *entry = (0, expires_at);
+        let c = g.counters.entry(key.to_owned()).or_insert(RateCount { start, hits: 0, previous: 0 });
+        if c.start < start {
+            let previous = if c.start == start - window { c.hits } else { 0 };
+            *c = RateCount { start, hits: 0, previous };
         }
-        if entry.0 >= limit {
+        let _ = expires_at;
+        if c.hits >= max {
             return Ok(None);
         }
-        entry.0 += 1;
-        entry.1 = expires_at;
-        Ok(Some(entry.0))
+        c.hits += 1;
+        Ok(Some(*c))
     }
 
-    async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError> {
-        Ok(self.lock()?.counters.get(key).filter(|(_, exp)| *exp > now).map(|(n, _)| *n).unwrap_or(0))
+    async fn rate_unhit(&self, key: &str, start: i64) -> Result<(), StoreError> {
+        if let Some(c) = self.lock()?.counters.get_mut(key).filter(|c| c.start == start) {
+            c.hits = c.hits.saturating_sub(1);
+        }
+        Ok(())
     }
 }
 

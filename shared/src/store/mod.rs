@@ -333,14 +333,35 @@ pub trait SessionStore: Send + Sync {
     async fn confirm_session_version(&self, user_id: &str, id: &str, sv: u64) -> Result<(), StoreError>;
 }
 
-/// Rate-limit counters: one item per key and window, expiring by TTL.
+/// The count of one rate-limit key after a hit (`RateLimitStore::rate_hit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCount {
+    /// The window the hit was counted in (its start, in seconds).
+    pub start: i64,
+    /// Hits in that window, this one included.
+    pub hits: u32,
+    /// Hits in the window just before it (0 if none, or older).
+    pub previous: u32,
+}
+
+/// Rate-limit counters: one item per key holding the current fixed window's count and the
+/// previous window's, expiring by TTL two windows after the current one starts.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
-    /// Counts one hit on `key` if its live count is below `limit`, atomically (one conditional
-    /// `ADD`); `None` when the limit is reached. An item past `expires_at` counts as absent.
-    async fn rate_hit(&self, key: &str, limit: u32, now: i64, expires_at: i64) -> Result<Option<u32>, StoreError>;
-    /// The live count of `key` (0 if absent or expired).
-    async fn rate_count(&self, key: &str, now: i64) -> Result<u32, StoreError>;
+    /// Counts one hit on `key` in the window starting at `start` (`window` seconds long) if
+    /// that window holds fewer than `max` hits, atomically; `None` when it is full. An item of an
+    /// older window rolls over (its count becomes `previous` if that window was the one just
+    /// before). One conditional write in the common case; an expired item counts as absent.
+    async fn rate_hit(
+        &self,
+        key: &str,
+        start: i64,
+        window: i64,
+        max: u32,
+        expires_at: i64,
+    ) -> Result<Option<RateCount>, StoreError>;
+    /// Takes back one hit counted in the window `start` (a hit the sliding window refused).
+    async fn rate_unhit(&self, key: &str, start: i64) -> Result<(), StoreError>;
 }
 
 /// What an administrator may change on a user (absent = unchanged).
