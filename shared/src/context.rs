@@ -26,6 +26,52 @@ impl RateSlot {
     }
 }
 
+/// The per-IP rate limit's decision, for an endpoint whose handler starts while the limit is
+/// still being counted (`http::ratelimit::limited_after_reads`): the handler may read, but
+/// waits for `Admission::wait` before anything else (a write, a hash, a mail). The default is
+/// an admission already granted (the limit was counted before the handler started, or none
+/// applies).
+#[derive(Debug, Clone, Default)]
+pub struct Admission(Option<tokio::sync::watch::Receiver<Option<Admitted>>>);
+
+/// What `Admission::wait` learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    Yes,
+    /// Over the limit: the request does nothing more.
+    Limited(Decision),
+    /// The count could not be made: the request fails closed.
+    Failed,
+}
+
+/// Sends the decision to the handler's `Admission`.
+#[derive(Debug)]
+pub struct AdmissionSender(tokio::sync::watch::Sender<Option<Admitted>>);
+
+impl Admission {
+    /// An admission decided later through the returned sender.
+    pub fn pending() -> (AdmissionSender, Admission) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (AdmissionSender(tx), Admission(Some(rx)))
+    }
+
+    /// Waits for the decision (at once if it was made before the handler started).
+    pub async fn wait(&self) -> Admitted {
+        let Some(rx) = &self.0 else { return Admitted::Yes };
+        let mut rx = rx.clone();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.unwrap_or(Admitted::Failed),
+            Err(_) => Admitted::Failed,
+        }
+    }
+}
+
+impl AdmissionSender {
+    pub fn send(self, decision: Admitted) {
+        let _ = self.0.send(Some(decision));
+    }
+}
+
 /// The caller's request context.
 #[derive(Debug, Clone, Default)]
 pub struct RequestCtx {
@@ -39,6 +85,8 @@ pub struct RequestCtx {
     pub user_agent: String,
     /// Rate-limit decisions made for this request.
     pub rate: RateSlot,
+    /// Whether the per-IP limit admitted the request (see `Admission`).
+    pub admission: Admission,
 }
 
 impl RequestCtx {

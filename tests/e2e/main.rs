@@ -4,6 +4,7 @@
 
 mod admin;
 mod attacks;
+mod calls;
 mod docs;
 mod faults;
 mod flow;

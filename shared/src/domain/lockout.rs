@@ -93,6 +93,12 @@ impl Lockout {
         Ok(())
     }
 
+    /// The check succeeded and the caller writes the clean-up itself (login, in the same write
+    /// as the new session): the keys `succeeded` would delete.
+    pub fn keys_to_clear(&self, attempt: Attempt) -> Vec<String> {
+        attempt.gates.into_iter().map(|(key, ..)| key).collect()
+    }
+
     /// Locks `key` (a pair or the account) if its count reached `limit`; mails the owner once
     /// per lock.
     async fn lock(

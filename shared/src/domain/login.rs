@@ -7,7 +7,7 @@ use crate::context::RequestCtx;
 use crate::domain::email_field;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::lockout::Lockout;
-use crate::domain::ratelimit::{Gate, admit};
+use crate::domain::ratelimit::{Gate, admit, admitted};
 use crate::domain::sessions::SessionIssuer;
 use crate::domain::views::TokenResponse;
 use crate::logging::security_event;
@@ -38,13 +38,26 @@ impl Login {
     }
 
     /// Checks the password under the lockout gate and starts a session.
+    ///
+    /// The account is read while the rate limits and the lockout gate are counted (reads only;
+    /// the password is checked once the gate let the attempt through), and the writes of a
+    /// success (session, `last_login_at`, cleared lockout keys) go to the store as one:
+    /// four sequential round trips with rate limits on (`tests/e2e/calls.rs`).
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> DomainResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
-        admit(&self.gate, &email, ctx).await?;
-        let Ok(attempt) = self.lockout.enter(email.as_str(), ctx).await? else {
+        let gate = async {
+            // The per-email count may run alongside the per-IP one (a count, not work: the
+            // email limit is the tighter one, so one IP can reach it either way); the lockout
+            // gate, which counts a password check, waits for both.
+            admit(&self.gate, &email, ctx).await?;
+            admitted(ctx).await?;
+            self.lockout.enter(email.as_str(), ctx).await
+        };
+        let (entered, user) = tokio::join!(gate, self.store.find_user_by_email(email.as_str()));
+        let Ok(attempt) = entered? else {
             return Err(self.failed(ctx, None, "locked"));
         };
-        let user = self.store.find_user_by_email(email.as_str()).await?;
+        let user = user?;
         let verified = self.hasher.verify(pw, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let user = match (user, &verified) {
             (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
@@ -53,18 +66,18 @@ impl Login {
                 return Err(self.failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
-        self.lockout.succeeded(attempt).await?;
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
         {
             tracing::warn!(request_id = %ctx.request_id, error = %e, "password hash upgrade failed");
         }
         if !user.is_verified {
+            self.lockout.succeeded(attempt).await?;
             security_event("login_failed", ctx, Some(&user.id), "email_not_verified");
             return Err(DomainError::EmailNotVerified);
         }
-        let tokens = self.issuer.start(self.store.as_ref(), &user, ctx, self.clock.now()).await?;
-        self.store.record_login(&user.id, self.clock.now()).await?;
+        let cleared = self.lockout.keys_to_clear(attempt);
+        let tokens = self.issuer.start_login(self.store.as_ref(), &user, &cleared, ctx, self.clock.now()).await?;
         security_event("login_succeeded", ctx, Some(&user.id), "success");
         crate::metrics::count("LoginSucceeded");
         Ok(tokens)

@@ -44,17 +44,30 @@ impl Notifier {
     /// no account is signed in as); `what` names it in the log. Past the account's hourly cap
     /// the mail is dropped and logged; a cap that cannot be counted drops it too (fail closed).
     pub async fn send(&self, account: &str, mail: Mail, ctx: &RequestCtx, what: &str) {
-        if let Some((limiter, limit)) = &self.cap {
-            match limiter.check("mail", "account", account, *limit).await {
-                Ok(d) if !d.limited => {}
-                outcome => {
-                    let reason = if outcome.is_ok() { "hourly cap reached" } else { "cap could not be counted" };
-                    tracing::warn!(request_id = %ctx.request_id, event = "mail_capped", mail = what, reason, "mail not sent");
-                    crate::metrics::count("MailCapped");
-                    return;
-                }
+        if self.allowed(account, ctx, what).await {
+            self.deliver(mail, ctx, what).await;
+        }
+    }
+
+    /// Counts one mail against `account`'s hourly cap: `false` (logged) past the cap or when
+    /// the cap cannot be counted. `send` is `allowed` and then `deliver`; a use case that knows
+    /// the account before it knows whether the mail goes calls them apart, to count while it
+    /// writes.
+    pub async fn allowed(&self, account: &str, ctx: &RequestCtx, what: &str) -> bool {
+        let Some((limiter, limit)) = &self.cap else { return true };
+        match limiter.check("mail", "account", account, *limit).await {
+            Ok(d) if !d.limited => true,
+            outcome => {
+                let reason = if outcome.is_ok() { "hourly cap reached" } else { "cap could not be counted" };
+                tracing::warn!(request_id = %ctx.request_id, event = "mail_capped", mail = what, reason, "mail not sent");
+                crate::metrics::count("MailCapped");
+                false
             }
         }
+    }
+
+    /// Sends `mail` (already counted by `allowed`); a failure is logged.
+    pub async fn deliver(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
         if let Err(e) = self.mailer.send(&mail).await {
             tracing::warn!(request_id = %ctx.request_id, event = "mail_failed", mail = what, error = %e.0, "mail delivery failed");
             crate::metrics::count("MailFailed");

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::clock::SharedClock;
 pub use crate::config::{Decision, EndpointLimits, Limit, RateLimits, override_variable, per};
-use crate::context::RequestCtx;
+use crate::context::{Admitted, RequestCtx};
 use crate::domain::error::{DomainError, DomainResult};
 use crate::email::Email;
 use crate::store::{RateLimitStore, StoreError};
@@ -123,6 +123,16 @@ impl Gate {
             return Err(DomainError::RateLimited { limit: d.limit, reset: d.reset });
         }
         Ok(())
+    }
+}
+
+/// Waits until the per-IP rate limit admitted the request (`context::Admission`): what a use
+/// case whose endpoint reads while the limit is counted calls before its first write.
+pub(crate) async fn admitted(ctx: &RequestCtx) -> DomainResult<()> {
+    match ctx.admission.wait().await {
+        Admitted::Yes => Ok(()),
+        Admitted::Limited(d) => Err(DomainError::RateLimited { limit: d.limit, reset: d.reset }),
+        Admitted::Failed => Err(DomainError::Unavailable("rate limit could not be counted".into())),
     }
 }
 

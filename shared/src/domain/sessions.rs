@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::context::RequestCtx;
 use crate::domain::authn::Caller;
 use crate::domain::error::{DomainError, DomainResult};
+use crate::domain::ratelimit::admitted;
 use crate::domain::views::{SessionView, TokenResponse};
 use crate::logging::security_event;
 use crate::secret::Token;
@@ -70,6 +71,28 @@ impl SessionIssuer {
         ctx: &RequestCtx,
         now: i64,
     ) -> DomainResult<TokenResponse> {
+        let (session, secret) = self.new_session(user, ctx, now).await?;
+        store.create_session(&session).await?;
+        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+    }
+
+    /// `start` for a successful login: the session, `last_login_at` and the deletion of the
+    /// lockout keys the login cleared go to the store as one write.
+    pub async fn start_login(
+        &self,
+        store: &dyn SessionStore,
+        user: &User,
+        cleared_locks: &[String],
+        ctx: &RequestCtx,
+        now: i64,
+    ) -> DomainResult<TokenResponse> {
+        let (session, secret) = self.new_session(user, ctx, now).await?;
+        store.start_login_session(&session, cleared_locks, now).await?;
+        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+    }
+
+    /// A new session for `user` and its refresh secret.
+    async fn new_session(&self, user: &User, ctx: &RequestCtx, now: i64) -> DomainResult<(Session, String)> {
         self.jwt.refresh_keys().await;
         let secret = tokens::random_secret()?;
         let absolute = now + self.absolute_ttl.as_secs() as i64;
@@ -88,8 +111,7 @@ impl SessionIssuer {
             user_agent: ctx.user_agent.chars().take(256).collect(),
             session_version: user.session_version,
         };
-        store.create_session(&session).await?;
-        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+        Ok((session, secret))
     }
 
     fn idle_ttl(&self) -> Duration {
@@ -115,19 +137,23 @@ impl Refresh {
         let parts = tokens::parse_refresh(token.expose()).ok_or(DomainError::InvalidGrant)?;
         self.issuer.jwt.refresh_keys().await;
         let now = self.clock.now();
-        let user = match self.store.get_user(&parts.user_id).await? {
+        // The user and the session in one read.
+        let (user, session) = self.store.get_user_and_session(&parts.user_id, &parts.session_id, now).await?;
+        let user = match user {
             Some(u) if u.is_active && u.is_verified => u,
             _ => {
+                admitted(ctx).await?;
                 self.store.delete_session(&parts.user_id, &parts.session_id).await?;
                 return Err(DomainError::InvalidGrant);
             }
         };
-        let secret = tokens::random_secret()?;
-        let new_hash = tokens::hash_secret(&secret);
-        // The item gives the absolute expiry (it caps the idle one) and the spent hashes.
-        let Some(session) = self.store.get_session(&parts.user_id, &parts.session_id, now).await? else {
+        let Some(session) = session else {
             return Err(DomainError::InvalidGrant);
         };
+        // Everything above only read; writes wait for the per-IP rate limit's decision.
+        admitted(ctx).await?;
+        let secret = tokens::random_secret()?;
+        let new_hash = tokens::hash_secret(&secret);
         if session.session_version != user.session_version {
             // Revoked by a password change, reset or forced logout whose clean-up had not
             // reached this session yet.

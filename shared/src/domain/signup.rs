@@ -142,13 +142,37 @@ impl Signup {
                 last_login_at: None,
                 session_version: 1,
             };
-            match self.store.create_user(&user).await {
+            let secret = tokens::random_secret()?;
+            let token_hash = tokens::hash_secret(&secret);
+            let expires = now + self.verify_ttl.as_secs() as i64;
+            // One round trip: the account with its verification token (one write), the lockout
+            // keys counted against the address before it had an account (a read), and the new
+            // account's mail cap.
+            let (registered, stale_locks, mail_allowed) = tokio::join!(
+                self.store.register(&user, &token_hash, expires),
+                self.store.lockout_keys(&user.email),
+                self.notifier.allowed(&user.id, ctx, "verification"),
+            );
+            match registered {
                 Ok(()) => {
                     security_event("signup", ctx, Some(&user.id), "created");
                     // Failures counted against the address before it had an account (and locks
                     // they caused) are not the new account's.
-                    self.store.clear_all_lockouts(&user.email).await?;
-                    self.issue_verification(&user, ctx).await
+                    match stale_locks {
+                        Ok(keys) => {
+                            for k in &keys {
+                                self.store.clear_lockout(k).await?;
+                            }
+                        }
+                        Err(_) => self.store.clear_all_lockouts(&user.email).await?,
+                    }
+                    if mail_allowed {
+                        let n = &self.notifier;
+                        let token = format!("{}.{}", user.id, secret);
+                        let mail = templates::verification(n.product(), n.base_url(), &user.email, &token);
+                        n.deliver(mail, ctx, "verification").await;
+                    }
+                    Ok(())
                 }
                 Err(StoreError::EmailTaken) => self.signup_taken(&email, hash, name.as_deref(), ctx).await,
                 Err(e) => Err(e.into()),

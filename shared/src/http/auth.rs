@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::extract::{Ctx, FormOrJson, Json};
 use super::problem::{ApiError, ApiResult, Problem};
-use super::ratelimit::limited;
+use super::ratelimit::{limited, limited_after_reads};
 use super::{Endpoint, ErrorStyle, PROBLEM, Uc, Uses, json_response, mounted};
 use crate::config::{EndpointLimits, per};
 use crate::domain::error::DomainError;
@@ -22,6 +22,8 @@ use crate::domain::views::TokenResponse;
 use crate::secret::{Password, Token};
 
 const LOGIN_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem"];
+/// Refresh reads the user and the session with one `BatchGetItem`.
+const REFRESH_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem"];
 
 /// This file's endpoints, for `super::AREAS` (the local server, the README table, the checks).
 pub const ENDPOINTS: &[&Endpoint] = &[&LOGIN, &TOKEN, &REFRESH, &LOGOUT];
@@ -40,7 +42,7 @@ pub const LOGIN: Endpoint = Endpoint {
             let r = OpenApiRouter::new()
                 .routes(routes!(login))
                 .with_state(deps.login(LOGIN.email_gate(&deps).await?).await?);
-            Ok(limited(r, &LOGIN, deps.rate_limiter().await?))
+            Ok(limited_after_reads(r, &LOGIN, deps.rate_limiter().await?))
         })
     },
 };
@@ -51,7 +53,7 @@ pub const TOKEN: Endpoint = Endpoint {
     routes: &[("POST", "/auth/token")],
     limits: EndpointLimits { ip: per(30, 60), email: per(10, 60), user: None },
     errors: ErrorStyle::OAuth,
-    uses: Uses { table: LOGIN_TABLE, mail: true, keys: true },
+    uses: Uses { table: REFRESH_TABLE, mail: true, keys: true },
     use_case: "shared/src/domain/login.rs, shared/src/domain/sessions.rs",
     source: file!(),
     mount: |deps| {
@@ -61,7 +63,7 @@ pub const TOKEN: Endpoint = Endpoint {
                 refresh: deps.refresh().await?,
             });
             let r = OpenApiRouter::new().routes(routes!(token)).with_state(grants);
-            Ok(limited(r, &TOKEN, deps.rate_limiter().await?))
+            Ok(limited_after_reads(r, &TOKEN, deps.rate_limiter().await?))
         })
     },
 };
@@ -72,13 +74,13 @@ pub const REFRESH: Endpoint = Endpoint {
     routes: &[("POST", "/auth/refresh")],
     limits: EndpointLimits { ip: per(60, 60), email: None, user: None },
     errors: ErrorStyle::OAuth,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: true },
+    uses: Uses { table: REFRESH_TABLE, mail: false, keys: true },
     use_case: "shared/src/domain/sessions.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
             let r = OpenApiRouter::new().routes(routes!(refresh)).with_state(deps.refresh().await?);
-            Ok(limited(r, &REFRESH, deps.rate_limiter().await?))
+            Ok(limited_after_reads(r, &REFRESH, deps.rate_limiter().await?))
         })
     },
 };

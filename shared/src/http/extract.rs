@@ -11,7 +11,7 @@ use http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
-use crate::context::RequestCtx;
+use crate::context::{Admission, RequestCtx};
 use crate::domain::authn::{Authenticator, Caller};
 use crate::domain::error::{DomainError, FieldError, invalid};
 
@@ -168,7 +168,8 @@ impl Ctx {
             None => (String::new(), None),
         };
         let rate = parts.extensions.get::<crate::context::RateSlot>().cloned().unwrap_or_default();
-        RequestCtx { request_id, client_request_id, ip: client_ip(&parts.extensions), user_agent, rate }
+        let admission = parts.extensions.get::<Admission>().cloned().unwrap_or_default();
+        RequestCtx { request_id, client_request_id, ip: client_ip(&parts.extensions), user_agent, rate, admission }
     }
 }
 

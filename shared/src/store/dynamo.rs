@@ -11,8 +11,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 
 use super::*;
@@ -338,6 +338,33 @@ impl UserRegistry for DynamoStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(put(user_to_item(user))?).build())
             .transact_items(TransactWriteItem::builder().put(put(claim)?).build());
+        match transact(req).await {
+            Ok(()) => Ok(()),
+            Err(e) if transaction_condition_failed(&e) => Err(StoreError::EmailTaken),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn register(&self, user: &User, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        let mut claim = key(email_pk(&user.email), "EMAIL");
+        claim.insert("user_id".into(), s(&user.id));
+        claim.insert("type".into(), s("email_claim"));
+        let token =
+            Self::token_item(OneTimeKind::VerifyEmail, &user.id, token_hash, None, expires_at, user.session_version);
+        let put = |item: Item, new: bool| {
+            let b = Put::builder().table_name(&self.table).set_item(Some(item));
+            let b = if new { b.condition_expression("attribute_not_exists(pk)") } else { b };
+            b.build().map_err(unavailable)
+        };
+        // The user's id is new, so the token (the user's partition) needs no condition; the
+        // idempotency token lets the SDK retry a transaction whose answer was lost.
+        let req = self
+            .client
+            .transact_write_items()
+            .client_request_token(user.id.replace('-', ""))
+            .transact_items(TransactWriteItem::builder().put(put(user_to_item(user), true)?).build())
+            .transact_items(TransactWriteItem::builder().put(put(claim, true)?).build())
+            .transact_items(TransactWriteItem::builder().put(put(token, false)?).build());
         match transact(req).await {
             Ok(()) => Ok(()),
             Err(e) if transaction_condition_failed(&e) => Err(StoreError::EmailTaken),
@@ -886,6 +913,29 @@ impl LockoutStore for DynamoStore {
         Ok(())
     }
 
+    async fn lockout_keys(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
+            .projection_expression("pk, sk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(items
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, "sk"))
+            .map(|sk| match sk.strip_prefix("IP#") {
+                Some(ip) => pair_lock_key(account, ip),
+                None => account.to_owned(),
+            })
+            .collect())
+    }
+
     async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError> {
         let items = self
             .client
@@ -922,6 +972,70 @@ impl SessionStore for DynamoStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn start_login_session(&self, x: &Session, clear_locks: &[String], now: i64) -> Result<(), StoreError> {
+        let session = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(session_to_item(x)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        let last_login = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(&x.user_id), PROFILE)))
+            .update_expression("SET last_login_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        // The session id is new for every login: it names the transaction, so a retry of one
+        // whose answer was lost is recognised as the same write (DynamoDB idempotency tokens).
+        let mut req = self
+            .client
+            .transact_write_items()
+            .client_request_token(&x.id)
+            .transact_items(TransactWriteItem::builder().put(session).build())
+            .transact_items(TransactWriteItem::builder().update(last_login).build());
+        for k in clear_locks {
+            let d =
+                Delete::builder().table_name(&self.table).set_key(Some(lock_key(k))).build().map_err(unavailable)?;
+            req = req.transact_items(TransactWriteItem::builder().delete(d).build());
+        }
+        transact(req).await.map_err(unavailable)
+    }
+
+    async fn get_user_and_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        let keys = KeysAndAttributes::builder()
+            .keys(key(user_pk(user_id), PROFILE))
+            .keys(key(user_pk(user_id), &session_sk(id)))
+            .consistent_read(true)
+            .build()
+            .map_err(unavailable)?;
+        let mut request = HashMap::from([(self.table.clone(), keys)]);
+        let (mut user, mut session) = (None, None);
+        // Bounded: DynamoDB may leave keys unprocessed under throttling; they are asked again.
+        for attempt in 0..4u64 {
+            let out =
+                self.client.batch_get_item().set_request_items(Some(request)).send().await.map_err(unavailable)?;
+            for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                match get_s(&item, "sk").as_deref() {
+                    Some(PROFILE) => user = Some(item_to_user(&item)?),
+                    _ => session = Some(item_to_session(&item)?),
+                }
+            }
+            request = out.unprocessed_keys.unwrap_or_default();
+            if request.is_empty() {
+                return Ok((user, session.filter(|x| x.expires_at() > now)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
+        }
+        Err(StoreError::Unavailable("batch read left keys unprocessed".into()))
     }
 
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {

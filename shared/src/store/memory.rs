@@ -62,6 +62,18 @@ impl UserRegistry for MemoryStore {
         g.users.insert(user.id.clone(), user.clone());
         Ok(())
     }
+
+    async fn register(&self, user: &User, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if g.emails.contains_key(&user.email) || g.users.contains_key(&user.id) {
+            return Err(StoreError::EmailTaken);
+        }
+        g.emails.insert(user.email.clone(), user.id.clone());
+        g.users.insert(user.id.clone(), user.clone());
+        let t = OneTime { hash: token_hash.to_owned(), expires_at, payload: None, sv: user.session_version };
+        g.one_time.insert((user.id.clone(), OneTimeKind::VerifyEmail.as_str()), t);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -325,6 +337,11 @@ impl LockoutStore for MemoryStore {
         Ok(())
     }
 
+    async fn lockout_keys(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("{account}{LOCK_KEY_SEP}");
+        Ok(self.lock()?.locks.keys().filter(|k| *k == account || k.starts_with(&prefix)).cloned().collect())
+    }
+
     async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError> {
         self.lock()?.clear_all_locks(account);
         Ok(())
@@ -341,6 +358,34 @@ impl SessionStore for MemoryStore {
         }
         g.sessions.insert(key, s.clone());
         Ok(())
+    }
+
+    async fn start_login_session(&self, s: &Session, clear_locks: &[String], now: i64) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        let key = (s.user_id.clone(), s.id.clone());
+        if g.sessions.contains_key(&key) {
+            return Err(StoreError::Unavailable("session id collision".into()));
+        }
+        let Some(u) = g.users.get_mut(&s.user_id) else {
+            return Err(StoreError::Unavailable("the user is gone".into()));
+        };
+        u.last_login_at = Some(now);
+        g.sessions.insert(key, s.clone());
+        for k in clear_locks {
+            g.locks.remove(k);
+        }
+        Ok(())
+    }
+
+    async fn get_user_and_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        let g = self.lock()?;
+        let session = g.sessions.get(&(user_id.to_owned(), id.to_owned())).filter(|s| s.expires_at() > now).cloned();
+        Ok((g.users.get(user_id).cloned(), session))
     }
 
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {

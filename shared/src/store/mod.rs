@@ -177,6 +177,9 @@ pub trait UserLookup: Send + Sync {
 pub trait UserRegistry: Send + Sync {
     /// Writes the user and its unique-email claim atomically; `EmailTaken` if claimed.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    /// `create_user` and the verification token (`token_hash`, live until `expires_at`) of the
+    /// new account, in one atomic write. `EmailTaken` if the address is claimed.
+    async fn register(&self, user: &User, token_hash: &str, expires_at: i64) -> Result<(), StoreError>;
 }
 
 /// The changes a user's own requests make to the user item.
@@ -302,12 +305,27 @@ pub trait LockoutStore: Send + Sync {
     async fn clear_lockout(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets every lockout of `account`: the account-wide key and every (account, IP) key
     /// (password reset, admin unlock, delete).
+    /// The lockout keys (account and per-IP) that exist for `account`: a read, so that a
+    /// caller can look while it writes something else and delete (`clear_lockout`) after.
+    async fn lockout_keys(&self, account: &str) -> Result<Vec<String>, StoreError>;
     async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError>;
 }
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn create_session(&self, s: &Session) -> Result<(), StoreError>;
+    /// What a successful login writes, in one atomic write: the new session, the user's
+    /// `last_login_at` (`now`) and the deletion of the lockout keys `clear_locks`. Fails (and
+    /// writes nothing) if the user is gone.
+    async fn start_login_session(&self, s: &Session, clear_locks: &[String], now: i64) -> Result<(), StoreError>;
+    /// The user and one of their sessions, read together (one round trip); an expired session
+    /// is absent.
+    async fn get_user_and_session(
+        &self,
+        user_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<(Option<User>, Option<Session>), StoreError>;
     /// The live session, or `None` if absent or past its expiry.
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError>;
     /// Replaces `old_hash` by `new_hash` if it is still current and the session is live, and

@@ -1,0 +1,97 @@
+//! DynamoDB calls per request, counted by a proxy in front of DynamoDB Local (e2e::calls)
+//! while the real function binaries serve API Gateway events, with the template's rate limits
+//! on. Call counts are deterministic; round trips are made structural by the proxy's hold.
+
+use e2e::calls::{BUDGETS, measure, table};
+
+#[tokio::test]
+async fn given_rate_limits_on_then_every_request_stays_within_its_dynamodb_call_budget() {
+    let rows = measure(true).await;
+    let figures = table(&rows);
+    println!("{figures}");
+    let mut over = Vec::new();
+    for (request, calls, trips) in BUDGETS {
+        let m = rows.iter().find(|m| m.request == *request).unwrap_or_else(|| panic!("{request} not measured"));
+        if m.calls.count() > *calls || m.calls.round_trips() > *trips {
+            over.push(format!(
+                "{request}: {} calls (budget {calls}), {} round trips (budget {trips})",
+                m.calls.count(),
+                m.calls.round_trips()
+            ));
+        }
+    }
+    assert!(over.is_empty(), "over budget:\n{}\n\n{figures}", over.join("\n"));
+}
+
+#[tokio::test]
+async fn given_an_ip_over_its_limit_then_login_and_refresh_only_read_and_count_and_change_nothing() {
+    use e2e::calls::CallCounter;
+    use e2e::lambda::{Event, Stack};
+    use e2e::{PASSWORD, token_from_mail, unique_email};
+    use serde_json::json;
+
+    let counter = CallCounter::start(std::time::Duration::ZERO).await;
+    let stack = Stack::new()
+        .await
+        .with("AWS_ENDPOINT_URL_DYNAMODB", &counter.url)
+        .with("RATE_LIMITS_ENABLED", "true")
+        .with("RATE_LIMIT_LOGIN", "ip=2/3600,email=50/3600")
+        .with("RATE_LIMIT_REFRESH", "ip=1/3600");
+    let (signup, verify, login, refresh) = tokio::join!(
+        stack.function("signup"),
+        stack.function("verify-email"),
+        stack.function("login"),
+        stack.function("refresh")
+    );
+    let email = unique_email();
+    signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
+    let token = token_from_mail(&email, "verify").await;
+    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    let body = |pw: &str| json!({"email": email, "password": pw});
+    let r = login.http(Event::post("/auth/login", body(PASSWORD))).await;
+    assert_eq!(r.status, 200);
+    let tokens = r.json();
+    assert_eq!(login.http(Event::post("/auth/login", body("wrong-password-1"))).await.status, 401);
+    let failures = |items: &[std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>]| {
+        items
+            .iter()
+            .filter(|i| i["pk"].as_s().is_ok_and(|p| p.starts_with("LOCK#")))
+            .map(|i| i.get("failures").and_then(|v| v.as_n().ok()).cloned().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let store = shared::store::dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+        &stack.table,
+    );
+    let locks_before = failures(&store.scan_all().await.unwrap());
+    counter.take();
+
+    // Third login from the IP, right password: refused, and it only read the account and
+    // counted the two limits; no lockout count, no session.
+    let r = login.http(Event::post("/auth/login", body(PASSWORD))).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    let calls = counter.take();
+    let ops: Vec<&str> = calls.0.iter().map(|c| c.op.as_str()).collect();
+    assert!(ops.iter().all(|op| *op == "GetItem" || *op == "UpdateItem"), "{}", calls.summary());
+    assert_eq!(
+        ops.iter().filter(|op| **op == "UpdateItem").count(),
+        2,
+        "the two rate counts only: {}",
+        calls.summary()
+    );
+    assert_eq!(failures(&store.scan_all().await.unwrap()), locks_before, "no lockout count");
+
+    let r = refresh.http(Event::post("/auth/refresh", json!({"refresh_token": tokens["refresh_token"]}))).await;
+    assert_eq!(r.status, 200);
+    let rotated = r.json();
+    counter.take();
+    let r = refresh.http(Event::post("/auth/refresh", json!({"refresh_token": rotated["refresh_token"]}))).await;
+    assert_eq!(r.status, 429);
+    let calls = counter.take();
+    let ops: Vec<&str> = calls.0.iter().map(|c| c.op.as_str()).collect();
+    assert_eq!(ops.iter().filter(|op| **op == "UpdateItem").count(), 1, "the rate count only: {}", calls.summary());
+    assert!(ops.iter().all(|op| *op == "BatchGetItem" || *op == "UpdateItem"), "{}", calls.summary());
+    // Nothing rotated: the token still refreshes from another address.
+    let ev = Event::post("/auth/refresh", json!({"refresh_token": rotated["refresh_token"]})).source_ip("198.51.100.9");
+    assert_eq!(refresh.http(ev).await.status, 200);
+}
