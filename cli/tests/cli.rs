@@ -202,3 +202,128 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
     let (ok, out) = migrate(&table, &[]);
     assert!(ok && out.contains("0 found, migrated 0"), "{out}");
 }
+
+#[tokio::test]
+async fn given_users_and_rate_items_in_the_schema_2_format_then_migrate_moves_users_to_the_sharded_listing_once() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    use shared::store::AdminStore;
+    let sdk = shared::wiring::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("migrate-{}", uuid::Uuid::new_v4().simple());
+    shared::store::dynamo::DynamoStore::create_table(&ddb, &table).await.unwrap();
+    let store = shared::store::dynamo::DynamoStore::new(ddb.clone(), &table);
+    let now = shared::now();
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let mut emails = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let email = format!("s2-{i}-{tag}@example.com");
+        // A user as schema 2 wrote it: in gsi1's single partition, no gsi2 keys, no version.
+        let mut put = ddb
+            .put_item()
+            .table_name(&table)
+            .item("pk", V::S(format!("USER#{id}")))
+            .item("sk", V::S("PROFILE".into()))
+            .item("type", V::S("user".into()))
+            .item("id", V::S(id.clone()))
+            .item("email", V::S(email.clone()))
+            .item("password_hash", V::S("$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into()))
+            .item("is_active", V::Bool(true))
+            .item("is_verified", V::Bool(true))
+            .item("is_superuser", V::Bool(false))
+            .item("created_at", V::N(now.to_string()))
+            .item("updated_at", V::N(now.to_string()))
+            .item("sv", V::N("1".into()))
+            .item("gsi1pk", V::S("USERS".into()))
+            .item("gsi1sk", V::S(email.clone()));
+        if i % 2 == 0 {
+            put = put.item("last_login_at", V::N((now - i).to_string()));
+        }
+        put.send().await.unwrap();
+        emails.push(email);
+        ids.push(id);
+    }
+    // Rate-limit items of the per-window design.
+    for w in [1_000, 1_060] {
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", V::S(format!("RATE#login#ip#192.0.2.1#{w}")))
+            .item("sk", V::S("RATE".into()))
+            .item("hits", V::N("3".into()))
+            .item("expires_at", V::N((now + 60).to_string()))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(store.list_users("s2-", None, 100).await.unwrap().0.is_empty(), "not in the new index yet");
+    let first = format!("USER#{}", ids[0]);
+    let (written, login_at) = login_index_writes(&ddb, &table, &first).await;
+    assert_eq!(written, vec!["gsi1".to_owned()], "schema 2: logins write gsi1");
+
+    let (ok, out) = migrate(&table, &["--dry-run"]);
+    assert!(ok && out.contains("7 found, would migrate 7") && out.contains("2 found, would migrate 2"), "{out}");
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && out.contains("7 found, migrated 7, 0 skipped") && out.contains("2 found, migrated 2"), "{out}");
+
+    // Listed in email order across the shards, page by page with the cursor, each user once,
+    // with the login time read beside the index.
+    let mut seen = Vec::new();
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let cursor = after.as_ref().map(|(e, i)| (e.as_str(), i.as_str()));
+        let (page, more) = store.list_users("s2-", cursor, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|u| (u.email.clone(), u.last_login_at)));
+        after = page.last().map(|u| (u.email.clone(), u.id.clone()));
+        if !more {
+            break;
+        }
+    }
+    let expected: Vec<(String, Option<i64>)> = emails
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.clone(), if i == 0 { Some(login_at) } else { (i % 2 == 0).then(|| now - i as i64) }))
+        .collect();
+    assert_eq!(seen, expected);
+    let items = store.scan_all().await.unwrap();
+    for item in items.iter().filter(|i| i["sk"] == V::S("PROFILE".into())) {
+        assert!(!item.contains_key("gsi1pk") && !item.contains_key("gsi1sk"), "{item:?}");
+        assert!(item["gsi2pk"].as_s().unwrap().starts_with("USERS#"));
+        assert_eq!(item["schema_version"], V::N(shared::store::migrate::SCHEMA_VERSION.to_string()));
+    }
+    assert!(!items.iter().any(|i| i["sk"] == V::S("RATE".into())), "old rate items deleted");
+    let shards: std::collections::HashSet<&str> =
+        items.iter().filter_map(|i| i.get("gsi2pk")).filter_map(|v| v.as_s().ok()).map(String::as_str).collect();
+    assert!(shards.len() > 1, "users spread over shards: {shards:?}");
+    assert!(login_index_writes(&ddb, &table, &first).await.0.is_empty(), "a login writes no index any more");
+    // Idempotent: nothing is left for a second run (or a run after an interruption).
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && out.matches(": 0 found, migrated 0").count() == 3, "{out}");
+}
+
+/// The indexes that the write a login makes to a user item (`SET last_login_at` to a new time)
+/// consumes capacity in, as DynamoDB Local reports them.
+async fn login_index_writes(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> (Vec<String>, i64) {
+    static LOGINS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+    let at = shared::now() + 1000 * LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    use aws_sdk_dynamodb::types::{AttributeValue as V, ReturnConsumedCapacity};
+    let out = ddb
+        .update_item()
+        .table_name(table)
+        .key("pk", V::S(pk.to_owned()))
+        .key("sk", V::S("PROFILE".into()))
+        .update_expression("SET last_login_at = :now")
+        .expression_attribute_values(":now", V::N(at.to_string()))
+        .return_consumed_capacity(ReturnConsumedCapacity::Indexes)
+        .send()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = out
+        .consumed_capacity
+        .and_then(|c| c.global_secondary_indexes)
+        .map(|m| m.into_keys().collect())
+        .unwrap_or_default();
+    names.sort();
+    (names, at)
+}

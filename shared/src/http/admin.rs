@@ -69,7 +69,7 @@ macro_rules! admin_endpoint {
     };
 }
 
-admin_endpoint!(USERS_LIST, "users-list", "GET", "/users", &["GetItem", "Query"], users_list);
+admin_endpoint!(USERS_LIST, "users-list", "GET", "/users", &["GetItem", "Query", "BatchGetItem"], users_list);
 admin_endpoint!(
     USERS_CREATE,
     "users-create",

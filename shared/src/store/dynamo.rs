@@ -98,10 +98,29 @@ fn user_to_item(u: &User) -> Item {
         m.insert("last_login_at".into(), n(t));
     }
     m.insert("sv".into(), n(u.session_version));
-    // Admin listing (later issue): every user in one partition of gsi1, ordered by email.
-    m.insert("gsi1pk".into(), s("USERS"));
-    m.insert("gsi1sk".into(), s(&u.email));
+    // Admin listing: the user's shard of gsi2, ordered by email (see `LISTING_SHARDS`).
+    m.insert("gsi2pk".into(), s(listing_shard(&u.id)));
+    m.insert("gsi2sk".into(), s(&u.email));
+    m.insert("schema_version".into(), n(super::migrate::SCHEMA_VERSION));
     m
+}
+
+/// The admin listing's index (`gsi2`) spreads users over this many partition keys
+/// (`USERS#0` … `USERS#15`) so that sign-ups are not capped by one partition's write
+/// throughput; the listing queries every shard and merges them in email order. The index
+/// projects only what the listing shows (`LISTING_ATTRIBUTES`), so the attributes a login
+/// writes (`last_login_at`) never write to it. docs/storage.md "Ceilings".
+pub const LISTING_SHARDS: u32 = 16;
+
+/// What `gsi2` projects besides the keys (template.yaml says the same; a test compares).
+pub const LISTING_ATTRIBUTES: &[&str] =
+    &["id", "email", "name", "is_active", "is_verified", "is_superuser", "created_at", "updated_at"];
+
+/// The listing shard of user `id`: stable, and spread evenly (the first byte of its SHA-256).
+pub(crate) fn listing_shard(id: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(id.as_bytes());
+    format!("USERS#{}", u32::from(h[0]) % LISTING_SHARDS)
 }
 
 fn item_to_user(m: &Item) -> Result<User, StoreError> {
@@ -196,6 +215,83 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// Up to `limit + 1` listing rows of one shard after the cursor, and whether the shard holds
+    /// more than it returned.
+    async fn listing_shard_page(
+        &self,
+        shard: String,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<(Vec<Item>, bool), StoreError> {
+        let mut rows: Vec<Item> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi2")
+                .limit((limit + 1 - rows.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .expression_attribute_values(":p", s(&shard));
+            // Addresses are unique, so "after the cursor's address" is exact in every shard;
+            // with a cursor and a prefix, the rows past the prefix end the shard (they sort after).
+            q = match (after, prefix.is_empty()) {
+                (Some((email, _)), _) => q
+                    .key_condition_expression("gsi2pk = :p AND gsi2sk > :after")
+                    .expression_attribute_values(":after", s(email)),
+                (None, true) => q.key_condition_expression("gsi2pk = :p"),
+                (None, false) => q
+                    .key_condition_expression("gsi2pk = :p AND begins_with(gsi2sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+            };
+            let out = q.send().await.map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                if !get_s(&item, "gsi2sk").is_some_and(|e| e.starts_with(prefix)) {
+                    return Ok((rows, false));
+                }
+                rows.push(item);
+            }
+            // A page can also end at 1 MB: read on until the shard gave `limit + 1` or ended.
+            match out.last_evaluated_key {
+                Some(k) if rows.len() <= limit => start = Some(k),
+                Some(_) => return Ok((rows, true)),
+                None => return Ok((rows, false)),
+            }
+        }
+    }
+
+    /// `last_login_at` of each of `ids` that has one (batch reads of 100 keys).
+    async fn last_logins(&self, ids: &[String]) -> Result<HashMap<String, i64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys = KeysAndAttributes::builder().projection_expression("id, last_login_at");
+            for id in chunk {
+                keys = keys.keys(key(user_pk(id), PROFILE));
+            }
+            let mut request = HashMap::from([(self.table.clone(), keys.build().map_err(unavailable)?)]);
+            for attempt in 0..5u64 {
+                let page =
+                    self.client.batch_get_item().set_request_items(Some(request)).send().await.map_err(unavailable)?;
+                for item in page.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    if let (Some(id), Some(t)) = (get_s(&item, "id"), get_n(&item, "last_login_at")) {
+                        out.insert(id, t);
+                    }
+                }
+                request = page.unprocessed_keys.unwrap_or_default();
+                if request.is_empty() {
+                    break;
+                }
+                if attempt == 4 {
+                    return Err(StoreError::Unavailable("batch read left keys unprocessed".into()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates the table with the same schema as `template.yaml` (DynamoDB Local, tests).
     pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
         let attr = |name: &str| {
@@ -208,11 +304,26 @@ impl DynamoStore {
         let ks = |name: &str, kt: KeyType| {
             KeySchemaElement::builder().attribute_name(name).key_type(kt).build().map_err(unavailable)
         };
+        // gsi1 is the listing index of schema 2 (one partition, every attribute): it stays in
+        // this release so that a deployed stack changes one index per update (CloudFormation's
+        // rule); `secure-auth migrate` empties it, and the next release drops it.
         let gsi = GlobalSecondaryIndex::builder()
             .index_name("gsi1")
             .key_schema(ks("gsi1pk", KeyType::Hash)?)
             .key_schema(ks("gsi1sk", KeyType::Range)?)
             .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .map_err(unavailable)?;
+        let listing = GlobalSecondaryIndex::builder()
+            .index_name("gsi2")
+            .key_schema(ks("gsi2pk", KeyType::Hash)?)
+            .key_schema(ks("gsi2sk", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .set_non_key_attributes(Some(LISTING_ATTRIBUTES.iter().map(|a| a.to_string()).collect()))
+                    .build(),
+            )
             .build()
             .map_err(unavailable)?;
         self::Client::create_table(client)
@@ -222,9 +333,12 @@ impl DynamoStore {
             .attribute_definitions(attr("sk")?)
             .attribute_definitions(attr("gsi1pk")?)
             .attribute_definitions(attr("gsi1sk")?)
+            .attribute_definitions(attr("gsi2pk")?)
+            .attribute_definitions(attr("gsi2sk")?)
             .key_schema(ks("pk", KeyType::Hash)?)
             .key_schema(ks("sk", KeyType::Range)?)
             .global_secondary_indexes(gsi)
+            .global_secondary_indexes(listing)
             .send()
             .await
             .map_err(unavailable)?;
@@ -708,7 +822,10 @@ impl OneTimeTokenStore for DynamoStore {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .update_expression("SET email = :new, gsi1sk = :new, updated_at = :now ADD sv :one")
+            .update_expression(
+                "SET email = :new, gsi2pk = :shard, gsi2sk = :new, updated_at = :now ADD sv :one REMOVE gsi1pk, gsi1sk",
+            )
+            .expression_attribute_values(":shard", s(listing_shard(user_id)))
             .condition_expression("email = :old AND sv = :sv AND is_active = :active")
             .expression_attribute_values(":new", s(&new_email))
             .expression_attribute_values(":old", s(&user.email))
@@ -1355,25 +1472,39 @@ impl AdminStore for DynamoStore {
         after: Option<(&str, &str)>,
         limit: usize,
     ) -> Result<(Vec<User>, bool), StoreError> {
-        let mut q =
-            self.client.query().table_name(&self.table).index_name("gsi1").limit(limit.clamp(1, 1000) as i32 + 1);
-        q = if prefix.is_empty() {
-            q.key_condition_expression("gsi1pk = :p").expression_attribute_values(":p", s("USERS"))
-        } else {
-            q.key_condition_expression("gsi1pk = :p AND begins_with(gsi1sk, :prefix)")
-                .expression_attribute_values(":p", s("USERS"))
-                .expression_attribute_values(":prefix", s(prefix))
-        };
-        if let Some((email, id)) = after {
-            let mut start = key(user_pk(id), PROFILE);
-            start.insert("gsi1pk".into(), s("USERS"));
-            start.insert("gsi1sk".into(), s(email));
-            q = q.set_exclusive_start_key(Some(start));
-        }
-        let out = q.send().await.map_err(unavailable)?;
-        let mut users = out.items().iter().map(item_to_user).collect::<Result<Vec<_>, _>>()?;
-        let more = users.len() > limit || out.last_evaluated_key().is_some();
-        users.truncate(limit);
+        let limit = limit.clamp(1, 1000);
+        // Every shard holds its users in email order: the first `limit` of each, merged, are
+        // the first `limit` overall. Addresses are unique, so the cursor's address alone says
+        // where each shard resumes.
+        let shards = (0..LISTING_SHARDS).map(|i| self.listing_shard_page(format!("USERS#{i}"), prefix, after, limit));
+        let pages = futures::future::try_join_all(shards).await?;
+        let mut more = pages.iter().any(|(_, more)| *more);
+        let mut rows: Vec<Item> = pages.into_iter().flat_map(|(items, _)| items).collect();
+        rows.sort_by_key(|r| get_s(r, "gsi2sk"));
+        more |= rows.len() > limit;
+        rows.truncate(limit);
+        // The index leaves out what logins write; one batch read adds `last_login_at`.
+        let ids: Vec<String> = rows.iter().filter_map(|r| get_s(r, "id")).collect();
+        let logins = self.last_logins(&ids).await?;
+        let users = rows
+            .iter()
+            .map(|r| {
+                let id = get_s(r, "id").ok_or_else(|| corrupt("listing row"))?;
+                Ok(User {
+                    email: get_s(r, "email").ok_or_else(|| corrupt("listing row"))?,
+                    name: get_s(r, "name"),
+                    password_hash: String::new(),
+                    is_active: get_b(r, "is_active"),
+                    is_verified: get_b(r, "is_verified"),
+                    is_superuser: get_b(r, "is_superuser"),
+                    created_at: get_n(r, "created_at").unwrap_or_default(),
+                    updated_at: get_n(r, "updated_at").unwrap_or_default(),
+                    last_login_at: logins.get(&id).copied(),
+                    session_version: 0,
+                    id,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok((users, more))
     }
 
@@ -1402,8 +1533,9 @@ impl AdminStore for DynamoStore {
         let mut set = vec!["updated_at = :now"];
         values.push((":now", n(now)));
         if next.email != current.email {
-            set.push("email = :email, gsi1sk = :email");
+            set.push("email = :email, gsi2pk = :shard, gsi2sk = :email");
             values.push((":email", s(&next.email)));
+            values.push((":shard", s(listing_shard(&current.id))));
         }
         let mut remove = "";
         match &changes.name {
@@ -1429,6 +1561,10 @@ impl AdminStore for DynamoStore {
             values.push((":ph", s(h)));
         }
         let mut expr = format!("SET {}{remove}", set.join(", "));
+        if next.email != current.email {
+            // The schema-2 listing keys go with the old address (`secure-auth migrate` step 3).
+            expr.push_str(if remove.is_empty() { " REMOVE gsi1pk, gsi1sk" } else { ", gsi1pk, gsi1sk" });
+        }
         if changes.bump_session_version {
             expr.push_str(" ADD sv :one");
             values.push((":one", n(1)));
@@ -1539,5 +1675,32 @@ impl AdminStore for DynamoStore {
             .items()
             .iter()
             .any(|i| get_n(i, "expires_at").unwrap_or(0) > now && get_n(i, "locked_until").is_some_and(|u| u > now)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_projects_exactly_the_listing_attributes_into_gsi2() {
+        let template = include_str!("../../../template.yaml");
+        let expected = format!("NonKeyAttributes: [{}]", LISTING_ATTRIBUTES.join(", "));
+        let gsi2 = &template[template.find("IndexName: gsi2").expect("gsi2 in template.yaml")..];
+        let projection = gsi2.lines().find(|l| l.contains("NonKeyAttributes")).expect("an INCLUDE projection");
+        assert_eq!(projection.trim(), expected);
+        assert!(!LISTING_ATTRIBUTES.contains(&"last_login_at"), "what logins write stays out of the index");
+    }
+
+    #[test]
+    fn listing_shards_spread_users_and_stay_put() {
+        let mut counts = [0u32; LISTING_SHARDS as usize];
+        for i in 0..1600 {
+            let shard = listing_shard(&format!("user-{i}"));
+            assert_eq!(shard, listing_shard(&format!("user-{i}")));
+            let n: usize = shard.strip_prefix("USERS#").unwrap().parse().unwrap();
+            counts[n] += 1;
+        }
+        assert!(counts.iter().all(|&c| (50..=150).contains(&c)), "{counts:?}");
     }
 }

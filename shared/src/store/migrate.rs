@@ -8,6 +8,11 @@
 //! - 2: one-time tokens are bound to the session version of their user (`sv`); a token stored
 //!   before gets the user's current version, so pending links keep working until the next
 //!   change of credentials.
+//! - 3: users move from the one-partition listing index `gsi1` (every attribute projected, so
+//!   every login wrote it) to the sharded `gsi2` (`gsi2pk = USERS#<shard>`, only what the
+//!   listing shows): each user item gains `gsi2pk`/`gsi2sk` and loses `gsi1pk`/`gsi1sk`.
+//!   Rate-limit items of the earlier design (one item per key and window, sort key `RATE`) are
+//!   deleted; they would expire by TTL within two windows anyway.
 
 use std::collections::HashMap;
 
@@ -21,7 +26,7 @@ use super::dynamo::{DynamoStore, unavailable};
 type Item = HashMap<String, AttributeValue>;
 
 /// The item format this code writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What one step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,7 +43,11 @@ pub struct StepReport {
 
 /// Runs every step on `table`; with `dry_run`, only counts what each would do.
 pub async fn run(client: &Client, table: &str, dry_run: bool) -> Result<Vec<StepReport>, StoreError> {
-    Ok(vec![bind_tokens_to_session_versions(client, table, dry_run).await?])
+    Ok(vec![
+        bind_tokens_to_session_versions(client, table, dry_run).await?,
+        shard_the_listing_index(client, table, dry_run).await?,
+        drop_per_window_rate_items(client, table, dry_run).await?,
+    ])
 }
 
 /// One page of the items `filter` matches, and where the next page starts (`None`: done).
@@ -104,6 +113,83 @@ async fn bind_tokens_to_session_versions(
                 Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
                 Err(e) => return Err(unavailable(e)),
             }
+        }
+        start = next;
+        if start.is_none() {
+            return Ok(report);
+        }
+    }
+}
+
+/// Step 3: every user item in the sharded listing index, none in the old one.
+async fn shard_the_listing_index(client: &Client, table: &str, dry_run: bool) -> Result<StepReport, StoreError> {
+    let mut report = StepReport { step: 3, name: "move users to the sharded listing index gsi2", ..Default::default() };
+    let filter = "sk = :profile AND (attribute_exists(gsi1pk) OR attribute_not_exists(gsi2pk))";
+    let values = [(":profile", AttributeValue::S("PROFILE".into()))];
+    let mut start = None;
+    loop {
+        let (items, next) = scan_page(client, table, filter, &values, start).await?;
+        for item in items {
+            report.found += 1;
+            let (Some(id), Some(email)) = (
+                item.get("id").and_then(|v| v.as_s().ok()).cloned(),
+                item.get("email").and_then(|v| v.as_s().ok()).cloned(),
+            ) else {
+                report.skipped += 1;
+                continue;
+            };
+            if dry_run {
+                continue;
+            }
+            // Conditioned on the address read: an address changed meanwhile is found again by
+            // the next run (or was written in the new format by the change itself).
+            let res = client
+                .update_item()
+                .table_name(table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .update_expression("SET gsi2pk = :shard, gsi2sk = :email, schema_version = :v REMOVE gsi1pk, gsi1sk")
+                .condition_expression("attribute_exists(pk) AND email = :email")
+                .expression_attribute_values(":shard", AttributeValue::S(super::dynamo::listing_shard(&id)))
+                .expression_attribute_values(":email", AttributeValue::S(email))
+                .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
+                .send()
+                .await;
+            match res.map_err(|e| e.into_service_error()) {
+                Ok(_) => report.migrated += 1,
+                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        start = next;
+        if start.is_none() {
+            return Ok(report);
+        }
+    }
+}
+
+/// Step 3: rate-limit items of the per-window design are deleted.
+async fn drop_per_window_rate_items(client: &Client, table: &str, dry_run: bool) -> Result<StepReport, StoreError> {
+    let mut report = StepReport { step: 3, name: "delete per-window rate-limit items", ..Default::default() };
+    let filter = "begins_with(pk, :rate) AND sk = :old";
+    let values = [(":rate", AttributeValue::S("RATE#".into())), (":old", AttributeValue::S("RATE".into()))];
+    let mut start = None;
+    loop {
+        let (items, next) = scan_page(client, table, filter, &values, start).await?;
+        for item in items {
+            report.found += 1;
+            if dry_run {
+                continue;
+            }
+            client
+                .delete_item()
+                .table_name(table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            report.migrated += 1;
         }
         start = next;
         if start.is_none() {
