@@ -15,3 +15,4 @@ mod lifecycle;
 mod ratelimit;
 mod security;
 mod takeover;
+mod tls;
