@@ -168,12 +168,26 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// A refresh token: `<user id>.<session id>.<secret>`; only the secret's hash is stored.
-/// `Debug` shows the ids, not the hash.
+/// `Debug` shows the ids, not the hash or the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshParts {
     pub user_id: String,
     pub session_id: String,
     pub secret_hash: String,
+    /// The presented secret: the successor of a rotation is derived from it.
+    secret: String,
+}
+
+impl RefreshParts {
+    /// The secret that replaces this one when the session rotates: HMAC-SHA256 under the key
+    /// set's server-side key (Secrets Manager) of the session id and this secret. Every refresh
+    /// with one token therefore rotates to the same successor (a retry after a lost answer, or
+    /// the losers of a concurrent refresh, get what the winner got), and only the holder of this
+    /// token and the key can compute it: the table stores neither the secret nor the key.
+    pub fn successor_secret(&self, keys: &crate::keys::KeySet) -> String {
+        let input = format!("refresh-successor\0{}\0{}", self.session_id, self.secret);
+        B64.encode(keys.mac(input.as_bytes()))
+    }
 }
 
 impl std::fmt::Debug for RefreshParts {
@@ -200,7 +214,12 @@ pub fn parse_refresh(token: &str) -> Option<RefreshParts> {
     if it.next().is_some() || !is_id(u) || !is_id(s) || !is_secret(secret) {
         return None;
     }
-    Some(RefreshParts { user_id: u.to_owned(), session_id: s.to_owned(), secret_hash: hash_secret(secret) })
+    Some(RefreshParts {
+        user_id: u.to_owned(),
+        session_id: s.to_owned(),
+        secret_hash: hash_secret(secret),
+        secret: secret.to_owned(),
+    })
 }
 
 /// Builds a refresh token string.

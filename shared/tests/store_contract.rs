@@ -44,7 +44,7 @@ contract!(
     given_expired_lock_item_not_yet_deleted_then_it_counts_as_absent,
     given_clear_then_count_restarts,
     given_concurrent_rotations_with_one_token_then_exactly_one_wins,
-    given_retried_rotation_that_landed_then_it_is_not_reuse,
+    given_retried_rotation_that_landed_then_the_store_shows_the_successor_it_holds,
     given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rotate,
     given_verification_token_when_consumed_concurrently_then_exactly_once,
     given_newer_verification_token_then_older_is_invalid,
@@ -233,15 +233,21 @@ async fn given_concurrent_rotations_with_one_token_then_exactly_one_wins(s: Arc<
     }
 }
 
-async fn given_retried_rotation_that_landed_then_it_is_not_reuse(s: Arc<dyn Store>) {
+async fn given_retried_rotation_that_landed_then_the_store_shows_the_successor_it_holds(s: Arc<dyn Store>) {
     let x = session("u2", "a");
     s.create_session(&x).await.unwrap();
     assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Rotated);
-    assert_eq!(s.rotate_session("u2", &x.id, "a", "b", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Rotated);
-    assert!(matches!(
-        s.rotate_session("u2", &x.id, "a", "c", NOW, NOW + 100, &[]).await.unwrap(),
-        Rotation::Conflict(_)
-    ));
+    // The same rotation again (an SDK retry whose first attempt landed, or a client's retry):
+    // the condition fails and the store returns the session as it is, successor included, so
+    // the use case can recognise its own successor (domain::sessions) rather than see reuse.
+    match s.rotate_session("u2", &x.id, "a", "b", NOW + 1, NOW + 100, &[]).await.unwrap() {
+        Rotation::Conflict(current) => {
+            assert_eq!(current.current_hash, "b");
+            assert_eq!(current.previous_hash.as_deref(), Some("a"));
+            assert_eq!(current.rotated_at, NOW);
+        }
+        other => panic!("expected the session as it is, got {other:?}"),
+    }
     s.delete_session("u2", &x.id).await.unwrap();
     assert_eq!(s.rotate_session("u2", &x.id, "b", "d", NOW, NOW + 100, &[]).await.unwrap(), Rotation::Missing);
 }

@@ -152,7 +152,9 @@ impl Refresh {
         };
         // Everything above only read; writes wait for the per-IP rate limit's decision.
         admitted(ctx).await?;
-        let secret = tokens::random_secret()?;
+        // The successor is derived from the presented token, so that every refresh with it
+        // rotates to the same one (tokens::RefreshParts::successor_secret).
+        let secret = parts.successor_secret(&self.issuer.jwt.keys());
         let new_hash = tokens::hash_secret(&secret);
         if session.session_version != user.session_version {
             // Revoked by a password change, reset or forced logout whose clean-up had not
@@ -182,15 +184,29 @@ impl Refresh {
             Rotation::Conflict(current) => {
                 let grace = self.grace.as_secs() as i64;
                 let just_rotated = current.previous_hash.as_deref() == Some(parts.secret_hash.as_str());
-                if current.has_spent(&parts.secret_hash) {
-                    if just_rotated && now - current.rotated_at <= grace {
-                        // Lost a race with a concurrent refresh: a clean refusal, no second successor.
-                        security_event("token_refresh_race", ctx, Some(&user.id), "grace");
-                    } else {
-                        self.store.delete_session(&parts.user_id, &parts.session_id).await?;
-                        security_event("refresh_token_reuse", ctx, Some(&user.id), "session_revoked");
-                        crate::metrics::count("RefreshTokenReuse");
+                if just_rotated && now - current.rotated_at <= grace {
+                    if current.current_hash == new_hash {
+                        // A concurrent refresh with this token, or a retry after a lost answer:
+                        // the same successor the rotation stored, with a fresh access token.
+                        security_event("token_refreshed", ctx, Some(&user.id), "same_successor");
+                        return self.issuer.token_response(
+                            &user,
+                            &parts.session_id,
+                            &secret,
+                            current.idle_expires_at,
+                            now,
+                        );
                     }
+                    // The successor has rotated on already (or the key set changed between):
+                    // a clean refusal, nothing revoked.
+                    security_event("token_refresh_race", ctx, Some(&user.id), "grace");
+                    return Err(DomainError::InvalidGrant);
+                }
+                if current.has_spent(&parts.secret_hash) {
+                    // Replay of a rotated-out token after the grace window: revoke the session.
+                    self.store.delete_session(&parts.user_id, &parts.session_id).await?;
+                    security_event("refresh_token_reuse", ctx, Some(&user.id), "session_revoked");
+                    crate::metrics::count("RefreshTokenReuse");
                 }
                 Err(DomainError::InvalidGrant)
             }
@@ -269,16 +285,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_a_refresh_then_the_token_rotates_and_the_old_one_is_refused_without_revoking_in_the_grace_window() {
+    async fn given_a_refresh_retried_in_the_grace_window_then_it_gets_the_same_successor() {
         let k = Kit::new();
         let (_, t) = started(&k).await;
         let uc = refresh(&k);
         let ctx = Kit::ctx("192.0.2.1");
         let t2 = uc.refresh(&Token::new(t.refresh_token.clone()), &ctx).await.unwrap();
         assert_ne!(t.refresh_token, t2.refresh_token);
-        assert!(matches!(uc.refresh(&Token::new(t.refresh_token), &ctx).await, Err(DomainError::InvalidGrant)));
-        // Inside the grace window nothing was revoked: the successor still works.
-        uc.refresh(&Token::new(t2.refresh_token), &ctx).await.unwrap();
+        // A retry after a lost answer: the same successor, a fresh access token.
+        k.clock.advance(2);
+        let again = uc.refresh(&Token::new(t.refresh_token.clone()), &ctx).await.unwrap();
+        assert_eq!(again.refresh_token, t2.refresh_token);
+        assert_ne!(again.access_token, t2.access_token);
+        // The successor rotates on; a retry of that refresh gets its successor too.
+        let t3 = uc.refresh(&Token::new(t2.refresh_token.clone()), &ctx).await.unwrap();
+        let again = uc.refresh(&Token::new(t2.refresh_token), &ctx).await.unwrap();
+        assert_eq!(again.refresh_token, t3.refresh_token);
+        uc.refresh(&Token::new(t3.refresh_token), &ctx).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn given_eight_concurrent_refreshes_with_one_token_then_all_get_the_one_successor() {
+        let k = Kit::new();
+        let (_, t) = started(&k).await;
+        let uc = refresh(&k);
+        let ctx = Kit::ctx("192.0.2.1");
+        let token = Token::new(t.refresh_token.clone());
+        let all = futures::future::join_all((0..8).map(|_| uc.refresh(&token, &ctx))).await;
+        let successors: std::collections::HashSet<String> =
+            all.into_iter().map(|r| r.map(|t| t.refresh_token)).collect::<Result<_, _>>().unwrap();
+        assert_eq!(successors.len(), 1);
+        let only = successors.into_iter().next().unwrap_or_default();
+        uc.refresh(&Token::new(only), &ctx).await.unwrap();
     }
 
     #[tokio::test]

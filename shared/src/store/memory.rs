@@ -419,9 +419,6 @@ impl SessionStore for MemoryStore {
             s.idle_expires_at = idle_expires_at;
             return Ok(Rotation::Rotated);
         }
-        if s.current_hash == new_hash {
-            return Ok(Rotation::Rotated);
-        }
         Ok(Rotation::Conflict(Box::new(s.clone())))
     }
 
