@@ -455,6 +455,10 @@ async fn given_password_change_then_it_is_conditional_and_bumps_the_version(s: A
     s.create_user(&u).await.unwrap();
     assert_eq!(s.change_password(&u.id, "stale", "new", NOW).await.unwrap(), None);
     assert_eq!(s.change_password(&u.id, &u.password_hash, "new", NOW).await.unwrap(), Some(2));
+    // The same write again (a retry after it landed): recognised by the hash it wrote, no bump.
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", NOW).await.unwrap(), Some(2));
+    // Another change from the old hash is a change made meanwhile: refused.
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "newer", NOW).await.unwrap(), None);
     assert_eq!(s.bump_session_version(&u.id, NOW).await.unwrap(), Some(3));
     assert_eq!(s.bump_session_version("ghost", NOW).await.unwrap(), None);
     assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "new");

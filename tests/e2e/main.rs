@@ -13,6 +13,7 @@ mod keys;
 mod lambda;
 mod lifecycle;
 mod ratelimit;
+mod retries;
 mod security;
 mod takeover;
 mod tls;

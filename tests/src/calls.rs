@@ -30,6 +30,14 @@ struct ProxyState {
     client: reqwest::Client,
     hold: Duration,
     calls: Mutex<Vec<Call>>,
+    lost: Mutex<Vec<LostAnswer>>,
+}
+
+/// Calls whose answers the proxy loses (see `CallCounter::lose_answer`).
+struct LostAnswer {
+    op: String,
+    needle: String,
+    remaining: usize,
 }
 
 /// A running counting proxy.
@@ -51,12 +59,21 @@ impl CallCounter {
             client: reqwest::Client::new(),
             hold,
             calls: Mutex::new(Vec::new()),
+            lost: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         CallCounter { url, state }
+    }
+
+    /// The next `times` calls of `op` whose body contains `needle` land and lose their answer:
+    /// DynamoDB Local applies them, and the client gets 500 `InternalServerError` instead of
+    /// the answer, as when a response is lost on the way. The SDK retries such a call with the
+    /// same request, which then meets the state its first attempt left.
+    pub fn lose_answer(&self, op: &str, needle: &str, times: usize) {
+        self.state.lost.lock().unwrap().push(LostAnswer { op: op.into(), needle: needle.into(), remaining: times });
     }
 
     /// The calls recorded since the last `take`, in the order they arrived.
@@ -85,8 +102,23 @@ async fn forward(
             req = req.header(name, value);
         }
     }
+    let text = String::from_utf8_lossy(&body).into_owned();
     let answer = req.body(body).send().await;
     tokio::time::sleep(s.hold).await;
+    let lose = s.lost.lock().unwrap().iter_mut().any(|l| {
+        let hit = l.remaining > 0 && l.op == op && text.contains(&l.needle);
+        if hit {
+            l.remaining -= 1;
+        }
+        hit
+    });
+    if lose && answer.as_ref().is_ok_and(|r| r.status().is_success()) {
+        s.calls.lock().unwrap().push(Call { op: format!("{op} (landed, answer lost)"), start, end: Instant::now() });
+        let body =
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: answer lost"}"#;
+        return (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/x-amz-json-1.0")], body)
+            .into_response();
+    }
     let response = match answer {
         Ok(r) => {
             let status = r.status();

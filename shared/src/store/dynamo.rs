@@ -558,12 +558,13 @@ impl UserUpdates for DynamoStore {
             "password_hash = :new, updated_at = :now",
             "password_hash = :old",
             vec![(":new", s(new_hash)), (":old", s(expected)), (":now", n(now))],
+            Some(("password_hash", new_hash)),
         )
         .await
     }
 
     async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError> {
-        self.bump_user(id, "updated_at = :now", "attribute_exists(pk)", vec![(":now", n(now))]).await
+        self.bump_user(id, "updated_at = :now", "attribute_exists(pk)", vec![(":now", n(now))], None).await
     }
 
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError> {
@@ -585,13 +586,16 @@ impl UserUpdates for DynamoStore {
 }
 
 impl DynamoStore {
-    /// `ADD sv 1` (plus `set`) on the user, if `condition` holds; the new version.
+    /// `ADD sv 1` (plus `set`) on the user, if `condition` holds; the new version. With
+    /// `landed = (attribute, value)`, a failed condition on an item whose `attribute` already
+    /// is `value` (unique to this write) is this write retried after it landed: success.
     async fn bump_user(
         &self,
         id: &str,
         set: &str,
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
+        landed: Option<(&str, &str)>,
     ) -> Result<Option<u64>, StoreError> {
         let mut req = self
             .client
@@ -601,13 +605,22 @@ impl DynamoStore {
             .update_expression(format!("SET {set} ADD sv :one"))
             .condition_expression(condition)
             .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::UpdatedNew);
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
         match req.send().await.map_err(|e| e.into_service_error()) {
             Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, "sv")).map(|v| v.max(0) as u64)),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+            Err(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                let item = c.item.unwrap_or_default();
+                match landed {
+                    Some((attr, value)) if get_s(&item, attr).as_deref() == Some(value) => {
+                        Ok(get_n(&item, "sv").map(|v| v.max(0) as u64))
+                    }
+                    _ => Ok(None),
+                }
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -990,13 +1003,14 @@ impl LockoutStore for DynamoStore {
     }
 
     async fn lock(&self, k: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(lock_key(k)))
             .update_expression(
-                "SET locked_until = :until, failures = :zero, \
+                "SET locked_until = :until, failures = :zero, lock_token = :token, \
                  lock_count = if_not_exists(lock_count, :zero) + :one, expires_at = :exp, #ttl = :exp",
             )
             .condition_expression(
@@ -1010,11 +1024,17 @@ impl LockoutStore for DynamoStore {
             .expression_attribute_values(":until", n(until))
             .expression_attribute_values(":threshold", n(threshold))
             .expression_attribute_values(":exp", n(until + window))
+            .expression_attribute_values(":token", s(&token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match res.map_err(|e| e.into_service_error()) {
             Ok(_) => Ok(true),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            // Locked meanwhile by another caller (false), or by this call's own write, which the
+            // SDK retried after it landed (the item holds this call's token: true).
+            Err(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                Ok(c.item.as_ref().and_then(|i| get_s(i, "lock_token")).as_deref() == Some(token.as_str()))
+            }
             Err(e) => Err(unavailable(e)),
         }
     }

@@ -125,7 +125,12 @@ impl UserUpdates for MemoryStore {
         now: i64,
     ) -> Result<Option<u64>, StoreError> {
         let mut g = self.lock()?;
-        Ok(g.users.get_mut(id).filter(|u| u.password_hash == expected).map(|u| {
+        let Some(u) = g.users.get_mut(id) else { return Ok(None) };
+        if u.password_hash == new_hash {
+            // This write, already applied.
+            return Ok(Some(u.session_version));
+        }
+        Ok((u.password_hash == expected).then(|| {
             u.password_hash = new_hash.to_owned();
             u.session_version += 1;
             u.updated_at = now;

@@ -192,6 +192,8 @@ pub trait UserUpdates: Send + Sync {
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError>;
     /// Replaces the password hash if it is still `expected` and bumps the session version;
     /// returns the new version, or `None` if the hash changed meanwhile or the user is gone.
+    /// A retry of this write that had landed (the item already holds `new_hash`, whose salt is
+    /// unique) is recognised as success, not as a change made meanwhile.
     async fn change_password(
         &self,
         id: &str,
@@ -298,7 +300,9 @@ pub trait LockoutStore: Send + Sync {
     /// after the last attempt.
     async fn lock_gate(&self, key: &str, now: i64, window: i64) -> Result<LockGate, StoreError>;
     /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
-    /// resets the count and remembers the lock for the backoff. `true` if this call locked it.
+    /// resets the count and remembers the lock for the backoff. `true` if this call locked it,
+    /// also when the SDK retried this call's write after it had landed (a token per call, kept
+    /// in the item, tells this call's lock from another's).
     async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError>;
     /// Forgets failures and locks of exactly `key` (a successful login clears its own IP's key
     /// and the account-wide one; other IPs' locks stand).
