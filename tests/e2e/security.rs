@@ -102,6 +102,23 @@ async fn given_50_concurrent_wrong_passwords_then_the_account_is_locked_and_one_
 }
 
 #[tokio::test]
+async fn given_eight_concurrent_correct_logins_for_twenty_rounds_then_all_answer_200_and_no_mail_is_sent() {
+    let s = start(|_| {}).await;
+    let email = unique_email();
+    s.verified_user(&email).await;
+    let before = mails_to(&email).await.len();
+    for round in 0..20 {
+        let rs = futures::future::join_all(
+            (0..8).map(|_| s.post("/auth/login", json!({"email": email, "password": PASSWORD}))),
+        )
+        .await;
+        let statuses: Vec<u16> = rs.iter().map(|r| r.status().as_u16()).collect();
+        assert!(statuses.iter().all(|st| *st == 200), "round {round}: {statuses:?}");
+    }
+    assert_eq!(mails_to(&email).await.len(), before, "no lock notice");
+}
+
+#[tokio::test]
 async fn given_taken_address_then_signup_answers_the_same_and_mails_the_owner() {
     let s = start(|c| c.enumeration_floor = Duration::from_millis(300)).await;
     let email = unique_email();

@@ -18,6 +18,11 @@ use crate::logging::security_event;
 use crate::mail::templates;
 use crate::store::{LockGate, LockoutPort, User, pair_lock_key};
 
+/// How long an attempt waits between looks at a count that checks in flight fill.
+const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(40);
+/// How long it waits in all before it is refused (a count that stays full is an attack).
+const WAIT_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Counts password checks and locks accounts.
 #[derive(Clone)]
 pub struct Lockout {
@@ -45,13 +50,57 @@ impl Lockout {
 
     /// Counts one password check of `account` (a normalized email) from `ctx.ip`. Fails closed:
     /// if a count cannot be written, the store error ends the request.
+    ///
+    /// The count includes the checks still in flight, so concurrent attempts can fill it before
+    /// any has failed (a service account's parallel workers, a client's retries). An attempt
+    /// that finds the count past the limit without a lock takes its count back and waits for
+    /// the checks ahead of it (`WAIT_STEP`, up to `WAIT_BUDGET`): each success clears the count,
+    /// each failure stays counted and the one that reaches the limit locks. So a correct password
+    /// is not refused because other attempts are in flight, no lock notice is sent for them, and
+    /// under a flood of wrong passwords still at most `threshold` checks pass the gate before the
+    /// lock. A count still past the limit after the whole wait holds failures whose lock never
+    /// landed: it is locked then.
     pub async fn enter(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
+        let waited_until = std::time::Instant::now() + WAIT_BUDGET;
+        loop {
+            let attempt = match self.count(account, ctx).await? {
+                Ok(a) => a,
+                Err(Locked) => return Ok(Err(Locked)),
+            };
+            if !attempt.gates.iter().any(|(_, limit, n, _)| n > limit) {
+                return Ok(Ok(attempt));
+            }
+            if std::time::Instant::now() >= waited_until {
+                // Checks in flight end in milliseconds: a count still full after the wait holds
+                // failures whose lock never landed. Lock now, as the failed check would have.
+                for (key, limit, n, prev) in &attempt.gates {
+                    if n > limit {
+                        self.lock(key, *limit, *prev, &attempt.account, None, ctx).await?;
+                    }
+                }
+                return Ok(Err(Locked));
+            }
+            for (key, ..) in &attempt.gates {
+                self.store.lock_gate_release(key, self.clock.now()).await?;
+            }
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+            tokio::time::sleep(WAIT_STEP + std::time::Duration::from_millis(jitter)).await;
+        }
+    }
+
+    /// One count of both keys (the pair first: a pair lock spares the account's count).
+    async fn count(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
         let pair_key = pair_lock_key(account, &ip_key(&ctx.ip));
         let window = self.policy.window.as_secs() as i64;
-        let mut gates = Vec::with_capacity(2);
+        let mut gates: Vec<(String, u32, u32, u32)> = Vec::with_capacity(2);
         for (key, limit) in [(pair_key, self.policy.threshold), (account.to_owned(), self.policy.account_ceiling)] {
             match self.store.lock_gate(&key, self.clock.now(), window).await? {
-                LockGate::Locked { .. } => return Ok(Err(Locked)),
+                LockGate::Locked { .. } => {
+                    for (counted, ..) in &gates {
+                        self.store.lock_gate_release(counted, self.clock.now()).await?;
+                    }
+                    return Ok(Err(Locked));
+                }
                 LockGate::Open { attempt, previous_locks } => {
                     if attempt == 1 && previous_locks > 0 {
                         security_event("account_unlocked", ctx, None, "lock_expired");
@@ -60,17 +109,7 @@ impl Lockout {
                 }
             }
         }
-        let attempt = Attempt { account: account.to_owned(), gates };
-        if attempt.gates.iter().any(|(_, limit, n, _)| n > limit) {
-            // Raced past a threshold before its lock landed: no password check.
-            for (key, limit, n, prev) in &attempt.gates {
-                if n > limit {
-                    self.lock(key, *limit, *prev, &attempt.account, None, ctx).await?;
-                }
-            }
-            return Ok(Err(Locked));
-        }
-        Ok(Ok(attempt))
+        Ok(Ok(Attempt { account: account.to_owned(), gates }))
     }
 
     /// The check failed: locks every key whose count reached its limit (and mails the owner,

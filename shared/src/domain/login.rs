@@ -136,6 +136,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn given_eight_concurrent_correct_logins_for_twenty_rounds_then_all_sign_in_and_nothing_locks() {
+        let k = Kit::new();
+        k.user("svc@example.com", PASSWORD).await;
+        let uc = login(&k);
+        for round in 0..20 {
+            let all =
+                futures::future::join_all((0..8).map(|_| attempt(&uc, "svc@example.com", PASSWORD, "192.0.2.5"))).await;
+            assert!(all.iter().all(Result::is_ok), "round {round}: {:?}", all.iter().find(|r| r.is_err()));
+        }
+        assert!(k.outbox.to("svc@example.com").is_empty(), "no lock notice");
+    }
+
+    #[tokio::test]
+    async fn given_50_concurrent_wrong_passwords_then_the_account_locks_once_for_that_ip() {
+        let k = Kit::new();
+        k.user("flood@example.com", PASSWORD).await;
+        let uc = login(&k);
+        let all = futures::future::join_all(
+            (0..50).map(|_| attempt(&uc, "flood@example.com", "wrong-password-1", "192.0.2.6")),
+        )
+        .await;
+        assert!(all.iter().all(|r| matches!(r, Err(DomainError::InvalidCredentials))));
+        assert_eq!(k.outbox.to("flood@example.com").len(), 1, "one lock, one notice");
+        assert!(attempt(&uc, "flood@example.com", PASSWORD, "192.0.2.6").await.is_err(), "locked for that IP");
+        assert!(attempt(&uc, "flood@example.com", PASSWORD, "198.51.100.6").await.is_ok(), "not for the owner's");
+    }
+
+    #[tokio::test]
     async fn given_failures_from_rotating_ipv6_addresses_in_one_64_then_they_lock_that_prefix() {
         let k = Kit::new();
         k.user("ipv6@example.com", PASSWORD).await;

@@ -1002,6 +1002,28 @@ impl LockoutStore for DynamoStore {
         Err(StoreError::Unavailable("lockout item contention".into()))
     }
 
+    async fn lock_gate_release(&self, k: &str, now: i64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(lock_key(k)))
+            .update_expression("ADD failures :minus")
+            .condition_expression(
+                "failures > :zero AND expires_at > :now AND \
+                 (attribute_not_exists(locked_until) OR locked_until <= :now)",
+            )
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn lock(&self, k: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let res = self

@@ -321,6 +321,17 @@ impl LockoutStore for MemoryStore {
         Ok(LockGate::Open { attempt: entry.failures, previous_locks: entry.lock_count })
     }
 
+    async fn lock_gate_release(&self, key: &str, now: i64) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if let Some(entry) = g.locks.get_mut(key) {
+            let unlocked = entry.locked_until.is_none_or(|u| u <= now);
+            if entry.expires_at > now && unlocked && entry.failures > 0 {
+                entry.failures -= 1;
+            }
+        }
+        Ok(())
+    }
+
     async fn lock(&self, key: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
         let Some(entry) = g.locks.get_mut(key) else {

@@ -299,6 +299,9 @@ pub trait LockoutStore: Send + Sync {
     /// Atomically counts an attempt unless the key is locked. Counts expire `window` seconds
     /// after the last attempt.
     async fn lock_gate(&self, key: &str, now: i64, window: i64) -> Result<LockGate, StoreError>;
+    /// Takes back one count `lock_gate` made (an attempt that waits rather than be checked),
+    /// unless the key is locked or expired meanwhile (a lock resets the count itself).
+    async fn lock_gate_release(&self, key: &str, now: i64) -> Result<(), StoreError>;
     /// Locks the key until `until` if its count reached `threshold` and it is not locked yet;
     /// resets the count and remembers the lock for the backoff. `true` if this call locked it,
     /// also when the SDK retried this call's write after it had landed (a token per call, kept
