@@ -609,3 +609,38 @@ async fn given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent
     assert_eq!(cur.spent_hashes[0], "h18");
     assert!(cur.has_spent("h19") && cur.has_spent("h3") && !cur.has_spent("h2") && !cur.has_spent("h20"));
 }
+
+/// The clean-ups walk every page: DynamoDB Local read two items per page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_two_item_pages_then_every_clean_up_and_listing_of_a_partition_reads_all_of_it() {
+    use shared::store::pair_lock_key;
+    assert!(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(), "run through infra/test.sh");
+    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+    let table = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    DynamoStore::create_table(&client, &table).await.unwrap();
+    let s: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table).with_page_limit(2));
+    let email = "paged@example.com";
+    let u = user(email);
+    s.create_user(&u).await.unwrap();
+    for i in 0..5 {
+        s.create_session(&session(&u.id, &format!("h{i}"))).await.unwrap();
+    }
+    s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 100, u.session_version).await.unwrap();
+    s.lock_gate(email, NOW, 3600).await.unwrap();
+    for i in 0..6 {
+        s.lock_gate(&pair_lock_key(email, &format!("192.0.2.{i}")), NOW, 3600).await.unwrap();
+    }
+    assert_eq!(s.list_sessions(&u.id, NOW).await.unwrap().len(), 5);
+    assert_eq!(s.lockout_keys(email).await.unwrap().len(), 7);
+    s.lock(&pair_lock_key(email, "192.0.2.5"), 1, NOW + 60, NOW, 3600).await.unwrap();
+    assert!(s.is_locked(email, NOW).await.unwrap(), "the lock on the last page is seen");
+    s.clear_all_lockouts(email).await.unwrap();
+    assert!(s.lockout_keys(email).await.unwrap().is_empty(), "every lock item went");
+    for i in 0..6 {
+        s.lock_gate(&pair_lock_key(email, &format!("192.0.2.{i}")), NOW, 3600).await.unwrap();
+    }
+    assert!(matches!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::Done(_)));
+    assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty(), "every session went");
+    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version).await.unwrap());
+    assert!(s.lockout_keys(email).await.unwrap().is_empty());
+}

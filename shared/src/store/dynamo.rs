@@ -24,6 +24,9 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// `Limit` of each page of a partition query (`None`: DynamoDB's 1 MB pages); tests set a
+    /// small one to walk the pagination.
+    page_limit: Option<i32>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -185,7 +188,41 @@ fn item_to_session(m: &Item) -> Result<Session, StoreError> {
 
 impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), page_limit: None }
+    }
+
+    /// The same store, reading partitions `limit` items per page (tests of the pagination).
+    pub fn with_page_limit(mut self, limit: i32) -> Self {
+        self.page_limit = Some(limit);
+        self
+    }
+
+    /// Every item of partition `pk` (only `projection`'s attributes if given): strongly
+    /// consistent, page after page until `LastEvaluatedKey` runs out, so that a clean-up sees
+    /// every item written before it, however many there are.
+    async fn partition(&self, pk: String, projection: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .set_limit(self.page_limit)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Opens the connection (TCP, TLS, credentials) that the first request would otherwise open
@@ -723,6 +760,7 @@ impl DynamoStore {
                 .expression_attribute_values(":pk", s(user_pk(user_id)))
                 .expression_attribute_values(":prefix", s("SESSION#"))
                 .consistent_read(true)
+                .set_limit(self.page_limit)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
@@ -1073,19 +1111,8 @@ impl LockoutStore for DynamoStore {
     }
 
     async fn lockout_keys(&self, account: &str) -> Result<Vec<String>, StoreError> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
-            .projection_expression("pk, sk")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let items = self.partition(format!("LOCK#{account}"), Some("pk, sk")).await?;
         Ok(items
-            .items()
             .iter()
             .filter_map(|i| get_s(i, "sk"))
             .map(|sk| match sk.strip_prefix("IP#") {
@@ -1096,21 +1123,11 @@ impl LockoutStore for DynamoStore {
     }
 
     async fn clear_all_lockouts(&self, account: &str) -> Result<(), StoreError> {
-        let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
-            .projection_expression("pk, sk")
-            .send()
-            .await
-            .map_err(unavailable)?;
-        for item_key in items.items() {
+        for item_key in self.partition(format!("LOCK#{account}"), Some("pk, sk")).await? {
             self.client
                 .delete_item()
                 .table_name(&self.table)
-                .set_key(Some(item_key.clone()))
+                .set_key(Some(item_key))
                 .send()
                 .await
                 .map_err(unavailable)?;
@@ -1677,24 +1694,8 @@ impl AdminStore for DynamoStore {
         let outcome = self.changed_or_gone(outcome, &current.id).await?;
         if let AdminWrite::Done(_) = outcome {
             // The account is gone; what hangs off it goes next (safe to retry).
-            let rest = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(user_pk(&current.id)))
-                .projection_expression("pk, sk")
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for k in rest.items() {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(k.clone()))
-                    .send()
-                    .await
-                    .map_err(unavailable)?;
+            for k in self.partition(user_pk(&current.id), Some("pk, sk")).await? {
+                self.client.delete_item().table_name(&self.table).set_key(Some(k)).send().await.map_err(unavailable)?;
             }
             self.clear_all_lockouts(&current.email).await?;
         }
@@ -1702,18 +1703,8 @@ impl AdminStore for DynamoStore {
     }
 
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("LOCK#{account}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(out
-            .items()
+        let items = self.partition(format!("LOCK#{account}"), None).await?;
+        Ok(items
             .iter()
             .any(|i| get_n(i, "expires_at").unwrap_or(0) > now && get_n(i, "locked_until").is_some_and(|u| u > now)))
     }
