@@ -201,15 +201,27 @@ impl DynamoStore {
     /// consistent, page after page until `LastEvaluatedKey` runs out, so that a clean-up sees
     /// every item written before it, however many there are.
     async fn partition(&self, pk: String, projection: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        self.partition_prefix(pk, None, projection).await
+    }
+
+    /// `partition`, only the items whose sort key starts with `sk_prefix` if given.
+    async fn partition_prefix(
+        &self,
+        pk: String,
+        sk_prefix: Option<&str>,
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
+            let q = self.client.query().table_name(&self.table).expression_attribute_values(":pk", s(&pk));
+            let q = match sk_prefix {
+                Some(p) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(p)),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let page = q
                 .set_projection_expression(projection.map(str::to_owned))
                 .consistent_read(true)
                 .set_limit(self.page_limit)
@@ -299,23 +311,29 @@ impl DynamoStore {
         }
     }
 
-    /// `last_login_at` of each of `ids` that has one (batch reads of 100 keys).
+    /// `last_login_at` of each of `ids` that has one.
     async fn last_logins(&self, ids: &[String]) -> Result<HashMap<String, i64>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(100) {
-            let mut keys = KeysAndAttributes::builder().projection_expression("id, last_login_at");
-            for id in chunk {
-                keys = keys.keys(key(user_pk(id), PROFILE));
-            }
-            let mut request = HashMap::from([(self.table.clone(), keys.build().map_err(unavailable)?)]);
+        let keys = ids.iter().map(|id| key(user_pk(id), PROFILE)).collect();
+        let items = self.batch_get(keys, Some("id, last_login_at")).await?;
+        Ok(items.iter().filter_map(|i| Some((get_s(i, "id")?, get_n(i, "last_login_at")?))).collect())
+    }
+
+    /// The items of `keys` that exist, strongly consistent, in `BatchGetItem`s of 100 keys; keys
+    /// DynamoDB leaves unprocessed (under throttling) are asked again, a bounded number of times.
+    async fn batch_get(&self, keys: Vec<Item>, projection: Option<&str>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(100) {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .set_projection_expression(projection.map(str::to_owned))
+                .consistent_read(true)
+                .build()
+                .map_err(unavailable)?;
+            let mut request = HashMap::from([(self.table.clone(), request)]);
             for attempt in 0..5u64 {
                 let page =
                     self.client.batch_get_item().set_request_items(Some(request)).send().await.map_err(unavailable)?;
-                for item in page.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    if let (Some(id), Some(t)) = (get_s(&item, "id"), get_n(&item, "last_login_at")) {
-                        out.insert(id, t);
-                    }
-                }
+                out.extend(page.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default());
                 request = page.unprocessed_keys.unwrap_or_default();
                 if request.is_empty() {
                     break;
@@ -749,30 +767,7 @@ impl DynamoStore {
     }
 
     async fn query_sessions(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(user_pk(user_id)))
-                .expression_attribute_values(":prefix", s("SESSION#"))
-                .consistent_read(true)
-                .set_limit(self.page_limit)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in page.items() {
-                out.push(item_to_session(item)?);
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        self.partition_prefix(user_pk(user_id), Some("SESSION#"), None).await?.iter().map(item_to_session).collect()
     }
 }
 
@@ -1187,31 +1182,16 @@ impl SessionStore for DynamoStore {
         id: &str,
         now: i64,
     ) -> Result<(Option<User>, Option<Session>), StoreError> {
-        let keys = KeysAndAttributes::builder()
-            .keys(key(user_pk(user_id), PROFILE))
-            .keys(key(user_pk(user_id), &session_sk(id)))
-            .consistent_read(true)
-            .build()
-            .map_err(unavailable)?;
-        let mut request = HashMap::from([(self.table.clone(), keys)]);
+        let items =
+            self.batch_get(vec![key(user_pk(user_id), PROFILE), key(user_pk(user_id), &session_sk(id))], None).await?;
         let (mut user, mut session) = (None, None);
-        // Bounded: DynamoDB may leave keys unprocessed under throttling; they are asked again.
-        for attempt in 0..4u64 {
-            let out =
-                self.client.batch_get_item().set_request_items(Some(request)).send().await.map_err(unavailable)?;
-            for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                match get_s(&item, "sk").as_deref() {
-                    Some(PROFILE) => user = Some(item_to_user(&item)?),
-                    _ => session = Some(item_to_session(&item)?),
-                }
+        for item in items {
+            match get_s(&item, "sk").as_deref() {
+                Some(PROFILE) => user = Some(item_to_user(&item)?),
+                _ => session = Some(item_to_session(&item)?),
             }
-            request = out.unprocessed_keys.unwrap_or_default();
-            if request.is_empty() {
-                return Ok((user, session.filter(|x| x.expires_at() > now)));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20 * (attempt + 1))).await;
         }
-        Err(StoreError::Unavailable("batch read left keys unprocessed".into()))
+        Ok((user, session.filter(|x| x.expires_at() > now)))
     }
 
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
