@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use shared::keys::{KeyAlg, KeyDoc, fetch_stages};
+use shared::keys::{KeyAlg, KeyRing, fetch_stages};
 
 #[derive(Parser)]
 #[command(name = "secure-auth", version, about = "Secure Auth Service operator CLI")]
@@ -227,8 +227,11 @@ enum KeysAction {
 }
 
 fn describe(label: &str, s: Option<&str>) -> String {
-    match s.map(KeyDoc::from_json) {
-        Some(Ok(d)) => format!("{label:12} {} {:?}", d.kid, d.alg),
+    match s.map(KeyRing::from_json) {
+        Some(Ok(r)) => {
+            let next = r.next.map(|n| format!(", next {} {:?}", n.kid, n.alg)).unwrap_or_default();
+            format!("{label:12} {} {:?}{next}", r.signing.kid, r.signing.alg)
+        }
         Some(Err(_)) => format!("{label:12} (not a key)"),
         None => format!("{label:12} -"),
     }

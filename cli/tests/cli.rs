@@ -39,6 +39,8 @@ fn given_keys_init_rotate_and_show_then_stages_move_and_no_key_material_is_print
     let (_, show2) = cli(&["keys", "show", "--secret-id", &secret]);
     let second = kid_of(&show2, "AWSCURRENT").unwrap();
     assert_ne!(first, second);
+    let next = show1.lines().find(|l| l.starts_with("AWSCURRENT")).and_then(|l| l.split(", next ").nth(1));
+    assert_eq!(next.and_then(|n| n.split_whitespace().next()), Some(second.as_str()), "the published next key signs");
     assert_eq!(kid_of(&show2, "AWSPREVIOUS").as_deref(), Some(first.as_str()));
     assert!(show2.contains("RS256"), "rotation keeps the algorithm: {show2}");
     for text in [&init, &show1, &rotated, &show2] {

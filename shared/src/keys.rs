@@ -2,14 +2,22 @@
 //! Secrets Manager (`SIGNING_KEY_SECRET_ID`) once per cold start and re-read it after
 //! `KEY_CACHE_SECONDS` (default 300), so a rotation reaches warm functions without a cold start.
 //!
-//! Each secret *version* holds one key; the staging labels say its role:
-//! `AWSCURRENT` signs, `AWSPENDING` (the next key, during a rotation) and `AWSPREVIOUS` (the
-//! retired key, until the next rotation) only verify. A version's `SecretString`:
+//! Each secret *version* holds a key ring: the key that signs while the version is
+//! `AWSCURRENT`, and the *next* key, which only verifies until the following rotation makes it
+//! the signing key. A key is therefore published (JWKS) and accepted by every function for a
+//! whole rotation period before anything signs with it, so no cache (a warm function's, up to
+//! `KEY_CACHE_SECONDS`; API Gateway's JWT authorizer's) meets a token signed by a key it has not
+//! seen. `AWSPREVIOUS`'s ring keeps the retired signing key verifying until the next rotation.
+//! A version's `SecretString`:
 //! ```json
-//! {"kid": "2026-11-30-3f9a", "alg": "ES256", "private_key_pem": "-----BEGIN PRIVATE KEY-----\n…"}
-//! {"kid": "2026-11-30-77c1", "alg": "RS256", "private_key_pem": "…PKCS#8 RSA, at least 3072 bits…"}
-//! {"kid": "2026-11-30-0b2e", "alg": "HS256", "secret": "<base64url, at least 32 bytes>"}
+//! {"signing": {"kid": "20261130T101500-3f9a1c02", "alg": "ES256", "private_key_pem": "-----BEGIN PRIVATE KEY-----\n…"},
+//!  "next":    {"kid": "20261130T101500-77c1e9a4", "alg": "ES256", "private_key_pem": "…"}}
 //! ```
+//! A key is `{"kid", "alg": "ES256", "private_key_pem"}`, `{"kid", "alg": "RS256",
+//! "private_key_pem": PKCS#8 RSA of at least 3072 bits}` or `{"kid", "alg": "HS256", "secret":
+//! base64url of at least 32 bytes}`. A version written before key rings (a bare key, no `next`)
+//! still loads: its key signs, and the first rotation after the upgrade adds a next key
+//! without changing the signing key (`rotation.rs`).
 //! HS256 is the seed's compatibility choice: it cannot be published in the JWKS, so API
 //! Gateway and third parties cannot verify its tokens.
 
@@ -70,9 +78,10 @@ pub struct KeySet {
     pub others: Vec<JwtKey>,
     /// True for the local server's throw-away key.
     pub ephemeral: bool,
-    /// HMAC key for tamper-evident cursors, derived from the current key's private material
-    /// (so it is as secret as the signing key, and changes with a rotation).
-    cursor_key: [u8; 32],
+    /// HMAC keys for tamper-evident cursors and derived refresh successors, one per key of
+    /// the set (current first), each derived from that key's private material: as secret as the
+    /// signing key, new with each rotation, and the previous one still checks across it.
+    cursor_keys: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -90,8 +99,8 @@ impl std::fmt::Debug for KeySet {
 #[error("signing keys: {0}")]
 pub struct KeyError(pub String);
 
-/// One secret version's content (module docs).
-#[derive(Serialize, Deserialize)]
+/// One key of a ring (module docs).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDoc {
     pub kid: String,
@@ -106,6 +115,50 @@ pub struct KeyDoc {
 impl std::fmt::Debug for KeyDoc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyDoc").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+/// One secret version's content: the signing key and the next one (module docs).
+#[derive(Debug)]
+pub struct KeyRing {
+    pub signing: KeyDoc,
+    pub next: Option<KeyDoc>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RingDoc {
+    signing: KeyDoc,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<KeyDoc>,
+}
+
+impl KeyRing {
+    /// A ring of two new keys of `alg`.
+    pub fn generate(alg: KeyAlg) -> Result<Self, KeyError> {
+        Ok(Self { signing: KeyDoc::generate(alg)?, next: Some(KeyDoc::generate(alg)?) })
+    }
+
+    /// Parses a version's secret string: a ring, or a bare key written before rings.
+    pub fn from_json(s: &str) -> Result<Self, KeyError> {
+        if let Ok(doc) = serde_json::from_str::<KeyDoc>(s) {
+            return Ok(Self { signing: doc, next: None });
+        }
+        let r: RingDoc = serde_json::from_str(s).map_err(|e| KeyError(format!("key ring JSON: {e}")))?;
+        Ok(Self { signing: r.signing, next: r.next })
+    }
+
+    pub fn to_json(&self) -> String {
+        let doc = RingDoc { signing: self.signing.clone(), next: self.next.clone() };
+        serde_json::to_string(&doc).unwrap_or_default()
+    }
+
+    /// The ring the next rotation stages: the next key signs, and a new key of `alg` is next.
+    /// A ring without a next key (written before rings) keeps its signing key, so that nothing
+    /// ever signs with a key no cache has seen.
+    pub fn successor(&self, alg: KeyAlg) -> Result<Self, KeyError> {
+        let signing = self.next.clone().unwrap_or_else(|| self.signing.clone());
+        Ok(Self { signing, next: Some(KeyDoc::generate(alg)?) })
     }
 }
 
@@ -246,37 +299,60 @@ impl KeySet {
             KeyAlg::ES256 => es256(None, &pem_der(&doc.kid, doc.private_key_pem.as_deref())?, true)?,
             _ => doc.to_key(true)?,
         };
-        Ok(Self { current, others: vec![], ephemeral: true, cursor_key: doc.cursor_key() })
+        Ok(Self { current, others: vec![], ephemeral: true, cursor_keys: vec![doc.cursor_key()] })
     }
 
-    /// Builds a set from the three stages' secret strings. The current key must be valid; a
-    /// broken pending or previous version is logged and skipped (it only verifies).
+    /// Builds a set from the three stages' secret strings: the current ring's signing key
+    /// signs; its next key, the pending ring's keys (during a rotation) and the previous ring's
+    /// keys only verify. The current signing key must be valid; a broken key elsewhere is
+    /// logged and skipped (it only verifies).
     pub fn from_stages(current: &str, pending: Option<&str>, previous: Option<&str>) -> Result<Self, KeyError> {
-        let current_doc = KeyDoc::from_json(current)?;
-        let cursor_key = current_doc.cursor_key();
-        let current = current_doc.to_key(true)?;
+        let ring = KeyRing::from_json(current)?;
+        let mut cursor_keys = vec![ring.signing.cursor_key()];
+        let current = ring.signing.to_key(true)?;
         let mut others: Vec<JwtKey> = Vec::new();
+        let mut docs: Vec<(&str, KeyDoc)> = Vec::new();
+        docs.extend(ring.next.map(|n| ("AWSCURRENT", n)));
         for (stage, s) in [("AWSPENDING", pending), ("AWSPREVIOUS", previous)] {
-            let Some(s) = s else { continue };
-            match KeyDoc::from_json(s).and_then(|d| d.to_key(false)) {
-                Ok(k) if k.kid != current.kid && others.iter().all(|o| o.kid != k.kid) => others.push(k),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(stage, error = %e, "ignoring unusable signing key version"),
+            match s.map(KeyRing::from_json) {
+                Some(Ok(r)) => docs.extend(std::iter::once(r.signing).chain(r.next).map(|d| (stage, d))),
+                Some(Err(e)) => tracing::warn!(stage, error = %e, "ignoring unusable signing key version"),
+                None => {}
             }
         }
-        Ok(Self { current, others, ephemeral: false, cursor_key })
+        for (stage, doc) in docs {
+            match doc.to_key(false) {
+                Ok(k) if k.kid != current.kid && others.iter().all(|o| o.kid != k.kid) => {
+                    cursor_keys.push(doc.cursor_key());
+                    others.push(k);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(stage, error = %e, "ignoring unusable signing key"),
+            }
+        }
+        Ok(Self { current, others, ephemeral: false, cursor_keys })
     }
 
-    /// HMAC-SHA256 of `data` under the cursor key.
+    /// HMAC-SHA256 of `data` under the current key's cursor key.
     pub fn mac(&self, data: &[u8]) -> Vec<u8> {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.cursor_key);
-        aws_lc_rs::hmac::sign(&key, data).as_ref().to_vec()
+        self.macs(data).next().unwrap_or_default()
     }
 
-    /// Checks a MAC made by `mac`, in constant time.
+    /// `data`'s MAC under each key's cursor key, the current key's first: what a process that
+    /// loaded the set before or after a rotation may have made.
+    pub fn macs<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = Vec<u8>> + 'a {
+        self.cursor_keys.iter().map(move |k| {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k);
+            aws_lc_rs::hmac::sign(&key, data).as_ref().to_vec()
+        })
+    }
+
+    /// Checks a MAC made by `mac` under any key of the set, in constant time per key.
     pub fn verify_mac(&self, data: &[u8], tag: &[u8]) -> bool {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.cursor_key);
-        aws_lc_rs::hmac::verify(&key, data, tag).is_ok()
+        self.cursor_keys.iter().any(|k| {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, k);
+            aws_lc_rs::hmac::verify(&key, data, tag).is_ok()
+        })
     }
 
     /// The key for `kid`, whatever its stage.
@@ -448,6 +524,44 @@ mod tests {
         assert!(
             !text.contains("\"d\"") && !text.contains("PRIVATE") && !text.contains(prev.secret.as_deref().unwrap())
         );
+    }
+
+    #[test]
+    fn a_ring_publishes_its_next_key_and_a_rotation_signs_only_with_a_key_published_before() {
+        let old = KeyRing::generate(KeyAlg::ES256).unwrap();
+        let new = old.successor(KeyAlg::ES256).unwrap();
+        let next = old.next.as_ref().unwrap();
+        assert_eq!(new.signing.kid, next.kid, "the rotation promotes the published next key");
+        assert_ne!(new.next.as_ref().unwrap().kid, next.kid);
+        // A process that loaded before the rotation knows the key that signs after it.
+        let before = KeySet::from_stages(&old.to_json(), None, None).unwrap();
+        assert!(before.find(&new.signing.kid).is_some_and(|k| k.encoding.is_none()));
+        let jwks = before.jwks().to_string();
+        assert!(jwks.contains(&old.signing.kid) && jwks.contains(&next.kid));
+        // One that loaded after it still knows the key that signed before.
+        let after = KeySet::from_stages(&new.to_json(), None, Some(&old.to_json())).unwrap();
+        assert_eq!(after.current.kid, next.kid);
+        assert!(after.find(&old.signing.kid).is_some() && after.find(&new.next.as_ref().unwrap().kid).is_some());
+        assert_eq!(after.others.len(), 2, "no key twice");
+        // A MAC made on either side of the rotation checks on the other.
+        assert!(after.verify_mac(b"cursor", &before.mac(b"cursor")));
+        assert!(before.verify_mac(b"cursor", &after.mac(b"cursor")));
+        assert!(after.macs(b"cursor").any(|m| m == before.mac(b"cursor")));
+        assert!(!after.verify_mac(b"other", &before.mac(b"cursor")));
+    }
+
+    #[test]
+    fn a_bare_key_from_before_rings_loads_and_its_first_rotation_keeps_it_signing() {
+        let doc = KeyDoc::generate(KeyAlg::ES256).unwrap();
+        let ring = KeyRing::from_json(&doc.to_json()).unwrap();
+        assert!(ring.next.is_none());
+        assert_eq!(KeySet::from_stages(&doc.to_json(), None, None).unwrap().current.kid, doc.kid);
+        let first = ring.successor(KeyAlg::ES256).unwrap();
+        assert_eq!(first.signing.kid, doc.kid, "no key signs before it was published");
+        assert!(first.next.is_some());
+        let back = KeyRing::from_json(&first.to_json()).unwrap();
+        assert_eq!((back.signing.kid, back.next.map(|n| n.kid)), (doc.kid, first.next.map(|n| n.kid)));
+        assert!(KeyRing::from_json(r#"{"signing":{"kid":"x","alg":"ES256"},"extra":1}"#).is_err());
     }
 
     #[test]

@@ -1,18 +1,31 @@
 //! Key rotation with Secrets Manager's four-step protocol, used by the `rotate-keys` Lambda
 //! (invoked by Secrets Manager on the `RotationSchedule`) and by `secure-auth keys rotate`.
 //!
-//! - `createSecret`: put a new key as version `token` with stage `AWSPENDING` (idempotent).
-//!   Functions that re-read the secret now accept it (the "next" key) before anyone signs with it.
-//! - `setSecret`: nothing to configure elsewhere: the secret *is* the key.
-//! - `testSecret`: the pending key must parse and sign a token that verifies.
+//! Secrets Manager runs the four steps back to back, so a key first staged by a rotation must
+//! not sign in that rotation: a warm function that loaded the keys a moment before would not
+//! know it. Each version is a key ring (`keys.rs`): the rotation promotes the *next* key that
+//! the previous rotation published, and stages a new next key.
+//!
+//! - `createSecret`: put the current ring's successor as version `token` with stage
+//!   `AWSPENDING` (idempotent): its signing key is the current ring's next key, published and
+//!   verifying everywhere since the previous rotation; its next key is new. A ring without a
+//!   next key (written before rings) keeps its signing key and only gains a next one.
+//! - `setSecret`: nothing to configure elsewhere: the secret *is* the key ring.
+//! - `testSecret`: the pending ring's signing key must sign a token that verifies; its next
+//!   key must load.
 //! - `finishSecret`: move `AWSCURRENT` to `token`; Secrets Manager moves `AWSPREVIOUS` to the old
-//!   key, which keeps verifying until the next rotation; the one before drops out.
+//!   ring, whose signing key keeps verifying until the next rotation; the one before drops out.
+//!
+//! So rotations must be further apart than the longest key cache (`KEY_CACHE_SECONDS`, and the
+//! JWKS cache of API Gateway's JWT authorizer): the schedule's 30 days are, and `secure-auth
+//! keys rotate` run twice within minutes can make the second rotation's signing key one that a
+//! warm cache has not read yet.
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde::Deserialize;
 
-use crate::keys::{KeyAlg, KeyDoc, KeyError, KeySet};
+use crate::keys::{KeyAlg, KeyError, KeyRing, KeySet};
 
 /// One step of the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -60,11 +73,12 @@ async fn version_with_stage(client: &Client, secret_id: &str, stage: &str) -> Re
         .and_then(|m| m.iter().find(|(_, stages)| stages.iter().any(|s| s == stage)).map(|(v, _)| v.clone())))
 }
 
-/// The algorithm of the current key, or `default` when there is none yet (first rotation).
-async fn current_alg(client: &Client, secret_id: &str, default: KeyAlg) -> KeyAlg {
+/// The current ring, if the secret has a readable one.
+async fn current_ring(client: &Client, secret_id: &str) -> Result<Option<KeyRing>, KeyError> {
     match client.get_secret_value().secret_id(secret_id).version_stage("AWSCURRENT").send().await {
-        Ok(out) => out.secret_string().and_then(|s| KeyDoc::from_json(s).ok()).map(|d| d.alg).unwrap_or(default),
-        Err(_) => default,
+        Ok(out) => Ok(out.secret_string().and_then(|s| KeyRing::from_json(s).ok())),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => Ok(None),
+        Err(e) => Err(sm_err("GetSecretValue AWSCURRENT", e)),
     }
 }
 
@@ -85,18 +99,23 @@ pub async fn run_step(
             if version_string(client, secret_id, token, "AWSPENDING").await?.is_some() {
                 return Ok(());
             }
-            let alg = current_alg(client, secret_id, default_alg).await;
-            let doc = KeyDoc::generate(alg)?;
+            // The next key keeps the current key's algorithm; a secret without a usable ring
+            // (its first rotation) gets two new keys of `default_alg`.
+            let ring = match current_ring(client, secret_id).await? {
+                Some(current) => current.successor(current.signing.alg)?,
+                None => KeyRing::generate(default_alg)?,
+            };
             client
                 .put_secret_value()
                 .secret_id(secret_id)
                 .client_request_token(token)
-                .secret_string(doc.to_json())
+                .secret_string(ring.to_json())
                 .version_stages("AWSPENDING")
                 .send()
                 .await
                 .map_err(|e| sm_err("PutSecretValue", e))?;
-            tracing::info!(event = "signing_key_created", kid = %doc.kid, alg = ?doc.alg, "pending signing key created");
+            let next = ring.next.as_ref().map(|n| n.kid.as_str()).unwrap_or_default();
+            tracing::info!(event = "signing_key_created", signing_kid = %ring.signing.kid, next_kid = %next, alg = ?ring.signing.alg, "pending key ring staged");
             Ok(())
         }
         Step::Set => Ok(()),
@@ -104,6 +123,10 @@ pub async fn run_step(
             let pending = version_string(client, secret_id, token, "AWSPENDING")
                 .await?
                 .ok_or_else(|| KeyError("no AWSPENDING version to test".into()))?;
+            let ring = KeyRing::from_json(&pending)?;
+            if let Some(next) = &ring.next {
+                next.to_key(false)?;
+            }
             let keys = KeySet::from_stages(&pending, None, None)?;
             let provider = std::sync::Arc::new(crate::keys::KeyProvider::fixed(keys));
             let jwt = crate::tokens::Jwt::new(
@@ -158,25 +181,26 @@ pub async fn rotate_now(client: &Client, secret_id: &str, default_alg: KeyAlg) -
     Ok(token)
 }
 
-/// Creates the secret with a first key of `alg`, or gives it one if it has no usable current key.
-/// Returns the current kid.
+/// Creates the secret with a first key ring of `alg` (signing and next), or gives it one if it
+/// has no usable current ring. Returns the current signing kid.
 pub async fn init(client: &Client, secret_id: &str, alg: KeyAlg) -> Result<String, KeyError> {
     match client.describe_secret().secret_id(secret_id).send().await {
         Ok(_) => {
             if let Ok((current, _, _)) = crate::keys::fetch_stages(client, secret_id).await
-                && let Ok(doc) = KeyDoc::from_json(&current)
+                && let Ok(ring) = KeyRing::from_json(&current)
             {
-                return Ok(doc.kid);
+                return Ok(ring.signing.kid);
             }
             rotate_now(client, secret_id, alg).await?;
         }
         Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => {
-            let doc = KeyDoc::generate(alg)?;
+            // Two keys from the start: the first rotation promotes a key published since now.
+            let ring = KeyRing::generate(alg)?;
             client
                 .create_secret()
                 .name(secret_id)
-                .description("Secure Auth signing key set")
-                .secret_string(doc.to_json())
+                .description("Secure Auth signing key ring")
+                .secret_string(ring.to_json())
                 .send()
                 .await
                 .map_err(|e| sm_err("CreateSecret", e))?;
@@ -184,7 +208,7 @@ pub async fn init(client: &Client, secret_id: &str, alg: KeyAlg) -> Result<Strin
         Err(e) => return Err(sm_err("DescribeSecret", e)),
     }
     let (current, _, _) = crate::keys::fetch_stages(client, secret_id).await?;
-    Ok(KeyDoc::from_json(&current)?.kid)
+    Ok(KeyRing::from_json(&current)?.signing.kid)
 }
 
 /// The Lambda handler for Secrets Manager's rotation events.

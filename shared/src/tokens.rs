@@ -185,8 +185,14 @@ impl RefreshParts {
     /// the losers of a concurrent refresh, get what the winner got), and only the holder of this
     /// token and the key can compute it: the table stores neither the secret nor the key.
     pub fn successor_secret(&self, keys: &crate::keys::KeySet) -> String {
+        self.successor_secrets(keys).next().unwrap_or_default()
+    }
+
+    /// The successor under each key of the set, the current key's first: a process that loaded
+    /// the keys on the other side of a rotation derived one of these.
+    pub fn successor_secrets<'a>(&self, keys: &'a crate::keys::KeySet) -> impl Iterator<Item = String> + 'a {
         let input = format!("refresh-successor\0{}\0{}", self.session_id, self.secret);
-        B64.encode(keys.mac(input.as_bytes()))
+        keys.macs(input.as_bytes()).map(|m| B64.encode(m)).collect::<Vec<_>>().into_iter()
     }
 }
 

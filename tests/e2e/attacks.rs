@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use e2e::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use shared::keys::{KeyAlg, KeyDoc, fetch_stages};
+use shared::keys::{KeyAlg, KeyDoc, KeyRing, fetch_stages};
 
 /// (method, path) of every operation that requires a bearer token.
 fn bearer_operations() -> Vec<(String, String)> {
@@ -43,7 +43,7 @@ async fn server_with(alg: KeyAlg) -> (TestServer, KeyDoc) {
     shared::rotation::init(&sm, &secret, alg).await.unwrap();
     let (current, _, _) = fetch_stages(&sm, &secret).await.unwrap();
     let s = start(|c| c.signing_key_secret_id = Some(secret.clone())).await;
-    (s, KeyDoc::from_json(&current).unwrap())
+    (s, KeyRing::from_json(&current).unwrap().signing)
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use e2e::*;
 use serde_json::{Value, json};
-use shared::keys::{KeyAlg, KeyDoc, KeyProvider, fetch_stages};
+use shared::keys::{KeyAlg, KeyProvider, KeyRing, fetch_stages};
 use shared::rotation::{Step, init, rotate_now, run_step};
 use shared::tokens::{Jwt, Subject, TokenRejected};
 
@@ -45,14 +45,23 @@ async fn given_a_rotation_then_old_tokens_verify_until_the_next_one_and_new_toke
     let (token_a, _) = j.issue(&subject(), now).unwrap();
     assert_eq!(jsonwebtoken::decode_header(&token_a).unwrap().kid.as_deref(), Some(kid1.as_str()));
 
-    // createSecret: the pending key verifies ("next") before anyone signs with it.
+    // The key the rotation will promote has verified since the secret was made.
+    let (current, _, _) = fetch_stages(&sm, &secret).await.unwrap();
+    let next_kid = KeyRing::from_json(&current).unwrap().next.unwrap().kid;
+    assert!(j.keys().find(&next_kid).is_some_and(|k| k.encoding.is_none()));
+    assert!(j.keys().jwks().to_string().contains(&next_kid), "published before it signs");
+
+    // createSecret: the pending ring signs with that next key and stages a new next key.
     let version = uuid::Uuid::new_v4().to_string();
     run_step(&sm, &secret, &version, Step::Create, KeyAlg::ES256).await.unwrap();
     run_step(&sm, &secret, &version, Step::Create, KeyAlg::ES256).await.unwrap(); // idempotent
     let (_, pending, _) = fetch_stages(&sm, &secret).await.unwrap();
-    let pending = KeyDoc::from_json(&pending.unwrap()).unwrap();
+    let pending_json = pending.unwrap();
+    let pending = KeyRing::from_json(&pending_json).unwrap();
+    assert_eq!(pending.signing.kid, next_kid);
+    let new_next = pending.next.as_ref().unwrap().kid.clone();
     let signer = Jwt::new(
-        Arc::new(KeyProvider::fixed(shared::keys::KeySet::from_stages(&pending.to_json(), None, None).unwrap())),
+        Arc::new(KeyProvider::fixed(shared::keys::KeySet::from_stages(&pending_json, None, None).unwrap())),
         "iss".into(),
         "aud".into(),
         Duration::from_secs(900),
@@ -61,19 +70,20 @@ async fn given_a_rotation_then_old_tokens_verify_until_the_next_one_and_new_toke
     j.refresh_keys().await;
     assert!(j.verify(&token_next).is_ok(), "a token from an instance that already switched verifies");
     assert_eq!(j.keys().current.kid, kid1, "still signing with the current key");
+    assert!(j.keys().find(&new_next).is_some(), "the pending ring's next key verifies too");
 
     for step in [Step::Set, Step::Test, Step::Finish] {
         run_step(&sm, &secret, &version, step, KeyAlg::ES256).await.unwrap();
     }
     run_step(&sm, &secret, &version, Step::Finish, KeyAlg::ES256).await.unwrap(); // retried: no-op
     j.refresh_keys().await;
-    assert_eq!(j.keys().current.kid, pending.kid);
+    assert_eq!(j.keys().current.kid, next_kid);
     let (token_b, _) = j.issue(&subject(), shared::now()).unwrap();
-    assert_eq!(jsonwebtoken::decode_header(&token_b).unwrap().kid.as_deref(), Some(pending.kid.as_str()));
+    assert_eq!(jsonwebtoken::decode_header(&token_b).unwrap().kid.as_deref(), Some(next_kid.as_str()));
     assert!(j.verify(&token_a).is_ok(), "tokens issued before the rotation keep verifying");
     let jwks = j.keys().jwks();
     let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert_eq!(kids, vec![pending.kid.as_str(), kid1.as_str()]);
+    assert_eq!(kids, vec![next_kid.as_str(), new_next.as_str(), kid1.as_str()], "current, next, previous");
 
     // The next rotation retires the first key for good.
     rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
@@ -93,6 +103,9 @@ async fn given_a_cached_key_set_then_an_unknown_kid_causes_no_fetch_until_the_ca
         c.key_cache_ttl = Duration::from_secs(3600);
     })
     .await;
+    // Two rotations in a row: the second signs with a key the server's cold start never saw
+    // (rotations must be further apart than the cache, rotation.rs).
+    rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
     rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
     let (current, _, _) = fetch_stages(&sm, &secret).await.unwrap();
     let fresh = shared::keys::KeySet::from_stages(&current, None, None).unwrap();
@@ -101,7 +114,7 @@ async fn given_a_cached_key_set_then_an_unknown_kid_causes_no_fetch_until_the_ca
     let (t, _) = signer.issue(&subject(), shared::now()).unwrap();
     assert_eq!(s.get_bearer("/auth/me", &t).await.status(), 401, "the new kid is unknown until the cache expires");
     let jwks: Value = s.http.get(s.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "still the cold-start key set");
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "still the cold-start key set (current and next)");
 }
 
 #[tokio::test]
@@ -123,7 +136,7 @@ async fn given_the_live_server_then_jwks_and_discovery_are_public_cacheable_and_
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
     let jwks: Value = r.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 1);
+    assert_eq!(keys.len(), 2, "the current key and the next one");
     assert_eq!(
         (keys[0]["kid"].as_str(), keys[0]["kty"].as_str(), keys[0]["alg"].as_str()),
         (Some(kid1.as_str()), Some("RSA"), Some("RS256"))
@@ -146,7 +159,7 @@ async fn given_the_live_server_then_jwks_and_discovery_are_public_cacheable_and_
 
     rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
     let jwks: Value = s.http.get(s.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "new current plus the previous key");
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 3, "new current, its next and the previous key");
     // Zero failed requests across the rotation: the old token still works, new ones carry the new kid.
     assert_eq!(s.get_bearer("/auth/me", before["access_token"].as_str().unwrap()).await.status(), 200);
     let after = s.login(&email, PASSWORD).await;

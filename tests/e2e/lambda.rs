@@ -184,7 +184,7 @@ async fn given_secrets_managers_four_rotation_events_then_the_rotation_function_
     let stack = Stack::new().await;
     let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await);
     let (current, _, _) = shared::keys::fetch_stages(&sm, &stack.secret).await.unwrap();
-    let before = shared::keys::KeyDoc::from_json(&current).unwrap().kid;
+    let before = shared::keys::KeyRing::from_json(&current).unwrap();
     let rotate = Function::start("rotate-keys", &[("SIGNING_ALG", "ES256")]).await;
     let version = uuid::Uuid::new_v4().to_string();
     let arn = sm.describe_secret().secret_id(&stack.secret).send().await.unwrap().arn.unwrap();
@@ -196,9 +196,11 @@ async fn given_secrets_managers_four_rotation_events_then_the_rotation_function_
         }
     }
     let (current, _, previous) = shared::keys::fetch_stages(&sm, &stack.secret).await.unwrap();
-    let after = shared::keys::KeyDoc::from_json(&current).unwrap().kid;
-    assert_ne!(after, before, "the new key is current");
-    assert_eq!(shared::keys::KeyDoc::from_json(&previous.unwrap()).unwrap().kid, before, "the old key is previous");
+    let after = shared::keys::KeyRing::from_json(&current).unwrap();
+    assert_eq!(Some(&after.signing.kid), before.next.as_ref().map(|n| &n.kid), "the published next key signs");
+    assert!(after.next.as_ref().is_some_and(|n| n.kid != before.signing.kid && n.kid != after.signing.kid));
+    let previous = shared::keys::KeyRing::from_json(&previous.unwrap()).unwrap();
+    assert_eq!(previous.signing.kid, before.signing.kid, "the old ring is previous");
     // A step for a version nobody staged is an invocation error, not a success.
     let ev = json!({"Step": "finishSecret", "SecretId": arn, "ClientRequestToken": uuid::Uuid::new_v4().to_string()});
     assert!(matches!(rotate.invoke(ev).await, Outcome::Error(_)));
@@ -246,4 +248,61 @@ async fn given_init_failed_then_the_function_answers_503_retries_with_backoff_an
     assert!(jwks.exited().is_none(), "the same process serves");
     assert!(jwks.init_error().is_none());
     assert!(jwks.wait_for_output("\"initialized\"").await, "{}", jwks.output());
+}
+
+/// Runs Secrets Manager's four rotation steps through the `rotate-keys` function.
+async fn rotate_through_the_function(secret: &str) {
+    let rotate = Function::start("rotate-keys", &[("SIGNING_ALG", "ES256")]).await;
+    let version = uuid::Uuid::new_v4().to_string();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        let ev = json!({"Step": step, "SecretId": secret, "ClientRequestToken": version});
+        if let Outcome::Error(e) = rotate.invoke(ev).await {
+            panic!("{step}: {e}\n{}", rotate.output());
+        }
+    }
+}
+
+#[tokio::test]
+async fn given_a_rotation_between_two_processes_with_the_default_cache_then_tokens_from_each_verify_at_the_other() {
+    // KEY_CACHE_SECONDS is not set: each process keeps the key set it loaded for 300 s.
+    let stack = Stack::new().await;
+    let (signup, verify) = tokio::join!(stack.function("signup"), stack.function("verify-email"));
+    let email = unique_email();
+    let r = signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
+    assert_eq!(r.status, 202);
+    let token = token_from_mail(&email, "verify").await;
+    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    let login = Event::post("/auth/login", json!({"email": email, "password": PASSWORD}));
+    let me = |access: &str| Event::get("/auth/me").bearer(access).authorizer_claims(e2e::calls::claims_of(access));
+    let kid = |access: &str| jsonwebtoken::decode_header(access).unwrap().kid.unwrap();
+
+    let [login_a, me_a, refresh_a] = ["login", "me", "refresh"].map(|b| stack.function(b));
+    let (login_a, me_a, refresh_a) = tokio::join!(login_a, me_a, refresh_a);
+    let before = login_a.http(login.clone()).await.json();
+    let access_a = before["access_token"].as_str().unwrap().to_owned();
+
+    rotate_through_the_function(&stack.secret).await;
+
+    let [login_b, me_b, refresh_b] = ["login", "me", "refresh"].map(|b| stack.function(b));
+    let (login_b, me_b, refresh_b) = tokio::join!(login_b, me_b, refresh_b);
+    let after = login_b.http(login.clone()).await.json();
+    let access_b = after["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(kid(&access_a), kid(&access_b), "the process started after the rotation signs with the new key");
+    // Still within the old processes' cache: they signed with the old key up to now.
+    assert_eq!(kid(login_a.http(login.clone()).await.json()["access_token"].as_str().unwrap()), kid(&access_a));
+
+    let r = me_a.http(me(&access_b)).await;
+    assert_eq!(r.status, 200, "a token from after the rotation at a process from before: {r:?}");
+    let r = me_b.http(me(&access_a)).await;
+    assert_eq!(r.status, 200, "a token from before the rotation at a process from after: {r:?}");
+    assert_eq!(me_a.http(me(&access_a)).await.status, 200);
+
+    // A refresh rotated by a process from after the key rotation, retried at one from before
+    // (a lost answer, a client behind a different instance): the same successor.
+    let body = json!({"refresh_token": before["refresh_token"]});
+    let first = refresh_b.http(Event::post("/auth/refresh", body.clone())).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let retried = refresh_a.http(Event::post("/auth/refresh", body)).await;
+    assert_eq!(retried.status, 200, "{retried:?}");
+    assert_eq!(retried.json()["refresh_token"], first.json()["refresh_token"]);
 }

@@ -154,7 +154,8 @@ impl Refresh {
         admitted(ctx).await?;
         // The successor is derived from the presented token, so that every refresh with it
         // rotates to the same one (tokens::RefreshParts::successor_secret).
-        let secret = parts.successor_secret(&self.issuer.jwt.keys());
+        let keys = self.issuer.jwt.keys();
+        let secret = parts.successor_secret(&keys);
         let new_hash = tokens::hash_secret(&secret);
         if session.session_version != user.session_version {
             // Revoked by a password change, reset or forced logout whose clean-up had not
@@ -185,7 +186,10 @@ impl Refresh {
                 let grace = self.grace.as_secs() as i64;
                 let just_rotated = current.previous_hash.as_deref() == Some(parts.secret_hash.as_str());
                 if just_rotated && now - current.rotated_at <= grace {
-                    if current.current_hash == new_hash {
+                    // The winner may have loaded the keys on the other side of a rotation.
+                    let stored =
+                        parts.successor_secrets(&keys).find(|s| tokens::hash_secret(s) == current.current_hash);
+                    if let Some(secret) = stored {
                         // A concurrent refresh with this token, or a retry after a lost answer:
                         // the same successor the rotation stored, with a fresh access token.
                         security_event("token_refreshed", ctx, Some(&user.id), "same_successor");
@@ -197,8 +201,7 @@ impl Refresh {
                             now,
                         );
                     }
-                    // The successor has rotated on already (or the key set changed between):
-                    // a clean refusal, nothing revoked.
+                    // The successor has rotated on already: a clean refusal, nothing revoked.
                     security_event("token_refresh_race", ctx, Some(&user.id), "grace");
                     return Err(DomainError::InvalidGrant);
                 }
