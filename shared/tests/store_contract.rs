@@ -9,7 +9,8 @@ use futures::future::join_all;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
 use shared::store::{
-    AdminWrite, EmailChange, LockGate, OneTimeKind, RateCount, Rotation, Session, Store, StoreError, User, UserChanges,
+    AdminWrite, EmailChange, LockGate, MailClaim, OneTimeKind, RateCount, Rotation, Session, Store, StoreError, User,
+    UserChanges,
 };
 
 async fn memory() -> Arc<dyn Store> {
@@ -65,6 +66,8 @@ contract!(
     given_admin_updates_then_email_claims_move_and_taken_addresses_and_stale_reads_are_refused,
     given_an_admin_delete_then_nothing_of_the_user_remains,
     given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent_hashes,
+    given_a_mail_job_then_one_of_concurrent_claims_wins_and_a_sent_job_is_never_claimed_again,
+    given_a_claim_whose_lease_ran_out_or_was_released_then_another_delivery_may_send,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -643,4 +646,41 @@ async fn given_two_item_pages_then_every_clean_up_and_listing_of_a_partition_rea
     assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty(), "every session went");
     assert!(!s.verify_email(&u.id, "t", NOW, u.session_version).await.unwrap());
     assert!(s.lockout_keys(email).await.unwrap().is_empty());
+}
+
+async fn given_a_mail_job_then_one_of_concurrent_claims_wins_and_a_sent_job_is_never_claimed_again(s: Arc<dyn Store>) {
+    let job = uuid::Uuid::new_v4().to_string();
+    let claims: Vec<String> = (0..20).map(|i| format!("delivery-{i}")).collect();
+    let outcomes = join_all(claims.iter().map(|c| s.claim_mail(&job, c, NOW, NOW + 60, NOW + 86_400))).await;
+    let won: Vec<&String> =
+        claims.iter().zip(&outcomes).filter(|(_, o)| matches!(o, Ok(MailClaim::Claimed))).map(|(c, _)| c).collect();
+    assert_eq!(won.len(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Ok(MailClaim::Claimed | MailClaim::Busy))));
+    let winner = won[0].clone();
+    // The winner's claim retried after it landed (an SDK retry) is granted again.
+    assert_eq!(s.claim_mail(&job, &winner, NOW, NOW + 60, NOW + 86_400).await.unwrap(), MailClaim::Claimed);
+    s.mail_sent(&job, &winner, NOW + 1).await.unwrap();
+    // Redelivered, even long after every lease ran out: never again.
+    for (c, at) in [("redelivery", NOW + 2), ("much-later", NOW + 3_600), (winner.as_str(), NOW + 7_200)] {
+        assert_eq!(s.claim_mail(&job, c, at, at + 60, at + 86_400).await.unwrap(), MailClaim::Sent, "{c}");
+    }
+    // Releasing a sent job changes nothing.
+    s.release_mail(&job, &winner).await.unwrap();
+    assert_eq!(s.claim_mail(&job, "x", NOW + 5, NOW + 65, NOW + 86_400).await.unwrap(), MailClaim::Sent);
+    // Past its TTL (not yet deleted) the record counts as absent.
+    assert_eq!(s.claim_mail(&job, "y", NOW + 86_401, NOW + 86_461, NOW + 172_800).await.unwrap(), MailClaim::Claimed);
+}
+
+async fn given_a_claim_whose_lease_ran_out_or_was_released_then_another_delivery_may_send(s: Arc<dyn Store>) {
+    let job = uuid::Uuid::new_v4().to_string();
+    assert_eq!(s.claim_mail(&job, "a", NOW, NOW + 60, NOW + 86_400).await.unwrap(), MailClaim::Claimed);
+    assert_eq!(s.claim_mail(&job, "b", NOW + 59, NOW + 119, NOW + 86_400).await.unwrap(), MailClaim::Busy);
+    // "a" crashed without sending: once its lease runs out another delivery takes the job.
+    assert_eq!(s.claim_mail(&job, "b", NOW + 60, NOW + 120, NOW + 86_400).await.unwrap(), MailClaim::Claimed);
+    // A stale release by "a" does not free "b"'s lease.
+    s.release_mail(&job, "a").await.unwrap();
+    assert_eq!(s.claim_mail(&job, "c", NOW + 61, NOW + 121, NOW + 86_400).await.unwrap(), MailClaim::Busy);
+    // "b"'s send failed and it released: the retry need not wait for the lease.
+    s.release_mail(&job, "b").await.unwrap();
+    assert_eq!(s.claim_mail(&job, "c", NOW + 62, NOW + 122, NOW + 86_400).await.unwrap(), MailClaim::Claimed);
 }

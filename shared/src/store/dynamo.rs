@@ -1406,6 +1406,90 @@ impl RateLimitStore for DynamoStore {
     }
 }
 
+fn mail_pk(job_id: &str) -> String {
+    format!("MAIL#{job_id}")
+}
+
+const MAIL_SK: &str = "JOB";
+
+#[async_trait]
+impl MailLedger for DynamoStore {
+    async fn claim_mail(
+        &self,
+        job_id: &str,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        expires_at: i64,
+    ) -> Result<MailClaim, StoreError> {
+        let mut item = key(mail_pk(job_id), MAIL_SK);
+        item.insert("type".into(), s("mail_job"));
+        item.insert("sent".into(), AttributeValue::Bool(false));
+        item.insert("claim".into(), s(claim));
+        item.insert("lease".into(), n(lease_until));
+        item.insert("ttl".into(), n(expires_at));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // Free: never claimed, expired, or not sent and either claimed by a delivery whose
+            // lease ran out or by this one (this write retried after it landed).
+            .condition_expression(
+                "attribute_not_exists(pk) OR #ttl <= :now OR (sent = :false AND (claim = :claim OR lease <= :now))",
+            )
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":claim", s(claim))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(MailClaim::Claimed),
+            Err(PutItemError::ConditionalCheckFailedException(c)) => {
+                Ok(if c.item.as_ref().is_some_and(|i| get_b(i, "sent")) { MailClaim::Sent } else { MailClaim::Busy })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn mail_sent(&self, job_id: &str, claim: &str, now: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mail_pk(job_id), MAIL_SK)))
+            .update_expression("SET sent = :true, claim = :claim, sent_at = :now")
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":claim", s(claim))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn release_mail(&self, job_id: &str, claim: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mail_pk(job_id), MAIL_SK)))
+            .condition_expression("claim = :claim AND sent = :false")
+            .expression_attribute_values(":claim", s(claim))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_)
+            | Err(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)) => {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
 const ADMINS_PK: &str = "META";
 const ADMINS_SK: &str = "ADMINS";
 

@@ -32,6 +32,8 @@ struct Inner {
     locks: HashMap<String, Lock>,
     sessions: HashMap<(String, String), Session>,
     counters: HashMap<String, RateCount>,
+    /// Mail jobs: (sent, claim, lease until, expires at).
+    mail: HashMap<String, (bool, String, i64, i64)>,
     admins: u64,
 }
 
@@ -493,6 +495,45 @@ impl RateLimitStore for MemoryStore {
     async fn rate_unhit(&self, key: &str, start: i64) -> Result<(), StoreError> {
         if let Some(c) = self.lock()?.counters.get_mut(key).filter(|c| c.start == start) {
             c.hits = c.hits.saturating_sub(1);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MailLedger for MemoryStore {
+    async fn claim_mail(
+        &self,
+        job_id: &str,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        expires_at: i64,
+    ) -> Result<MailClaim, StoreError> {
+        let mut g = self.lock()?;
+        match g.mail.get(job_id) {
+            Some((_, _, _, exp)) if *exp <= now => {}
+            Some((true, _, _, _)) => return Ok(MailClaim::Sent),
+            Some((false, c, lease, _)) if c != claim && *lease > now => return Ok(MailClaim::Busy),
+            _ => {}
+        }
+        g.mail.insert(job_id.to_owned(), (false, claim.to_owned(), lease_until, expires_at));
+        Ok(MailClaim::Claimed)
+    }
+
+    async fn mail_sent(&self, job_id: &str, claim: &str, _now: i64) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if let Some(job) = g.mail.get_mut(job_id) {
+            job.0 = true;
+            job.1 = claim.to_owned();
+        }
+        Ok(())
+    }
+
+    async fn release_mail(&self, job_id: &str, claim: &str) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if g.mail.get(job_id).is_some_and(|(sent, c, _, _)| !sent && c == claim) {
+            g.mail.remove(job_id);
         }
         Ok(())
     }

@@ -389,6 +389,39 @@ pub trait RateLimitStore: Send + Sync {
     async fn rate_unhit(&self, key: &str, start: i64) -> Result<(), StoreError>;
 }
 
+/// Who may send a queued mail job (`MailLedger::claim_mail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailClaim {
+    /// This delivery holds the job's lease and may send it.
+    Claimed,
+    /// An earlier delivery sent it: a redelivered job, not to be sent again.
+    Sent,
+    /// Another delivery holds a live lease on it (a concurrent duplicate): try again later.
+    Busy,
+}
+
+/// The idempotency record of queued mail: one item per job id, claimed with a conditional
+/// write before the send and marked sent after it, so that a job SQS delivers again after a
+/// send that succeeded mails once. Items expire by TTL after the queue's retention.
+#[async_trait]
+pub trait MailLedger: Send + Sync {
+    /// Claims job `job_id` for the delivery `claim` (unique per attempt) until `lease_until`:
+    /// granted if no delivery sent it and no other holds a lease that is still live. The
+    /// same `claim` retried after its write landed is granted again.
+    async fn claim_mail(
+        &self,
+        job_id: &str,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        expires_at: i64,
+    ) -> Result<MailClaim, StoreError>;
+    /// Records that the delivery `claim` sent the job.
+    async fn mail_sent(&self, job_id: &str, claim: &str, now: i64) -> Result<(), StoreError>;
+    /// Gives up the lease of `claim` after a failed send, so a retry need not wait for it.
+    async fn release_mail(&self, job_id: &str, claim: &str) -> Result<(), StoreError>;
+}
+
 /// What an administrator may change on a user (absent = unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserChanges {
@@ -512,7 +545,15 @@ impl<T: UserLookup + UserUpdates + AdminStore + LockoutStore + SessionStore> Adm
 
 /// Everything (the contract suite, and stores that serve every use case).
 pub trait Store:
-    UserLookup + UserRegistry + UserUpdates + OneTimeTokenStore + LockoutStore + SessionStore + RateLimitStore + AdminStore
+    UserLookup
+    + UserRegistry
+    + UserUpdates
+    + OneTimeTokenStore
+    + LockoutStore
+    + SessionStore
+    + RateLimitStore
+    + AdminStore
+    + MailLedger
 {
 }
 impl<
@@ -523,7 +564,8 @@ impl<
         + LockoutStore
         + SessionStore
         + RateLimitStore
-        + AdminStore,
+        + AdminStore
+        + MailLedger,
 > Store for T
 {
 }
