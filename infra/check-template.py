@@ -61,7 +61,7 @@ def actions_of(function):
 
 def resource_env(function):
     variables = function["Properties"].get("Environment", {}).get("Variables", {})
-    return {k for k in variables if k in ("TABLE_NAME", "MAILER", "MAIL_FROM", "SIGNING_KEY_SECRET_ID")}
+    return {k for k in variables if k in ("TABLE_NAME", "MAILER", "MAIL_FROM", "MAIL_QUEUE_URL", "SIGNING_KEY_SECRET_ID")}
 
 
 declared_functions = set()
@@ -75,7 +75,7 @@ for e in endpoints:
     u = e["uses"]
     want = {f"dynamodb:{a}" for a in u["table"]}
     if u["mail"]:
-        want.add("ses:SendEmail")
+        want.add("sqs:SendMessage")
     if u["keys"]:
         want.add("secretsmanager:GetSecretValue")
     have = actions_of(fn)
@@ -85,7 +85,7 @@ for e in endpoints:
     if u["table"]:
         want_env.add("TABLE_NAME")
     if u["mail"]:
-        want_env |= {"MAILER", "MAIL_FROM"}
+        want_env.add("MAIL_QUEUE_URL")
     if u["keys"]:
         want_env.add("SIGNING_KEY_SECRET_ID")
     have_env = resource_env(fn)
@@ -104,7 +104,7 @@ for e in endpoints:
             problems.append(f"{e['binary']}: {method} {path} JWT authorizer is {'on' if secured else 'off'}; the document says otherwise")
 
 functions = {k for k, v in res.items() if v["Type"] == "AWS::Lambda::Function"}
-extra = functions - declared_functions - {"RotateKeysFunction"}
+extra = functions - declared_functions - {"RotateKeysFunction", "MailerFunction"}
 if extra:
     problems.append(f"functions with no endpoint declaration: {sorted(extra)}")
 routes = {(api_path(p), m.upper()) for e in endpoints for m, p in e["routes"]}
@@ -115,15 +115,40 @@ rotation = actions_of(res["RotateKeysFunction"])
 if rotation != {"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"}:
     problems.append(f"RotateKeysFunction: unexpected actions {sorted(rotation)}")
 
+# The mail queue: encrypted, dead-lettered, drained by the mailer with partial batch responses.
+mailer = res["MailerFunction"]
+mailer_actions = actions_of(mailer)
+want_mailer = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "ses:SendEmail", "sqs:ReceiveMessage",
+               "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
+if mailer_actions != want_mailer:
+    problems.append(f"MailerFunction: IAM actions missing {sorted(want_mailer - mailer_actions)}, extra {sorted(mailer_actions - want_mailer)}")
+if resource_env(mailer) != {"TABLE_NAME", "MAILER", "MAIL_FROM", "MAIL_QUEUE_URL"}:
+    problems.append(f"MailerFunction: environment {sorted(resource_env(mailer))}")
+for q in ("MailQueue", "MailDeadLetterQueue"):
+    if res[q]["Properties"].get("SqsManagedSseEnabled") is not True:
+        problems.append(f"{q}: not encrypted at rest (SqsManagedSseEnabled)")
+redrive = res["MailQueue"]["Properties"].get("RedrivePolicy", {})
+if redrive.get("deadLetterTargetArn") != {"Fn::GetAtt": ["MailDeadLetterQueue", "Arn"]} or "maxReceiveCount" not in redrive:
+    problems.append(f"MailQueue: no redrive to MailDeadLetterQueue: {redrive}")
+mappings = [v["Properties"] for v in res.values() if v["Type"] == "AWS::Lambda::EventSourceMapping"]
+if len(mappings) != 1 or mappings[0].get("FunctionResponseTypes") != ["ReportBatchItemFailures"] \
+        or mappings[0]["EventSourceArn"] != {"Fn::GetAtt": ["MailQueue", "Arn"]} \
+        or mappings[0]["FunctionName"] != {"Ref": "MailerFunction"}:
+    problems.append(f"event source mappings: {mappings}")
+timeout = mailer["Properties"].get("Timeout", 10)
+if res["MailQueue"]["Properties"].get("VisibilityTimeout", 30) < 6 * timeout:
+    problems.append("MailQueue: visibility timeout under six times the mailer's timeout")
+
 stage = res["HttpApiApiGatewayDefaultStage"]["Properties"]
 if "ThrottlingBurstLimit" not in stage["DefaultRouteSettings"]:
     problems.append(f"no stage throttling: {stage}")
 alarms = {v["Properties"]["MetricName"] for v in res.values() if v["Type"] == "AWS::CloudWatch::Alarm"}
-if alarms != {"AccountLocked", "RefreshTokenReuse"}:
+if alarms != {"AccountLocked", "RefreshTokenReuse", "ApproximateNumberOfMessagesVisible"}:
     problems.append(f"alarms: {alarms}")
 
 if problems:
     print("template.yaml disagrees with the endpoint declarations:", *problems, sep="\n  ")
     sys.exit(1)
 print(f"template: SAM transform OK; {len(functions)} functions, {len(paths)} API paths; IAM actions, resource "
-      f"variables, routes and the JWT authorizer match the {len(endpoints)} endpoint declarations")
+      f"variables, routes and the JWT authorizer match the {len(endpoints)} endpoint declarations; the mail queue is "
+      f"encrypted, dead-lettered and drained by the mailer")

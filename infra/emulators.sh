@@ -59,6 +59,7 @@ export AWS_EC2_METADATA_DISABLED=true
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$ddb_port
 export AWS_ENDPOINT_URL_SESV2=http://127.0.0.1:$moto_port
 export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$moto_port
+export AWS_ENDPOINT_URL_SQS=http://127.0.0.1:$moto_port
 export MOTO_URL=http://127.0.0.1:$moto_port
 ENV
   # SES (and moto) refuse mail from an unverified sender: verify the test sender.

@@ -9,7 +9,7 @@ port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 log="$(mktemp)"
 # Embedded defaults: strip every variable that would switch to AWS.
 env -u TABLE_NAME -u MAILER -u SIGNING_KEY_SECRET_ID -u AWS_ENDPOINT_URL_DYNAMODB \
-    -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER PORT="$port" METRICS=emf \
+    -u AWS_ENDPOINT_URL_SESV2 -u AWS_ENDPOINT_URL_SECRETS_MANAGER -u AWS_ENDPOINT_URL_SQS -u MAIL_QUEUE_URL PORT="$port" METRICS=emf \
     BOOTSTRAP_ADMIN_EMAIL=smoke-admin@example.com BOOTSTRAP_ADMIN_PASSWORD=violet-tractor-sunrise-42 \
     target/debug/local-server >"$log" 2>&1 &
 pid=$!
@@ -23,7 +23,13 @@ email="smoke-$RANDOM@example.com"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -H 'x-request-id: smoke-client-1' \
   -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/signup")
 [ "$code" = 202 ] || { echo "signup: $code"; exit 1; }
-token=$(curl -sf "$base/_dev/outbox" | python3 -c "import json,sys; m=json.load(sys.stdin)[-1]; print(m['text'].split('token=')[1].split()[0])")
+# Mail is queued in-process and sent a moment after the answer.
+token=""
+for _ in $(seq 1 50); do
+  token=$(curl -sf "$base/_dev/outbox" | python3 -c "import json,sys; m=[m for m in json.load(sys.stdin) if m['to']=='$email']; print(m[-1]['text'].split('token=')[1].split()[0] if m else '')")
+  [ -n "$token" ] && break; sleep 0.1
+done
+[ -n "$token" ] || { echo "no verification mail in the outbox"; exit 1; }
 curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
 pair=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/login")
 access=$(echo "$pair" | json "['access_token']")

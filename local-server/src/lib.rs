@@ -1,5 +1,8 @@
 //! The local server: every route of every function on one port, plus the dev outbox when the
-//! console mailer is in use. The console mailer lives here, so no Lambda binary contains it.
+//! console mailer is in use. The console mailer and the in-process mail queue live here, so no
+//! Lambda binary contains them.
+
+pub mod queue;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,7 +71,11 @@ pub async fn build_app(cfg: Config) -> Result<(Router, Modes), BuildError> {
 pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Result<(Router, Modes), BuildError> {
     let console = Arc::new(ConsoleMailer::default());
     let uses_console = cfg.mailer == MailerKind::Console;
-    let local = LocalDefaults { store: Arc::new(shared::store::memory::MemoryStore::new()), mailer: console.clone() };
+    let local = LocalDefaults {
+        store: Arc::new(shared::store::memory::MemoryStore::new()),
+        mailer: console.clone(),
+        queue: queue::LocalQueue::for_config,
+    };
     let deps = Arc::new(Deps::local(cfg, local));
     if let Some(a) = admin {
         let new = shared::domain::admin::NewUser {

@@ -78,8 +78,16 @@ pub enum MailerKind {
 pub struct Config {
     /// DynamoDB table; `None` means the in-memory store (local server only).
     pub table_name: Option<String>,
+    /// What delivers mail: the mailer function, or the local server's in-process queue.
     pub mailer: MailerKind,
     pub mail_from: String,
+    /// The SQS queue mail jobs go on (`MAIL_QUEUE_URL`; required in Lambda for every function
+    /// that mails). Unset, the local server queues in-process.
+    pub mail_queue_url: Option<String>,
+    /// The wait before a failed delivery is tried again; it doubles per attempt.
+    pub mail_retry_base: Duration,
+    /// Deliveries of one job before it is dead-lettered (the queue's `maxReceiveCount`).
+    pub mail_max_attempts: u32,
     pub product_name: String,
     /// Secrets Manager secret holding the signing keys; `None` means an ephemeral key.
     pub signing_key_secret_id: Option<String>,
@@ -112,6 +120,9 @@ impl Default for Config {
             table_name: None,
             mailer: MailerKind::Console,
             mail_from: "no-reply@example.com".into(),
+            mail_queue_url: None,
+            mail_retry_base: Duration::from_secs(30),
+            mail_max_attempts: 10,
             product_name: "Secure Auth".into(),
             signing_key_secret_id: None,
             key_cache_ttl: Duration::from_secs(300),
@@ -192,6 +203,9 @@ impl Config {
             table_name: var("TABLE_NAME"),
             mailer,
             mail_from: var("MAIL_FROM").unwrap_or(d.mail_from),
+            mail_queue_url: var("MAIL_QUEUE_URL"),
+            mail_retry_base: secs("MAIL_RETRY_BASE_SECONDS", d.mail_retry_base)?,
+            mail_max_attempts: num("MAIL_MAX_ATTEMPTS", d.mail_max_attempts)?.max(1),
             product_name: var("PRODUCT_NAME").unwrap_or(d.product_name),
             signing_key_secret_id: var("SIGNING_KEY_SECRET_ID"),
             key_cache_ttl: secs("KEY_CACHE_SECONDS", d.key_cache_ttl)?,

@@ -94,3 +94,21 @@ pub async fn run_rotation() -> Result<(), Error> {
     }))
     .await
 }
+
+/// The `mailer` function: SQS batches of mail jobs, sent through SES (`mail::sqs::Worker`),
+/// with a partial batch response naming the jobs to deliver again.
+pub async fn run_mailer() -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
+    crate::logging::init();
+    let deps = Deps::lambda();
+    let worker = deps.mail_worker().await.map_err(|e| Error::from(e.to_string()))?;
+    deps.settle().await;
+    let modes = deps.modes();
+    tracing::info!(function = "mailer", store = %modes.store, mailer = %modes.mailer, "initialized");
+    let worker = &worker;
+    lambda_http::lambda_runtime::run(service_fn(move |ev: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(worker.handle(ev.payload).await)
+    }))
+    .await
+}

@@ -77,7 +77,11 @@ fn aws_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient 
 /// What the local server falls back to for each adapter that is not configured.
 pub struct LocalDefaults {
     pub store: Arc<MemoryStore>,
+    /// Delivers mail when `MAILER` is not `ses` (the console mailer).
     pub mailer: Arc<dyn Mailer>,
+    /// Puts a delivering mailer behind an in-process queue, used when `MAIL_QUEUE_URL` is not
+    /// set (the local server's queue, with the mailer function's retry policy).
+    pub queue: fn(Arc<dyn Mailer>, &Config) -> Arc<dyn Mailer>,
 }
 
 /// What was chosen, for the startup line.
@@ -121,6 +125,7 @@ from_store!(
     crate::store::UserUpdates,
     crate::store::OneTimeTokenStore,
     crate::store::RateLimitStore,
+    crate::store::MailLedger,
     crate::store::Store,
 );
 
@@ -133,6 +138,8 @@ pub struct Deps {
     hasher: std::sync::OnceLock<Hasher>,
     /// One DynamoDB client for every port of this function: one connection pool, opened once.
     dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
+    /// One mail queue (SQS client, or the local server's worker) for every use case.
+    mailer: OnceCell<Arc<dyn Mailer>>,
     /// Set once the store's connection is being opened during init (Lambda only).
     store_warmed: std::sync::OnceLock<()>,
     /// Warm-ups that run while init goes on (the store's first connection while the keys are
@@ -167,6 +174,7 @@ impl Deps {
             keys: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
             dynamodb: OnceCell::new(),
+            mailer: OnceCell::new(),
             store_warmed: std::sync::OnceLock::new(),
             warming: Mutex::new(Vec::new()),
             clock: clock::system(),
@@ -238,9 +246,33 @@ impl Deps {
         }
     }
 
-    /// The mailer: SES with `MAILER=ses`, else the local console mailer; in Lambda SES is
-    /// required.
+    /// The mailer endpoints hold: the SQS queue with `MAIL_QUEUE_URL` (required in Lambda),
+    /// else the local server's in-process queue in front of `delivery`. Either way a request
+    /// only queues its mail; neither its answer nor its timing depends on SES.
     pub async fn mailer(&self) -> Result<Arc<dyn Mailer>, BuildError> {
+        self.mailer.get_or_try_init(|| self.new_mailer()).await.cloned()
+    }
+
+    async fn new_mailer(&self) -> Result<Arc<dyn Mailer>, BuildError> {
+        let cfg = self.config()?;
+        match (&cfg.mail_queue_url, &self.local) {
+            (Some(url), _) => {
+                let client = aws_sdk_sqs::Client::new(self.sdk().await);
+                self.note(|m| m.mailer = format!("sqs queue {url}"));
+                Ok(Arc::new(crate::mail::sqs::SqsOutbox::new(client, url.clone())))
+            }
+            (None, Some(local)) => {
+                let delivery = self.delivery().await?;
+                self.note(|m| m.mailer = format!("in-process queue, then {}", m.mailer));
+                Ok((local.queue)(delivery, cfg))
+            }
+            (None, None) => Err(BuildError("MAIL_QUEUE_URL is required".into())),
+        }
+    }
+
+    /// What sends mail: SES with `MAILER=ses`, else the local console mailer; in Lambda (the
+    /// mailer function) SES is required.
+    pub async fn delivery(&self) -> Result<Arc<dyn Mailer>, BuildError> {
         let cfg = self.config()?;
         match (&cfg.mailer, &self.local) {
             (MailerKind::Ses, _) => {
@@ -254,6 +286,23 @@ impl Deps {
             }
             (MailerKind::Console, None) => Err(BuildError("MAILER=ses is required".into())),
         }
+    }
+
+    /// The mailer function's handler: jobs from `MAIL_QUEUE_URL`, claimed in the table's
+    /// ledger, sent through SES.
+    pub async fn mail_worker(&self) -> Result<crate::mail::sqs::Worker, BuildError> {
+        let cfg = self.config()?;
+        let url = cfg.mail_queue_url.clone().ok_or_else(|| BuildError("MAIL_QUEUE_URL is required".into()))?;
+        // No warm-up read: its role may only touch the ledger's items, and no one waits for
+        // a mail's first connection.
+        self.store_warmed.get_or_init(|| ());
+        let delivery = crate::mail::queue::Delivery::new(
+            self.store::<dyn crate::store::MailLedger>().await?,
+            self.delivery().await?,
+            self.clock(),
+        );
+        let sqs = aws_sdk_sqs::Client::new(self.sdk().await);
+        Ok(crate::mail::sqs::Worker::new(delivery, sqs, url, crate::mail::queue::RetryPolicy::from_config(cfg)))
     }
 
     /// The signing keys, loaded once: from Secrets Manager when `SIGNING_KEY_SECRET_ID` is

@@ -244,7 +244,7 @@ async fn given_init_failed_then_the_function_answers_503_retries_with_backoff_an
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
     assert_eq!(r.status, 200, "recovered without a new environment: {}", jwks.output());
-    assert_eq!(r.json()["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json()["keys"].as_array().unwrap().len(), 2, "the signing key and the next one");
     assert!(jwks.exited().is_none(), "the same process serves");
     assert!(jwks.init_error().is_none());
     assert!(jwks.wait_for_output("\"initialized\"").await, "{}", jwks.output());

@@ -12,6 +12,7 @@ mod inputs;
 mod keys;
 mod lambda;
 mod lifecycle;
+mod mail;
 mod ratelimit;
 mod retries;
 mod security;

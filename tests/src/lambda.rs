@@ -493,12 +493,59 @@ fn joined(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
     out
 }
 
-/// A fresh table and signing-key secret, and the environment every function gets from the
-/// template (each function only reads what it uses).
+/// A fresh table, signing-key secret and mail queue (with its dead-letter queue), and the
+/// environment every function gets from the template (each function only reads what it uses).
+/// Functions that mail put jobs on the queue; the first of them starts the stack's `mailer`
+/// binary and a `MailPump`, which feeds it the queue as Lambda's SQS event source mapping does.
 pub struct Stack {
     pub table: String,
     pub secret: String,
+    /// The mail queue's URL and ARN, and its dead-letter queue's URL.
+    pub queue: String,
+    pub queue_arn: String,
+    pub dead_letters: String,
     extra: Vec<(String, String)>,
+    mailer_extra: Vec<(String, String)>,
+    pump: tokio::sync::OnceCell<MailPump>,
+}
+
+/// Deliveries of one job before SQS moves it to the dead-letter queue (the template's
+/// `maxReceiveCount`, here small so that tests reach it quickly).
+pub const TEST_MAX_ATTEMPTS: u32 = 4;
+
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(&shared::wiring::aws_config().await)
+}
+
+/// A queue and its dead-letter queue, configured as the template configures them but with
+/// `TEST_MAX_ATTEMPTS` and a 2 s visibility timeout. Returns (url, arn, dead-letter url).
+pub async fn mail_queues() -> (String, String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let sqs = sqs().await;
+    let name = format!("mail-{}", uuid::Uuid::new_v4().simple());
+    let arn_of = |url: String| {
+        let sqs = sqs.clone();
+        async move {
+            let attrs = sqs.get_queue_attributes().queue_url(&url).attribute_names(A::QueueArn).send().await.unwrap();
+            attrs.attributes.unwrap().remove(&A::QueueArn).unwrap()
+        }
+    };
+    let dlq = sqs.create_queue().queue_name(format!("{name}-dlq")).send().await.unwrap().queue_url.unwrap();
+    let dlq_arn = arn_of(dlq.clone()).await;
+    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": TEST_MAX_ATTEMPTS.to_string()});
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(A::VisibilityTimeout, "2")
+        .attributes(A::RedrivePolicy, redrive.to_string())
+        .attributes(A::SqsManagedSseEnabled, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = arn_of(url.clone()).await;
+    (url, arn, dlq)
 }
 
 impl Stack {
@@ -510,7 +557,59 @@ impl Stack {
         shared::rotation::init(&aws_sdk_secretsmanager::Client::new(&sdk), &secret, shared::keys::KeyAlg::ES256)
             .await
             .unwrap();
-        Stack { table, secret, extra: Vec::new() }
+        let (queue, queue_arn, dead_letters) = mail_queues().await;
+        Stack {
+            table,
+            secret,
+            queue,
+            queue_arn,
+            dead_letters,
+            extra: Vec::new(),
+            mailer_extra: Vec::new(),
+            pump: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Sets `k` for the stack's mailer function (before it starts).
+    pub fn mailer_with(mut self, k: &str, v: &str) -> Stack {
+        self.mailer_extra.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    /// A `mailer` binary with the template's environment for it (and `mailer_with`'s).
+    pub async fn mailer(&self) -> Function {
+        let attempts = TEST_MAX_ATTEMPTS.to_string();
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("TABLE_NAME", &self.table),
+            ("MAILER", "ses"),
+            ("MAIL_FROM", crate::SENDER),
+            ("MAIL_QUEUE_URL", &self.queue),
+            ("MAIL_RETRY_BASE_SECONDS", "1"),
+            ("MAIL_MAX_ATTEMPTS", &attempts),
+        ];
+        vars.extend(self.mailer_extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        Function::start("mailer", &vars).await
+    }
+
+    /// Starts the stack's mailer and its pump (once).
+    pub async fn pump(&self) -> &MailPump {
+        self.pump
+            .get_or_init(|| async { MailPump::start(self.mailer().await, &self.queue, &self.queue_arn).await })
+            .await
+    }
+
+    /// Messages waiting on the dead-letter queue.
+    pub async fn dead_lettered(&self) -> Vec<String> {
+        let out = sqs()
+            .await
+            .receive_message()
+            .queue_url(&self.dead_letters)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        out.messages.unwrap_or_default().into_iter().filter_map(|m| m.body).collect()
     }
 
     pub fn with(mut self, k: &str, v: &str) -> Stack {
@@ -522,14 +621,96 @@ impl Stack {
         let mut vars: Vec<(&str, &str)> = vec![
             ("TABLE_NAME", &self.table),
             ("SIGNING_KEY_SECRET_ID", &self.secret),
-            ("MAILER", "ses"),
-            ("MAIL_FROM", crate::SENDER),
+            ("MAIL_QUEUE_URL", &self.queue),
             ("PUBLIC_BASE_URL", "https://auth.example.com"),
             ("ARGON2_MEMORY_KIB", "256"),
             ("ARGON2_ITERATIONS", "1"),
             ("ENUMERATION_FLOOR_MS", "50"),
         ];
         vars.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if shared::http::endpoint(binary).is_some_and(|e| e.uses.mail) {
+            self.pump().await;
+        }
         Function::start(binary, &vars).await
+    }
+}
+
+/// What Lambda's SQS event source mapping does, for one queue and one `mailer` process: long
+/// polls the queue, invokes the function with batches of up to 10 records (the attributes
+/// Lambda passes, `ApproximateReceiveCount` among them) and deletes the records the partial
+/// batch response does not name. An invocation error leaves the whole batch to come back after
+/// its visibility timeout.
+pub struct MailPump {
+    pub mailer: Arc<Function>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MailPump {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The SQS event Lambda sends for `messages` of the queue `arn`.
+pub fn sqs_event(messages: &[aws_sdk_sqs::types::Message], arn: &str) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> =
+                m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), Value::String(v.clone()))).collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body,
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+impl MailPump {
+    pub async fn start(mailer: Function, queue: &str, arn: &str) -> MailPump {
+        let mailer = Arc::new(mailer);
+        let (sqs, queue, arn, function) = (sqs().await, queue.to_owned(), arn.to_owned(), mailer.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let received = sqs
+                    .receive_message()
+                    .queue_url(&queue)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                    .send()
+                    .await;
+                let messages = match received {
+                    Ok(out) => out.messages.unwrap_or_default(),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if messages.is_empty() {
+                    continue;
+                }
+                let Outcome::Response(answer) = function.invoke(sqs_event(&messages, &arn)).await else { continue };
+                let failed: Vec<&str> = answer["batchItemFailures"]
+                    .as_array()
+                    .map(|f| f.iter().filter_map(|x| x["itemIdentifier"].as_str()).collect())
+                    .unwrap_or_default();
+                for m in &messages {
+                    if !failed.contains(&m.message_id.as_deref().unwrap_or_default()) {
+                        let handle = m.receipt_handle.clone().unwrap_or_default();
+                        let _ = sqs.delete_message().queue_url(&queue).receipt_handle(handle).send().await;
+                    }
+                }
+            }
+        });
+        MailPump { mailer, task }
     }
 }

@@ -39,6 +39,8 @@ pub fn test_config(table: &str) -> Config {
         table_name: Some(table.to_owned()),
         mailer: MailerKind::Ses,
         mail_from: SENDER.into(),
+        // The in-process queue tries a refused mail again after 0.2 s, 0.4 s, …
+        mail_retry_base: Duration::from_millis(200),
         hash: HashParams::TEST,
         enumeration_floor: Duration::from_millis(50),
         ..Config::default()
@@ -89,8 +91,23 @@ pub struct SentMail {
     pub body: String,
 }
 
-/// Every mail moto has accepted for `to`, oldest first.
+/// The mails SES accepted for `to`, once no new one has arrived for 300 ms: mail is queued
+/// and sent a moment after the answer (by the in-process queue, or the mailer function).
 pub async fn mails_to(to: &str) -> Vec<SentMail> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = sent_to(to).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent_to(to).await;
+        if now.len() == seen.len() || std::time::Instant::now() > deadline {
+            return now;
+        }
+        seen = now;
+    }
+}
+
+/// The mails SES (moto) has accepted for `to` so far, oldest first.
+pub async fn sent_to(to: &str) -> Vec<SentMail> {
     let url = format!("{}/moto-api/data.json", std::env::var("MOTO_URL").unwrap());
     let data: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     let msgs = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
@@ -107,14 +124,24 @@ pub async fn mails_to(to: &str) -> Vec<SentMail> {
         .collect()
 }
 
+/// The newest mail to `to` whose subject contains `subject`, once one has arrived and no new
+/// mail to `to` has for 300 ms (so a mail still on its way replaces an older one), waiting up
+/// to 10 s.
+pub async fn mail_to(to: &str, subject: &str) -> SentMail {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mails = mails_to(to).await;
+        if let Some(m) = mails.iter().rev().find(|m| m.subject.contains(subject)) {
+            return m.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no '{subject}' mail to {to}: {mails:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The newest one-time token in the mails to `to` whose subject contains `subject`.
 pub async fn token_from_mail(to: &str, subject: &str) -> String {
-    let mails = mails_to(to).await;
-    let mail = mails
-        .iter()
-        .rev()
-        .find(|m| m.subject.contains(subject))
-        .unwrap_or_else(|| panic!("no '{subject}' mail to {to}: {mails:?}"));
+    let mail = mail_to(to, subject).await;
     let at = mail.body.find("token=").expect("link with token") + "token=".len();
     mail.body[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).collect()
 }

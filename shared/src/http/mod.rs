@@ -161,6 +161,7 @@ pub async fn openapi() -> Result<utoipa::openapi::OpenApi, BuildError> {
     let local = crate::wiring::LocalDefaults {
         store: Arc::new(crate::store::memory::MemoryStore::new()),
         mailer: Arc::new(NoMail),
+        queue: |mailer, _| mailer,
     };
     let deps = Arc::new(Deps::local(crate::config::Config::default(), local));
     let mut r = OpenApiRouter::with_openapi(docs::ApiDoc::openapi());

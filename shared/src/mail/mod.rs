@@ -1,9 +1,13 @@
-//! Outgoing mail: the port, the SES v2 adapter and the templates. The console twin with the
-//! dev outbox lives in the local server only, so it is never compiled into a Lambda binary.
+//! Outgoing mail: the port, the SES v2 adapter, the queue (`queue.rs`: the job and its
+//! idempotent delivery; `sqs.rs`: the SQS outbox endpoints use and the mailer function's
+//! handler) and the templates. The console twin with the dev outbox and the in-process queue
+//! live in the local server only, so they are never compiled into a Lambda binary.
 
 use async_trait::async_trait;
 
+pub mod queue;
 pub mod ses;
+pub mod sqs;
 pub mod templates;
 
 /// One message, text and (optionally) HTML.
