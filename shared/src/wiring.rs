@@ -421,14 +421,10 @@ impl Deps {
         // The dummy hash an unknown email is verified against, made now rather than on the
         // first such login (in Lambda: during init).
         hasher.warm().await.map_err(|e| BuildError(e.to_string()))?;
-        Ok(Arc::new(Login::new(
-            self.store().await?,
-            hasher,
-            self.lockout().await?,
-            self.issuer().await?,
-            gate,
-            self.clock(),
-        )))
+        Ok(Arc::new(
+            Login::new(self.store().await?, hasher, self.lockout().await?, self.issuer().await?, gate, self.clock())
+                .with_failure_floor(self.config()?.enumeration_floor),
+        ))
     }
 
     pub async fn refresh(&self) -> Result<Arc<Refresh>, BuildError> {

@@ -23,6 +23,8 @@ pub struct Login {
     issuer: SessionIssuer,
     gate: Option<Gate>,
     clock: SharedClock,
+    /// The least time a refused login takes (`failure_floor`).
+    floor: std::time::Duration,
 }
 
 impl Login {
@@ -34,7 +36,15 @@ impl Login {
         gate: Option<Gate>,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, lockout, issuer, gate, clock }
+        Self { store, hasher, lockout, issuer, gate, clock, floor: std::time::Duration::ZERO }
+    }
+
+    /// Makes every refused login (wrong password, unknown address, locked, deactivated, the
+    /// failure that locks the account and queues its notice) take at least `floor`, so that
+    /// which of them it was does not show in the answer's timing. Successes are not padded.
+    pub fn with_failure_floor(mut self, floor: std::time::Duration) -> Self {
+        self.floor = floor;
+        self
     }
 
     /// Checks the password under the lockout gate and starts a session.
@@ -44,6 +54,15 @@ impl Login {
     /// success (session, `last_login_at`, cleared lockout keys) go to the store as one:
     /// four sequential round trips with rate limits on (`tests/e2e/calls.rs`).
     pub async fn login(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> DomainResult<TokenResponse> {
+        let deadline = tokio::time::Instant::now() + self.floor;
+        let out = self.attempt(raw_email, pw, ctx).await;
+        if matches!(out, Err(DomainError::InvalidCredentials)) {
+            tokio::time::sleep_until(deadline).await;
+        }
+        out
+    }
+
+    async fn attempt(&self, raw_email: &str, pw: &Password, ctx: &RequestCtx) -> DomainResult<TokenResponse> {
         let email = email_field("email", raw_email)?;
         let gate = async {
             // The per-email count may run alongside the per-IP one (a count, not work: the
@@ -101,6 +120,27 @@ mod tests {
 
     async fn attempt(uc: &Login, email: &str, pw: &str, ip: &str) -> DomainResult<TokenResponse> {
         uc.login(email, &Password::new(pw), &Kit::ctx(ip)).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn given_a_failure_floor_then_every_refusal_takes_it_and_a_success_does_not() {
+        let k = Kit::new();
+        k.user("fay@example.com", PASSWORD).await;
+        let floor = std::time::Duration::from_millis(300);
+        let uc = login(&k).with_failure_floor(floor);
+        let threshold = k.cfg.lockout.threshold as usize;
+        // Wrong passwords up to and including the one that locks, a locked attempt, an
+        // unknown address: each refused after the floor.
+        let mut cases: Vec<(&str, &str)> = vec![("fay@example.com", "wrong-password-1"); threshold + 1];
+        cases.push(("nobody@example.com", "wrong-password-1"));
+        for (email, pw) in cases {
+            let t = tokio::time::Instant::now();
+            assert!(matches!(attempt(&uc, email, pw, "192.0.2.7").await, Err(DomainError::InvalidCredentials)));
+            assert!(t.elapsed() >= floor, "{email}: {:?}", t.elapsed());
+        }
+        let t = tokio::time::Instant::now();
+        attempt(&uc, "fay@example.com", PASSWORD, "198.51.100.1").await.unwrap();
+        assert!(t.elapsed() < floor, "{:?}", t.elapsed());
     }
 
     #[tokio::test]
