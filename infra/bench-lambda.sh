@@ -9,12 +9,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
-  trap 'infra/emulators.sh stop' EXIT
-  infra/emulators.sh start >/dev/null
-  # shellcheck disable=SC1091
-  . infra/.run/env
-fi
+# shellcheck source=infra/lib.sh
+. infra/lib.sh
+use_emulators
 target="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --release --locked -p functions
 cargo build --locked --workspace --bins --tests --examples

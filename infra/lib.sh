@@ -52,3 +52,15 @@ ensure_tools_venv() {
   ensure_venv "$infra/.venv-tools" "$infra/requirements-tools.txt" \
     sh -c 'sam --version && cfn-lint --version && cargo-lambda lambda --version && python -c "import ziglang, samtranslator"'
 }
+
+# use_emulators
+#   Starts the emulators (stopped again on exit) and loads their environment, unless a
+#   caller already did (AWS_ENDPOINT_URL_DYNAMODB is set). For the benchmark scripts.
+use_emulators() {
+  if [ -z "${AWS_ENDPOINT_URL_DYNAMODB:-}" ]; then
+    trap 'infra/emulators.sh stop' EXIT
+    infra/emulators.sh start >/dev/null
+    # shellcheck disable=SC1091
+    . infra/.run/env
+  fi
+}
