@@ -130,6 +130,7 @@ async fn users(action: UsersAction) -> Result<String, String> {
     let local = shared::wiring::LocalDefaults {
         store: Arc::new(shared::store::memory::MemoryStore::new()),
         mailer: Arc::new(NoMail),
+        ses: |_, _| Arc::new(NoMail),
         queue: |mailer, _| mailer,
     };
     let svc = shared::wiring::Deps::local(cfg, local).admin(None).await.map_err(|e| e.to_string())?;

@@ -74,6 +74,7 @@ pub async fn build_app_with(cfg: Config, admin: Option<BootstrapAdmin>) -> Resul
     let local = LocalDefaults {
         store: Arc::new(shared::store::memory::MemoryStore::new()),
         mailer: console.clone(),
+        ses: shared::mail::ses::SesMailer::for_config,
         queue: queue::LocalQueue::for_config,
     };
     let deps = Arc::new(Deps::local(cfg, local));

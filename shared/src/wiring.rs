@@ -79,6 +79,9 @@ pub struct LocalDefaults {
     pub store: Arc<MemoryStore>,
     /// Delivers mail when `MAILER` is not `ses` (the console mailer).
     pub mailer: Arc<dyn Mailer>,
+    /// Builds the SES mailer for `MAILER=ses`. A function pointer the local server passes, so
+    /// that the endpoint functions, which only queue mail, link no SES client.
+    pub ses: fn(&aws_config::SdkConfig, &Config) -> Arc<dyn Mailer>,
     /// Puts a delivering mailer behind an in-process queue, used when `MAIL_QUEUE_URL` is not
     /// set (the local server's queue, with the mailer function's retry policy).
     pub queue: fn(Arc<dyn Mailer>, &Config) -> Arc<dyn Mailer>,
@@ -247,7 +250,7 @@ impl Deps {
     }
 
     /// The mailer endpoints hold: the SQS queue with `MAIL_QUEUE_URL` (required in Lambda),
-    /// else the local server's in-process queue in front of `delivery`. Either way a request
+    /// else the local server's in-process queue in front of SES or the console mailer. Either way a request
     /// only queues its mail; neither its answer nor its timing depends on SES.
     pub async fn mailer(&self) -> Result<Arc<dyn Mailer>, BuildError> {
         self.mailer.get_or_try_init(|| self.new_mailer()).await.cloned()
@@ -262,30 +265,31 @@ impl Deps {
                 Ok(Arc::new(crate::mail::sqs::SqsOutbox::new(client, url.clone())))
             }
             (None, Some(local)) => {
-                let delivery = self.delivery().await?;
-                self.note(|m| m.mailer = format!("in-process queue, then {}", m.mailer));
+                let delivery = match cfg.mailer {
+                    MailerKind::Ses => {
+                        self.note(|m| m.mailer = format!("in-process queue, then ses from {}", cfg.mail_from));
+                        (local.ses)(self.sdk().await, cfg)
+                    }
+                    MailerKind::Console => {
+                        self.note(|m| m.mailer = "in-process queue, then console (GET /_dev/outbox)".into());
+                        local.mailer.clone()
+                    }
+                };
                 Ok((local.queue)(delivery, cfg))
             }
             (None, None) => Err(BuildError("MAIL_QUEUE_URL is required".into())),
         }
     }
 
-    /// What sends mail: SES with `MAILER=ses`, else the local console mailer; in Lambda (the
-    /// mailer function) SES is required.
-    pub async fn delivery(&self) -> Result<Arc<dyn Mailer>, BuildError> {
+    /// SES (`MAILER=ses`, `MAIL_FROM`): what the mailer function sends through.
+    async fn ses(&self) -> Result<Arc<dyn Mailer>, BuildError> {
         let cfg = self.config()?;
-        match (&cfg.mailer, &self.local) {
-            (MailerKind::Ses, _) => {
-                let client = aws_sdk_sesv2::Client::new(self.sdk().await);
-                self.note(|m| m.mailer = format!("ses from {}", cfg.mail_from));
-                Ok(Arc::new(crate::mail::ses::SesMailer::new(client, cfg.mail_from.clone())))
-            }
-            (MailerKind::Console, Some(local)) => {
-                self.note(|m| m.mailer = "console (GET /_dev/outbox)".into());
-                Ok(local.mailer.clone())
-            }
-            (MailerKind::Console, None) => Err(BuildError("MAILER=ses is required".into())),
+        if cfg.mailer != MailerKind::Ses {
+            return Err(BuildError("MAILER=ses is required".into()));
         }
+        let client = aws_sdk_sesv2::Client::new(self.sdk().await);
+        self.note(|m| m.mailer = format!("ses from {}", cfg.mail_from));
+        Ok(Arc::new(crate::mail::ses::SesMailer::new(client, cfg.mail_from.clone())))
     }
 
     /// The mailer function's handler: jobs from `MAIL_QUEUE_URL`, claimed in the table's
@@ -298,7 +302,7 @@ impl Deps {
         self.store_warmed.get_or_init(|| ());
         let delivery = crate::mail::queue::Delivery::new(
             self.store::<dyn crate::store::MailLedger>().await?,
-            self.delivery().await?,
+            self.ses().await?,
             self.clock(),
         );
         let sqs = aws_sdk_sqs::Client::new(self.sdk().await);

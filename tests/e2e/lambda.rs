@@ -306,3 +306,50 @@ async fn given_a_rotation_between_two_processes_with_the_default_cache_then_toke
     assert_eq!(retried.status, 200, "{retried:?}");
     assert_eq!(retried.json()["refresh_token"], first.json()["refresh_token"]);
 }
+
+/// The AWS SDK clients whose code is in `binary` (its symbol table, read with binutils' `nm`).
+fn linked_clients(binary: &str) -> Vec<&'static str> {
+    let out = std::process::Command::new("nm")
+        .args(["--demangle", "--defined-only"])
+        .arg(e2e::lambda::binary_path(binary))
+        .output()
+        .expect("nm (binutils, which the Rust linker needs) runs");
+    assert!(out.status.success(), "nm {binary}: {}", String::from_utf8_lossy(&out.stderr));
+    // Functions of the client's crate (not the drop glue of a type that merely appears in a
+    // struct, like `Deps`'s empty DynamoDB slot in `health`).
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = symbols.lines().filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
+    ["aws_sdk_dynamodb", "aws_sdk_secretsmanager", "aws_sdk_sesv2", "aws_sdk_sqs"]
+        .into_iter()
+        .filter(|c| names.iter().any(|n| n.starts_with(&format!("{c}::")) || n.starts_with(&format!("<{c}::"))))
+        .collect()
+}
+
+#[test]
+fn given_the_declarations_then_each_function_links_exactly_the_aws_clients_it_uses() {
+    let mut want: Vec<(&str, Vec<&str>)> = shared::http::all()
+        .map(|e| {
+            let mut clients = Vec::new();
+            if !e.uses.table.is_empty() {
+                clients.push("aws_sdk_dynamodb");
+            }
+            if e.uses.keys {
+                clients.push("aws_sdk_secretsmanager");
+            }
+            // Endpoints queue mail; only the mailer sends it.
+            if e.uses.mail {
+                clients.push("aws_sdk_sqs");
+            }
+            (e.binary, clients)
+        })
+        .collect();
+    want.push(("mailer", vec!["aws_sdk_dynamodb", "aws_sdk_sesv2", "aws_sdk_sqs"]));
+    want.push(("rotate-keys", vec!["aws_sdk_secretsmanager"]));
+    let have: Vec<Vec<&str>> = std::thread::scope(|s| {
+        let running: Vec<_> = want.iter().map(|(b, _)| s.spawn(move || linked_clients(b))).collect();
+        running.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for ((binary, clients), linked) in want.iter().zip(have) {
+        assert_eq!(&linked, clients, "{binary}");
+    }
+}

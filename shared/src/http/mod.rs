@@ -41,7 +41,8 @@ use extract::{MAX_BODY, RequestId};
 pub struct Uses {
     /// DynamoDB actions on the table (`TABLE_NAME`); empty: no table.
     pub table: &'static [&'static str],
-    /// Sends mail through SES (`MAILER=ses`, `MAIL_FROM`).
+    /// Sends mail: puts jobs on the mail queue (`MAIL_QUEUE_URL`, `sqs:SendMessage`); the
+    /// mailer function sends them through SES.
     pub mail: bool,
     /// Reads the signing keys from Secrets Manager (`SIGNING_KEY_SECRET_ID`).
     pub keys: bool,
@@ -161,6 +162,7 @@ pub async fn openapi() -> Result<utoipa::openapi::OpenApi, BuildError> {
     let local = crate::wiring::LocalDefaults {
         store: Arc::new(crate::store::memory::MemoryStore::new()),
         mailer: Arc::new(NoMail),
+        ses: |_, _| Arc::new(NoMail),
         queue: |mailer, _| mailer,
     };
     let deps = Arc::new(Deps::local(crate::config::Config::default(), local));
@@ -296,7 +298,7 @@ pub fn readme_table() -> String {
             uses.push("DynamoDB");
         }
         if e.uses.mail {
-            uses.push("SES");
+            uses.push("SQS (mail)");
         }
         if e.uses.keys {
             uses.push("Secrets Manager");

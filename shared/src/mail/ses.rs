@@ -16,6 +16,11 @@ impl SesMailer {
     pub fn new(client: Client, from: impl Into<String>) -> Self {
         Self { client, from: from.into() }
     }
+
+    /// `LocalDefaults::ses`: SES from `MAIL_FROM`, for the local server.
+    pub fn for_config(sdk: &aws_config::SdkConfig, cfg: &crate::config::Config) -> std::sync::Arc<dyn Mailer> {
+        std::sync::Arc::new(Self::new(Client::new(sdk), cfg.mail_from.clone()))
+    }
 }
 
 fn content(s: &str) -> Result<Content, MailError> {
