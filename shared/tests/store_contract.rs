@@ -456,15 +456,26 @@ async fn given_sessions_then_they_list_per_user_and_revoke_all_but_one(s: Arc<dy
 async fn given_password_change_then_it_is_conditional_and_bumps_the_version(s: Arc<dyn Store>) {
     let u = user("pc@example.com");
     s.create_user(&u).await.unwrap();
-    assert_eq!(s.change_password(&u.id, "stale", "new", NOW).await.unwrap(), None);
-    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", NOW).await.unwrap(), Some(2));
+    let (keep, other) = (session(&u.id, "h1"), session(&u.id, "h2"));
+    s.create_session(&keep).await.unwrap();
+    s.create_session(&other).await.unwrap();
+    assert_eq!(s.change_password(&u.id, "stale", "new", 1, &keep.id, NOW).await.unwrap(), None);
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", 7, &keep.id, NOW).await.unwrap(), None, "stale sv");
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", 1, &keep.id, NOW).await.unwrap(), Some(2));
+    // The caller's session moved with it, in the same write; the other one is now behind.
+    let kept = s.get_session(&u.id, &keep.id, NOW).await.unwrap().unwrap().session_version;
+    let behind = s.get_session(&u.id, &other.id, NOW).await.unwrap().unwrap().session_version;
+    assert_eq!((kept, behind), (2, 1));
     // The same write again (a retry after it landed): recognised by the hash it wrote, no bump.
-    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", NOW).await.unwrap(), Some(2));
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "new", 1, &keep.id, NOW).await.unwrap(), Some(2));
     // Another change from the old hash is a change made meanwhile: refused.
-    assert_eq!(s.change_password(&u.id, &u.password_hash, "newer", NOW).await.unwrap(), None);
-    assert_eq!(s.bump_session_version(&u.id, NOW).await.unwrap(), Some(3));
+    assert_eq!(s.change_password(&u.id, &u.password_hash, "newer", 1, &keep.id, NOW).await.unwrap(), None);
+    // With the caller's session gone (it logged out meanwhile) the password still changes.
+    assert_eq!(s.change_password(&u.id, "new", "newest", 2, "gone", NOW).await.unwrap(), Some(3));
+    assert_eq!(s.bump_session_version(&u.id, NOW).await.unwrap(), Some(4));
     assert_eq!(s.bump_session_version("ghost", NOW).await.unwrap(), None);
-    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "new");
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().password_hash, "newest");
+    assert!(s.get_session(&u.id, "gone", NOW).await.unwrap().is_none(), "no session made up");
 }
 
 async fn given_account_clear_then_every_ip_lock_of_that_account_goes_too(s: Arc<dyn Store>) {

@@ -43,7 +43,7 @@ async fn given_a_password_change_whose_answer_was_lost_then_the_retry_succeeds_a
         tokio::join!(stack.function("change-password"), stack.function("refresh"), stack.function("login"));
     let access = tokens["access_token"].as_str().unwrap();
     counter.take();
-    counter.lose_answer("UpdateItem", "password_hash = :new", 1);
+    counter.lose_answer("TransactWriteItems", "password_hash = :new", 1);
     let body = json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD});
     let r = change
         .http(Event::post("/auth/change-password", body).bearer(access).authorizer_claims(claims_of(access)))

@@ -101,13 +101,14 @@ impl Account {
         self.check_current(user, current, "password_changed", ctx).await?;
         check_policy(&self.policy, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
         let new_hash = self.hasher.hash(new_pw).await?;
-        let sv = self
-            .store
-            .change_password(&user.id, &user.password_hash, &new_hash, self.clock.now())
+        // The caller's session moves to the new version in the same write: whatever fails
+        // after it, the caller stays signed in and every other session is dead.
+        let sid = &caller.claims.sid;
+        self.store
+            .change_password(&user.id, &user.password_hash, &new_hash, user.session_version, sid, self.clock.now())
             .await?
             .ok_or_else(|| DomainError::Conflict("The password changed meanwhile; try again.".into()))?;
-        self.store.confirm_session_version(&user.id, &caller.claims.sid, sv).await?;
-        self.store.delete_sessions(&user.id, Some(&caller.claims.sid)).await?;
+        self.store.delete_sessions(&user.id, Some(sid)).await?;
         security_event("password_changed", ctx, Some(&user.id), "success");
         let n = &self.notifier;
         let mail = templates::password_changed(n.product(), n.base_url(), &user.email);

@@ -443,6 +443,13 @@ impl DynamoStore {
     }
 }
 
+/// A `ClientRequestToken` (at most 36 characters) naming the write that stores `unique`.
+fn tokens_digest(unique: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(unique.as_bytes());
+    d.iter().take(18).map(|b| format!("{b:02x}")).collect()
+}
+
 /// Cancellation reasons say another transaction held an item: safe to retry.
 fn transaction_conflict(e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError) -> bool {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
@@ -606,16 +613,62 @@ impl UserUpdates for DynamoStore {
         id: &str,
         expected: &str,
         new_hash: &str,
+        sv: u64,
+        keep: &str,
         now: i64,
     ) -> Result<Option<u64>, StoreError> {
-        self.bump_user(
-            id,
-            "password_hash = :new, updated_at = :now",
-            "password_hash = :old",
-            vec![(":new", s(new_hash)), (":old", s(expected)), (":now", n(now))],
-            Some(("password_hash", new_hash)),
-        )
-        .await
+        let next = sv + 1;
+        let user = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), PROFILE)))
+            .update_expression("SET password_hash = :new, updated_at = :now, sv = :next")
+            .condition_expression("password_hash = :old AND sv = :sv")
+            .expression_attribute_values(":new", s(new_hash))
+            .expression_attribute_values(":old", s(expected))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":sv", n(sv))
+            .expression_attribute_values(":next", n(next))
+            .build()
+            .map_err(unavailable)?;
+        let session = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(id), &session_sk(keep))))
+            .update_expression("SET sv = :next")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":next", n(next))
+            .build()
+            .map_err(unavailable)?;
+        // The new hash's salt is unique: the digest of what the write does names the
+        // transaction, so the SDK's retry of one whose answer was lost is the same write
+        // (DynamoDB idempotency tokens).
+        let token = tokens_digest(&format!("{new_hash}\0{expected}\0{sv}\0{keep}"));
+        let both = self
+            .client
+            .transact_write_items()
+            .client_request_token(&token)
+            .transact_items(TransactWriteItem::builder().update(user.clone()).build())
+            .transact_items(TransactWriteItem::builder().update(session).build());
+        match transact(both).await {
+            Ok(()) => return Ok(Some(next)),
+            Err(e) if !transaction_condition_failed(&e) => return Err(unavailable(e)),
+            Err(_) => {}
+        }
+        // A condition failed: the caller's session is gone (it logged out meanwhile: change the
+        // password alone), or the user changed, or this write landed before (recognised by
+        // its hash).
+        let alone =
+            self.client.transact_write_items().transact_items(TransactWriteItem::builder().update(user).build());
+        match transact(alone).await {
+            Ok(()) => Ok(Some(next)),
+            Err(e) if !transaction_condition_failed(&e) => Err(unavailable(e)),
+            Err(_) => {
+                let current = self.get(key(user_pk(id), PROFILE)).await?;
+                Ok(current
+                    .filter(|item| get_s(item, "password_hash").as_deref() == Some(new_hash))
+                    .and_then(|item| get_n(&item, "sv"))
+                    .map(|v| v.max(0) as u64))
+            }
+        }
     }
 
     async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError> {

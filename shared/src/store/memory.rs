@@ -124,6 +124,8 @@ impl UserUpdates for MemoryStore {
         id: &str,
         expected: &str,
         new_hash: &str,
+        sv: u64,
+        keep: &str,
         now: i64,
     ) -> Result<Option<u64>, StoreError> {
         let mut g = self.lock()?;
@@ -132,12 +134,16 @@ impl UserUpdates for MemoryStore {
             // This write, already applied.
             return Ok(Some(u.session_version));
         }
-        Ok((u.password_hash == expected).then(|| {
-            u.password_hash = new_hash.to_owned();
-            u.session_version += 1;
-            u.updated_at = now;
-            u.session_version
-        }))
+        if u.password_hash != expected || u.session_version != sv {
+            return Ok(None);
+        }
+        u.password_hash = new_hash.to_owned();
+        u.session_version = sv + 1;
+        u.updated_at = now;
+        if let Some(s) = g.sessions.get_mut(&(id.to_owned(), keep.to_owned())) {
+            s.session_version = sv + 1;
+        }
+        Ok(Some(sv + 1))
     }
 
     async fn bump_session_version(&self, id: &str, now: i64) -> Result<Option<u64>, StoreError> {

@@ -190,15 +190,20 @@ pub trait UserUpdates: Send + Sync {
     /// Sets the display name; `None` if the user does not exist.
     async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError>;
     async fn record_login(&self, id: &str, now: i64) -> Result<(), StoreError>;
-    /// Replaces the password hash if it is still `expected` and bumps the session version;
-    /// returns the new version, or `None` if the hash changed meanwhile or the user is gone.
-    /// A retry of this write that had landed (the item already holds `new_hash`, whose salt is
-    /// unique) is recognised as success, not as a change made meanwhile.
+    /// Replaces the password hash if it is still `expected` and the session version still
+    /// `sv`, moves the version to `sv + 1` and, in the same write, moves the session `keep`
+    /// (the caller's, if it still exists) to it too, so that a change whose answer is lost
+    /// never leaves the caller's session behind. Returns the new version, or `None` if the hash
+    /// or the version changed meanwhile or the user is gone. A retry of this write that had
+    /// landed (the item already holds `new_hash`, whose salt is unique) is recognised as
+    /// success, not as a change made meanwhile.
     async fn change_password(
         &self,
         id: &str,
         expected: &str,
         new_hash: &str,
+        sv: u64,
+        keep: &str,
         now: i64,
     ) -> Result<Option<u64>, StoreError>;
     /// Bumps the session version (forced logout); the new version, or `None` if no such user.
