@@ -603,6 +603,18 @@ async fn given_an_admin_delete_then_nothing_of_the_user_remains(s: Arc<dyn Store
     assert_eq!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::NotFound);
     // The address can sign up again.
     s.create_user(&user("gone@del.example")).await.unwrap();
+    // What a delete whose answer was lost may leave under the id goes with purge_user, which
+    // never touches a user item.
+    let orphan = uuid::Uuid::new_v4().to_string();
+    s.create_session(&session(&orphan, "h")).await.unwrap();
+    s.put_one_time(OneTimeKind::ResetPassword, &orphan, "r", NOW + 100, 1).await.unwrap();
+    s.purge_user(&orphan).await.unwrap();
+    assert!(s.list_sessions(&orphan, NOW).await.unwrap().is_empty());
+    assert!(s.peek_one_time(OneTimeKind::ResetPassword, &orphan, "r", NOW).await.unwrap().is_none());
+    let kept = user("kept@del.example");
+    s.create_user(&kept).await.unwrap();
+    s.purge_user(&kept.id).await.unwrap();
+    assert!(s.get_user(&kept.id).await.unwrap().is_some());
 }
 
 async fn given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent_hashes(s: Arc<dyn Store>) {

@@ -377,7 +377,15 @@ impl Admin {
         if actor.is(id) {
             return Err(conflict("An administrator cannot delete itself."));
         }
-        let current = self.get_user(id).await?;
+        let current = match self.get_user(id).await {
+            Err(DomainError::NotFound) => {
+                // Gone; but a delete whose answer was lost after its transaction may have left
+                // sessions and tokens behind, which this repairs.
+                self.store.purge_user(id).await?;
+                return Err(DomainError::NotFound);
+            }
+            found => found?,
+        };
         match self.store.admin_delete_user(&current).await? {
             AdminWrite::Done(_) => {
                 admin_event("admin_user_deleted", ctx, actor, id, &[]);

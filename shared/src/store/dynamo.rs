@@ -1786,6 +1786,9 @@ impl AdminStore for DynamoStore {
     }
 
     async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError> {
+        // Lock items are keyed by the address, which is gone with the user item: clear them
+        // first (harmless if the delete then fails: they only count failures).
+        self.clear_all_lockouts(&current.email).await?;
         let (cond, values) = Self::unchanged(current);
         let mut del = Delete::builder()
             .table_name(&self.table)
@@ -1810,13 +1813,22 @@ impl AdminStore for DynamoStore {
             .await?;
         let outcome = self.changed_or_gone(outcome, &current.id).await?;
         if let AdminWrite::Done(_) = outcome {
-            // The account is gone; what hangs off it goes next (safe to retry).
-            for k in self.partition(user_pk(&current.id), Some("pk, sk")).await? {
-                self.client.delete_item().table_name(&self.table).set_key(Some(k)).send().await.map_err(unavailable)?;
-            }
-            self.clear_all_lockouts(&current.email).await?;
+            // The account is gone; what hangs off it goes next (a retry finds the user gone
+            // and purges again: `Admin::delete_user`).
+            self.purge_user(&current.id).await?;
         }
         Ok(outcome)
+    }
+
+    async fn purge_user(&self, id: &str) -> Result<(), StoreError> {
+        for k in self.partition(user_pk(id), Some("pk, sk")).await? {
+            if get_s(&k, "sk").as_deref() == Some(PROFILE) {
+                // A user item is deleted with its claim, by admin_delete_user, never alone.
+                continue;
+            }
+            self.client.delete_item().table_name(&self.table).set_key(Some(k)).send().await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {

@@ -630,6 +630,13 @@ impl AdminStore for MemoryStore {
         Ok(AdminWrite::Done(current.clone()))
     }
 
+    async fn purge_user(&self, id: &str) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        g.sessions.retain(|(u, _), _| u != id);
+        g.one_time.retain(|(u, _), _| u != id);
+        Ok(())
+    }
+
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
         let g = self.lock()?;
         let prefix = format!("{account}{LOCK_KEY_SEP}");

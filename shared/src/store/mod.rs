@@ -473,9 +473,13 @@ pub trait AdminStore: Send + Sync {
         changes: &UserChanges,
         now: i64,
     ) -> Result<AdminWrite, StoreError>;
-    /// Deletes the user and its email claim (never the last active administrator), then its
-    /// sessions, pending tokens and lockout items.
+    /// Clears the user's lockout items, deletes the user and its email claim in one
+    /// transaction (never the last active administrator), then its sessions and pending
+    /// tokens (`purge_user`).
     async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError>;
+    /// Deletes what is kept under user `id` but the user item itself (sessions, pending
+    /// tokens): what a delete whose answer was lost after its transaction may have left.
+    async fn purge_user(&self, id: &str) -> Result<(), StoreError>;
     /// Whether any lockout of `account` is in force (account-wide or from some IP).
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError>;
 }
