@@ -15,6 +15,8 @@ use tokio::sync::mpsc;
 /// The mailer endpoints hold in the local server.
 pub struct LocalQueue {
     tx: mpsc::UnboundedSender<(MailJob, u32)>,
+    /// The keys of `send_once` jobs queued so far (the mailer function's ledger, in memory).
+    once: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl LocalQueue {
@@ -43,7 +45,7 @@ impl LocalQueue {
                 }
             }
         });
-        Arc::new(Self { tx })
+        Arc::new(Self { tx, once: std::sync::Mutex::new(std::collections::HashSet::new()) })
     }
 
     /// `LocalDefaults::queue`: `delivery` behind a queue with `cfg`'s retry policy.
@@ -56,6 +58,13 @@ impl LocalQueue {
 impl Mailer for LocalQueue {
     async fn send(&self, mail: &Mail) -> Result<(), MailError> {
         self.tx.send((MailJob::new(mail), 1)).map_err(|_| MailError("the mail queue has stopped".into()))
+    }
+
+    async fn send_once(&self, mail: &Mail, key: &str) -> Result<(), MailError> {
+        if !self.once.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned()) {
+            return Ok(());
+        }
+        self.tx.send((MailJob::with_id(mail, key), 1)).map_err(|_| MailError("the mail queue has stopped".into()))
     }
 }
 
@@ -107,5 +116,18 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert_eq!(flaky.failures.load(Ordering::SeqCst), 6, "four attempts, then dead-lettered");
         assert_eq!(flaky.sent.lock().unwrap_or_else(|p| p.into_inner()).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keyed_mail_queued_twice_is_sent_once() {
+        let retry = RetryPolicy { base: Duration::from_secs(1), max_attempts: 3 };
+        let flaky = Arc::new(Flaky { failures: AtomicU32::new(0), sent: Mutex::new(vec![]) });
+        let q = LocalQueue::start(flaky.clone(), retry);
+        for _ in 0..3 {
+            q.send_once(&mail("c@example.com"), "lock-1").await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        q.send_once(&mail("c@example.com"), "lock-2").await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(flaky.sent.lock().unwrap_or_else(|p| p.into_inner()).len(), 2);
     }
 }

@@ -140,6 +140,12 @@ impl Lockout {
 
     /// Locks `key` (a pair or the account) if its count reached `limit`; mails the owner once
     /// per lock.
+    ///
+    /// The notice is queued once per lock however the request ends: its job is keyed by the
+    /// lock (`notice_key`). If the lock write fails, its answer may have been lost after it
+    /// landed, and the client's retry then meets a locked account and would not mail: so the
+    /// notice is queued before the error ends the request, and if the write had not landed
+    /// the retry's lock queues the same job again, which is sent once.
     async fn lock(
         &self,
         key: &str,
@@ -152,21 +158,39 @@ impl Lockout {
         let now = self.clock.now();
         let dur = self.policy.lock_duration(previous_locks);
         let locked =
-            self.store.lock(key, limit, now + dur.as_secs() as i64, now, self.policy.window.as_secs() as i64).await?;
-        if locked {
-            // The caller that raced past the threshold has not looked the user up yet.
-            let owner = match user {
-                Some(u) => Some(u.clone()),
-                None => self.store.find_user_by_email(account).await?,
-            };
+            self.store.lock(key, limit, now + dur.as_secs() as i64, now, self.policy.window.as_secs() as i64).await;
+        if let Ok(false) = locked {
+            return Ok(());
+        }
+        // The caller that raced past the threshold has not looked the user up yet.
+        let owner = match user {
+            Some(u) => Some(u.clone()),
+            None if locked.is_ok() => self.store.find_user_by_email(account).await?,
+            None => None,
+        };
+        if locked.is_ok() {
             let scope = if key == account { "account" } else { "account_from_ip" };
             security_event("account_locked", ctx, owner.as_ref().map(|u| u.id.as_str()), scope);
             crate::metrics::count("AccountLocked");
-            if let Some(u) = owner {
-                let mail = templates::account_locked(self.notifier.product(), &u.email, dur.as_secs() / 60);
-                self.notifier.send(&u.id, mail, ctx, "account_locked").await;
-            }
         }
-        Ok(())
+        if let Some(u) = owner {
+            let mail = templates::account_locked(self.notifier.product(), &u.email, dur.as_secs() / 60);
+            let once = notice_key(key, previous_locks, now);
+            self.notifier.send_once(&u.id, mail, &once, ctx, "account_locked").await;
+        }
+        locked.map(|_| ()).map_err(Into::into)
     }
+}
+
+/// The job key of the notice for lock number `previous_locks + 1` of `key`: the same for a
+/// request and its retry (within the hour), and no address or IP in it.
+fn notice_key(key: &str, previous_locks: u32, now: i64) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::new()
+        .chain_update(b"lock-notice\0")
+        .chain_update(key.as_bytes())
+        .chain_update(format!("\0{previous_locks}\0{}", now / 3600).as_bytes())
+        .finalize();
+    let hex: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("lock-{hex}")
 }

@@ -66,9 +66,21 @@ impl Notifier {
         }
     }
 
+    /// `send`, at most once per `key` (`Mailer::send_once`): for a mail that a retry of the
+    /// same request may ask for again.
+    pub async fn send_once(&self, account: &str, mail: Mail, key: &str, ctx: &RequestCtx, what: &str) {
+        if self.allowed(account, ctx, what).await {
+            self.report(self.mailer.send_once(&mail, key).await, ctx, what);
+        }
+    }
+
     /// Sends `mail` (already counted by `allowed`); a failure is logged.
     pub async fn deliver(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
-        if let Err(e) = self.mailer.send(&mail).await {
+        self.report(self.mailer.send(&mail).await, ctx, what);
+    }
+
+    fn report(&self, sent: Result<(), crate::mail::MailError>, ctx: &RequestCtx, what: &str) {
+        if let Err(e) = sent {
             tracing::warn!(request_id = %ctx.request_id, event = "mail_failed", mail = what, error = %e.0, "mail delivery failed");
             crate::metrics::count("MailFailed");
         }

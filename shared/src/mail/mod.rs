@@ -34,4 +34,12 @@ pub struct MailError(pub String);
 #[async_trait]
 pub trait Mailer: Send + Sync {
     async fn send(&self, mail: &Mail) -> Result<(), MailError>;
+
+    /// Sends `mail` at most once per `key`, however often it is asked to (a request retried
+    /// after a failure that may have come after its mail was queued). The queues keep that
+    /// promise (the job id is `key`); a mailer without a queue just sends.
+    async fn send_once(&self, mail: &Mail, key: &str) -> Result<(), MailError> {
+        let _ = key;
+        self.send(mail).await
+    }
 }

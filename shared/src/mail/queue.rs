@@ -37,8 +37,13 @@ impl std::fmt::Debug for MailJob {
 impl MailJob {
     /// A new job (fresh id) for `mail`.
     pub fn new(mail: &Mail) -> Self {
+        Self::with_id(mail, uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The job `id` for `mail`: one delivery per id, however often it is queued.
+    pub fn with_id(mail: &Mail, id: impl Into<String>) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: id.into(),
             to: mail.to.clone(),
             subject: mail.subject.clone(),
             text: mail.text.clone(),

@@ -27,10 +27,8 @@ impl SqsOutbox {
     }
 }
 
-#[async_trait]
-impl Mailer for SqsOutbox {
-    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
-        let job = MailJob::new(mail);
+impl SqsOutbox {
+    async fn enqueue(&self, job: MailJob) -> Result<(), MailError> {
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -41,6 +39,18 @@ impl Mailer for SqsOutbox {
             .map_err(|e| MailError(format!("SendMessage: {}", DisplayErrorContext(e))))?;
         tracing::debug!(job = %job.id, "mail queued");
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Mailer for SqsOutbox {
+    async fn send(&self, mail: &Mail) -> Result<(), MailError> {
+        self.enqueue(MailJob::new(mail)).await
+    }
+
+    /// The job id is `key`, so the mailer's ledger sends it once.
+    async fn send_once(&self, mail: &Mail, key: &str) -> Result<(), MailError> {
+        self.enqueue(MailJob::with_id(mail, key)).await
     }
 }
 
