@@ -16,5 +16,6 @@ mod mail;
 mod ratelimit;
 mod retries;
 mod security;
+mod steps;
 mod takeover;
 mod tls;

@@ -23,6 +23,44 @@ pub struct Call {
     pub op: String,
     pub start: Instant,
     pub end: Instant,
+    /// The request's JSON body.
+    pub body: String,
+}
+
+impl Call {
+    /// What the call is, independent of ids and times: its operation and the kind of item it
+    /// names first (the partition key's prefix, `USER`, `LOCK`, `RATE`, …), for example
+    /// `UpdateItem LOCK`.
+    pub fn class(&self) -> String {
+        class_of(&self.op, &self.body)
+    }
+
+    /// Whether the call writes.
+    pub fn writes(&self) -> bool {
+        !matches!(self.op.as_str(), "GetItem" | "BatchGetItem" | "Query" | "Scan" | "DescribeTable")
+    }
+}
+
+fn class_of(op: &str, body: &str) -> String {
+    let kind = body
+        .split_once("\"pk\":{\"S\":\"")
+        .map(|(_, rest)| rest.split(['#', '"']).next().unwrap_or_default())
+        .or_else(|| {
+            body.split_once("\":pk\":{\"S\":\"").map(|(_, rest)| rest.split(['#', '"']).next().unwrap_or_default())
+        })
+        .unwrap_or_default();
+    format!("{op} {kind}").trim_end().to_owned()
+}
+
+/// A call the proxy makes fail (`CallCounter::fail`).
+struct Fault {
+    class: String,
+    /// Which call of that class (0: the first since `fail`).
+    occurrence: usize,
+    seen: usize,
+    landed: bool,
+    /// The failed request's body: its retries by the SDK fail too.
+    failed: Option<String>,
 }
 
 struct ProxyState {
@@ -31,6 +69,7 @@ struct ProxyState {
     hold: Duration,
     calls: Mutex<Vec<Call>>,
     lost: Mutex<Vec<LostAnswer>>,
+    fault: Mutex<Option<Fault>>,
 }
 
 /// Calls whose answers the proxy loses (see `CallCounter::lose_answer`).
@@ -60,6 +99,7 @@ impl CallCounter {
             hold,
             calls: Mutex::new(Vec::new()),
             lost: Mutex::new(Vec::new()),
+            fault: Mutex::new(None),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -74,6 +114,20 @@ impl CallCounter {
     /// same request, which then meets the state its first attempt left.
     pub fn lose_answer(&self, op: &str, needle: &str, times: usize) {
         self.state.lost.lock().unwrap().push(LostAnswer { op: op.into(), needle: needle.into(), remaining: times });
+    }
+
+    /// Fails call number `occurrence` (from 0) of `class` (`Call::class`) from now on, and every
+    /// retry of it by the SDK, with 500 `InternalServerError`, so that the request sees the
+    /// store fail at that step. `landed`: DynamoDB Local applies the first attempt before it
+    /// fails (a write that landed and whose answer never came); otherwise nothing reaches it.
+    pub fn fail(&self, class: &str, occurrence: usize, landed: bool) {
+        *self.state.fault.lock().unwrap() =
+            Some(Fault { class: class.into(), occurrence, seen: 0, landed, failed: None });
+    }
+
+    /// Ends `fail`; returns whether the armed call came (and failed).
+    pub fn heal(&self) -> bool {
+        self.state.fault.lock().unwrap().take().is_some_and(|f| f.failed.is_some())
     }
 
     /// The calls recorded since the last `take`, in the order they arrived.
@@ -103,6 +157,33 @@ async fn forward(
         }
     }
     let text = String::from_utf8_lossy(&body).into_owned();
+    // An armed fault: Some(forward first) when this call is the one to fail.
+    let injected = {
+        let mut fault = s.fault.lock().unwrap();
+        match fault.as_mut() {
+            Some(f) if f.failed.as_deref() == Some(text.as_str()) => Some(false),
+            Some(f) if f.failed.is_none() && class_of(&op, &text) == f.class => {
+                f.seen += 1;
+                if f.seen == f.occurrence + 1 {
+                    f.failed = Some(text.clone());
+                    Some(f.landed)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    };
+    if let Some(forward) = injected {
+        let label = if forward { "landed, then failed" } else { "failed" };
+        if forward {
+            let _ = req.body(body).send().await;
+        }
+        s.calls.lock().unwrap().push(Call { op: format!("{op} ({label})"), start, end: Instant::now(), body: text });
+        let body = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected fault"}"#;
+        return (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/x-amz-json-1.0")], body)
+            .into_response();
+    }
     let answer = req.body(body).send().await;
     tokio::time::sleep(s.hold).await;
     let lose = s.lost.lock().unwrap().iter_mut().any(|l| {
@@ -113,7 +194,12 @@ async fn forward(
         hit
     });
     if lose && answer.as_ref().is_ok_and(|r| r.status().is_success()) {
-        s.calls.lock().unwrap().push(Call { op: format!("{op} (landed, answer lost)"), start, end: Instant::now() });
+        s.calls.lock().unwrap().push(Call {
+            op: format!("{op} (landed, answer lost)"),
+            start,
+            end: Instant::now(),
+            body: text,
+        });
         let body =
             r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: answer lost"}"#;
         return (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/x-amz-json-1.0")], body)
@@ -133,7 +219,7 @@ async fn forward(
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
-    s.calls.lock().unwrap().push(Call { op, start, end: Instant::now() });
+    s.calls.lock().unwrap().push(Call { op, start, end: Instant::now(), body: text });
     response
 }
 
