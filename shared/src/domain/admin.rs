@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use crate::clock::SharedClock;
 use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
@@ -110,7 +112,16 @@ pub struct Admin {
     /// The per-administrator limit of the endpoints that hash a password.
     gate: Option<Gate>,
     clock: SharedClock,
+    /// Users one listing request looks at, at most (`EXAMINED_PER_REQUEST`).
+    examine: usize,
 }
+
+/// Users one filtered listing request looks at, at most: a filter few users match (`locked`
+/// on a large table) answers a short or empty page with a cursor where it stopped, rather than
+/// reading the whole table in one request.
+pub const EXAMINED_PER_REQUEST: usize = 1000;
+/// Lock checks (`status=locked`, one query per user) in flight at once.
+const LOCK_CHECKS_IN_FLIGHT: usize = 16;
 
 fn conflict(msg: &str) -> DomainError {
     DomainError::Conflict(msg.to_owned())
@@ -140,7 +151,13 @@ impl Admin {
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), keys, gate, clock }
+        Self { store, hasher, policy: cfg.password.clone(), keys, gate, clock, examine: EXAMINED_PER_REQUEST }
+    }
+
+    /// Looks at most at `n` users per listing request (tests).
+    pub fn with_examine_budget(mut self, n: usize) -> Self {
+        self.examine = n.max(1);
+        self
     }
 
     /// Counts a request of `actor` against the gate (the CLI is not limited).
@@ -171,14 +188,28 @@ impl Admin {
         serde_json::from_slice(&B64.decode(payload).map_err(|_| bad())?).map_err(|_| bad())
     }
 
-    async fn matches(&self, u: &User, status: Option<Status>) -> DomainResult<bool> {
-        Ok(match status {
-            None => true,
-            Some(Status::Active) => u.is_active,
-            Some(Status::Inactive) => !u.is_active,
-            Some(Status::Unverified) => !u.is_verified,
-            Some(Status::Locked) => self.store.is_locked(&u.email, self.now()).await?,
-        })
+    /// Which users of `page` match `status`; lock checks (a query per user) run concurrently.
+    async fn matches_page(&self, page: &[User], status: Option<Status>) -> Vec<DomainResult<bool>> {
+        let Some(Status::Locked) = status else {
+            return page
+                .iter()
+                .map(|u| {
+                    Ok(match status {
+                        Some(Status::Active) => u.is_active,
+                        Some(Status::Inactive) => !u.is_active,
+                        Some(Status::Unverified) => !u.is_verified,
+                        _ => true,
+                    })
+                })
+                .collect();
+        };
+        let (now, store) = (self.now(), self.store.clone());
+        let emails: Vec<String> = page.iter().map(|u| u.email.clone()).collect();
+        let checks = emails.into_iter().map(move |email| {
+            let store = store.clone();
+            async move { store.is_locked(&email, now).await.map_err(DomainError::from) }
+        });
+        futures::stream::iter(checks).buffered(LOCK_CHECKS_IN_FLIGHT).collect().await
     }
 
     /// Users ordered by email, filtered; cursor pagination on the email index.
@@ -203,22 +234,26 @@ impl Admin {
             None => None,
         };
         let mut items: Vec<User> = Vec::new();
+        let mut examined = 0usize;
+        let cursor_at = |after: &Option<(String, String)>| {
+            let (e, i) = after.clone().unwrap_or_default();
+            self.encode_cursor(&CursorBody { e, i, p: prefix.clone(), s: q.status })
+        };
         loop {
             let (page, more) =
                 self.store.list_users(&prefix, after.as_ref().map(|(e, i)| (e.as_str(), i.as_str())), limit).await?;
             let page_len = page.len();
-            for (n, u) in page.into_iter().enumerate() {
+            let checks = self.matches_page(&page, q.status).await;
+            for (n, (u, matched)) in page.into_iter().zip(checks).enumerate() {
                 after = Some((u.email.clone(), u.id.clone()));
-                if self.matches(&u, q.status).await? {
+                examined += 1;
+                if matched? {
                     items.push(u);
-                    if items.len() == limit {
-                        let rest = more || n + 1 < page_len;
-                        let next = rest.then(|| {
-                            let (e, i) = after.clone().unwrap_or_default();
-                            self.encode_cursor(&CursorBody { e, i, p: prefix.clone(), s: q.status })
-                        });
-                        return Ok(UserPage { items: items.iter().map(UserView::from).collect(), next_cursor: next });
-                    }
+                }
+                let rest = more || n + 1 < page_len;
+                if items.len() == limit || (examined >= self.examine && rest) {
+                    let next = rest.then(|| cursor_at(&after));
+                    return Ok(UserPage { items: items.iter().map(UserView::from).collect(), next_cursor: next });
                 }
             }
             if !more || page_len == 0 {
@@ -469,5 +504,43 @@ mod tests {
         let forged = String::from_utf8(forged).unwrap();
         let q = ListQuery { limit: Some(3), cursor: Some(forged), ..Default::default() };
         assert!(matches!(uc.list_users(&q).await, Err(DomainError::BadRequest(_))));
+    }
+
+    #[tokio::test]
+    async fn given_a_filter_few_users_match_then_each_request_looks_at_a_bounded_number_and_continues_by_cursor() {
+        use crate::store::{LockoutStore, UserRegistry};
+        let k = Kit::new();
+        let template = k.user("a000@example.com", PASSWORD).await;
+        for i in 1..250 {
+            let u = crate::store::User {
+                id: uuid::Uuid::new_v4().to_string(),
+                email: format!("a{i:03}@example.com"),
+                ..template.clone()
+            };
+            k.store.create_user(&u).await.unwrap();
+        }
+        // Only the last user by address is locked.
+        let last = "a249@example.com";
+        let now = k.clock.now();
+        k.store.lock_gate(last, now, 3600).await.unwrap();
+        assert!(k.store.lock(last, 1, now + 900, now, 3600).await.unwrap());
+        let uc = admin(&k).with_examine_budget(100);
+        let mut cursor = None;
+        let mut pages = Vec::new();
+        loop {
+            let q = ListQuery { limit: Some(10), cursor: cursor.clone(), status: Some(Status::Locked), ..Default::default() };
+            let page = uc.list_users(&q).await.unwrap();
+            pages.push(page.items.iter().map(|u| u.email.clone()).collect::<Vec<_>>());
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        // 250 users, at most 100 looked at per request: three requests, the first two empty.
+        assert_eq!(pages, [vec![], vec![], vec![last.to_owned()]]);
+        // A filter that matches answers full pages as before.
+        let all = uc.list_users(&ListQuery { limit: Some(50), ..Default::default() }).await.unwrap();
+        assert_eq!(all.items.len(), 50);
+        assert!(all.next_cursor.is_some());
     }
 }
