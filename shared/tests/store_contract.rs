@@ -66,6 +66,7 @@ contract!(
     given_admin_updates_then_email_claims_move_and_taken_addresses_and_stale_reads_are_refused,
     given_an_admin_delete_then_nothing_of_the_user_remains,
     given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent_hashes,
+    given_an_admins_read_then_both_stores_call_the_same_changes_stale_and_keep_the_others,
     given_a_mail_job_then_one_of_concurrent_claims_wins_and_a_sent_job_is_never_claimed_again,
     given_a_claim_whose_lease_ran_out_or_was_released_then_another_delivery_may_send,
 );
@@ -706,4 +707,89 @@ async fn given_a_claim_whose_lease_ran_out_or_was_released_then_another_delivery
     // "b"'s send failed and it released: the retry need not wait for the lease.
     s.release_mail(&job, "b").await.unwrap();
     assert_eq!(s.claim_mail(&job, "c", NOW + 62, NOW + 122, NOW + 86_400).await.unwrap(), MailClaim::Claimed);
+}
+
+async fn given_an_admins_read_then_both_stores_call_the_same_changes_stale_and_keep_the_others(s: Arc<dyn Store>) {
+    let rename = UserChanges { name: Some(Some("By admin".into())), ..Default::default() };
+    // What happens between the admin's read and its write, and whether the write is refused.
+    type Between = fn(Arc<dyn Store>, User) -> futures::future::BoxFuture<'static, ()>;
+    let cases: Vec<(&str, Between, bool)> = vec![
+        ("a login", |s, u| Box::pin(async move { s.record_login(&u.id, NOW + 5).await.unwrap() }), false),
+        (
+            "the user's own name change",
+            |s, u| {
+                Box::pin(async move {
+                    s.update_name(&u.id, Some("Own"), NOW + 5).await.unwrap();
+                })
+            },
+            false,
+        ),
+        (
+            "a password change",
+            |s, u| {
+                Box::pin(async move {
+                    s.change_password(&u.id, &u.password_hash, "other-hash", 1, "none", NOW + 5).await.unwrap();
+                })
+            },
+            true,
+        ),
+        (
+            "a forced logout",
+            |s, u| {
+                Box::pin(async move {
+                    s.bump_session_version(&u.id, NOW + 5).await.unwrap();
+                })
+            },
+            true,
+        ),
+        (
+            "another admin's deactivation",
+            |s, u| {
+                Box::pin(async move {
+                    let off = UserChanges { is_active: Some(false), bump_session_version: true, ..Default::default() };
+                    assert!(matches!(s.admin_update_user(&u, &off, NOW + 5).await.unwrap(), AdminWrite::Done(_)));
+                })
+            },
+            true,
+        ),
+        (
+            "another admin's promotion",
+            |s, u| {
+                Box::pin(async move {
+                    let up = UserChanges { is_superuser: Some(true), ..Default::default() };
+                    assert!(matches!(s.admin_update_user(&u, &up, NOW + 5).await.unwrap(), AdminWrite::Done(_)));
+                })
+            },
+            true,
+        ),
+        (
+            "an address change",
+            |s, u| {
+                Box::pin(async move {
+                    let mv = UserChanges { email: Some(format!("moved-{}", u.email)), ..Default::default() };
+                    assert!(matches!(s.admin_update_user(&u, &mv, NOW + 5).await.unwrap(), AdminWrite::Done(_)));
+                })
+            },
+            true,
+        ),
+    ];
+    for (what, between, stale) in cases {
+        let u = user(&format!("{}@stale.example", uuid::Uuid::new_v4().simple()));
+        s.create_user(&u).await.unwrap();
+        let read = s.get_user(&u.id).await.unwrap().unwrap();
+        between(s.clone(), read.clone()).await;
+        let before = s.get_user(&u.id).await.unwrap().unwrap();
+        let outcome = s.admin_update_user(&read, &rename, NOW + 10).await.unwrap();
+        let after = s.get_user(&u.id).await.unwrap().unwrap();
+        if stale {
+            assert_eq!(outcome, AdminWrite::Changed, "after {what}");
+            assert_eq!(after, before, "after {what}: nothing written");
+            assert_eq!(s.admin_delete_user(&read).await.unwrap(), AdminWrite::Changed, "delete after {what}");
+        } else {
+            assert!(matches!(outcome, AdminWrite::Done(_)), "after {what}: {outcome:?}");
+            assert_eq!(after.name.as_deref(), Some("By admin"), "after {what}");
+            assert_eq!(after.last_login_at, before.last_login_at, "after {what}: the login is kept");
+            assert_eq!(after.session_version, before.session_version);
+        }
+    }
 }

@@ -528,7 +528,12 @@ mod tests {
         let mut cursor = None;
         let mut pages = Vec::new();
         loop {
-            let q = ListQuery { limit: Some(10), cursor: cursor.clone(), status: Some(Status::Locked), ..Default::default() };
+            let q = ListQuery {
+                limit: Some(10),
+                cursor: cursor.clone(),
+                status: Some(Status::Locked),
+                ..Default::default()
+            };
             let page = uc.list_users(&q).await.unwrap();
             pages.push(page.items.iter().map(|u| u.email.clone()).collect::<Vec<_>>());
             match page.next_cursor {

@@ -1573,6 +1573,8 @@ impl DynamoStore {
     }
 
     /// The condition that `current` is still what is stored (the fields admin writes depend on).
+    /// The condition of an administrative write: the fields `User::admin_guard_matches`
+    /// compares (the contract suite checks both stores agree).
     fn unchanged(current: &User) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
         (
             "email = :c_email AND is_superuser = :c_su AND is_active = :c_act AND sv = :c_sv AND password_hash = :c_ph",

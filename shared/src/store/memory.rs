@@ -586,10 +586,11 @@ impl AdminStore for MemoryStore {
     ) -> Result<AdminWrite, StoreError> {
         let mut g = self.lock()?;
         let Some(stored) = g.users.get(&current.id) else { return Ok(AdminWrite::NotFound) };
-        if stored != current {
+        if !stored.admin_guard_matches(current) {
             return Ok(AdminWrite::Changed);
         }
-        let next = changes.apply(current, now);
+        // On top of what is stored: a login or a name change since the read stays.
+        let next = changes.apply(stored, now);
         let (was, is) = (is_active_admin(current), is_active_admin(&next));
         if was && !is && g.admins <= 1 {
             return Ok(AdminWrite::LastAdmin);
@@ -613,7 +614,7 @@ impl AdminStore for MemoryStore {
     async fn admin_delete_user(&self, current: &User) -> Result<AdminWrite, StoreError> {
         let mut g = self.lock()?;
         let Some(stored) = g.users.get(&current.id) else { return Ok(AdminWrite::NotFound) };
-        if stored != current {
+        if !stored.admin_guard_matches(current) {
             return Ok(AdminWrite::Changed);
         }
         if is_active_admin(current) {

@@ -76,6 +76,21 @@ impl std::fmt::Debug for User {
     }
 }
 
+impl User {
+    /// Whether `self` (as stored now) still matches `read` in what an administrative write is
+    /// conditioned on: address, role, active flag, session version and password hash. A login
+    /// (`last_login_at`) or the user's own name change in between does not make an admin's read
+    /// stale; anything that changes who the user is or what it may do does. The DynamoDB store
+    /// puts exactly these into its condition expression.
+    pub fn admin_guard_matches(&self, read: &User) -> bool {
+        self.email == read.email
+            && self.is_superuser == read.is_superuser
+            && self.is_active == read.is_active
+            && self.session_version == read.session_version
+            && self.password_hash == read.password_hash
+    }
+}
+
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
@@ -465,7 +480,9 @@ pub trait AdminStore: Send + Sync {
     ) -> Result<(Vec<User>, bool), StoreError>;
     /// Creates a user (and counts it if it is an active administrator), atomically.
     async fn admin_create_user(&self, user: &User) -> Result<AdminWrite, StoreError>;
-    /// Applies `changes` to `current` in one transaction: the unique-email claim moves with the
+    /// Applies `changes` in one transaction if the stored user still matches `current` (the
+    /// admin's read) in what `User::admin_guard_matches` compares, else `Changed`; fields the
+    /// changes do not name keep their stored values. The unique-email claim moves with the
     /// email, and the count of active administrators never drops to zero.
     async fn admin_update_user(
         &self,
