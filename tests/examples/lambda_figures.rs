@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::lambda::{Event, Function};
+use e2e::lambda::{Event, Function, MailPump, mail_queues};
 use e2e::{PASSWORD, SENDER, token_from_mail, unique_email};
 use serde_json::{Value, json};
 use shared::keys::KeyAlg;
@@ -30,20 +30,24 @@ async fn main() {
     DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
     let secret = format!("figures-keys-{}", uuid::Uuid::new_v4().simple());
     shared::rotation::init(&aws_sdk_secretsmanager::Client::new(&sdk), &secret, KeyAlg::ES256).await.unwrap();
+    // Mail is queued; a pump feeds the queue to a mailer as the event source mapping does.
+    let (queue, queue_arn, _) = mail_queues().await;
     let vars: Vec<(&str, &str)> = vec![
         ("TABLE_NAME", &table),
         ("SIGNING_KEY_SECRET_ID", &secret),
+        ("MAIL_QUEUE_URL", &queue),
         ("MAILER", "ses"),
         ("MAIL_FROM", SENDER),
         ("PUBLIC_BASE_URL", "https://auth.example.com"),
     ];
+    let _pump = MailPump::start(Function::start("mailer", &vars).await, &queue, &queue_arn).await;
     let start = |b: &'static str| {
         let vars = vars.clone();
         async move { Function::start(b, &vars).await }
     };
 
     println!("init: process start to the first Runtime API poll, median of 5 cold starts");
-    for e in shared::http::all().map(|e| e.binary).chain(["rotate-keys"]) {
+    for e in shared::http::all().map(|e| e.binary).chain(["rotate-keys", "mailer"]) {
         let mut times = Vec::new();
         for _ in 0..5 {
             let f = start(e).await;
