@@ -104,6 +104,12 @@ for e in endpoints:
             problems.append(f"{e['binary']}: {method} {path} JWT authorizer is {'on' if secured else 'off'}; the document says otherwise")
 
 functions = {k for k, v in res.items() if v["Type"] == "AWS::Lambda::Function"}
+# No managed policy beyond the logs one: every grant is an inline policy checked above.
+for f in sorted(functions):
+    role = res[res[f]["Properties"]["Role"]["Fn::GetAtt"][0]]
+    managed = role["Properties"].get("ManagedPolicyArns", [])
+    if managed != ["arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]:
+        problems.append(f"{f}: managed policies {managed}")
 extra = functions - declared_functions - {"RotateKeysFunction", "MailerFunction"}
 if extra:
     problems.append(f"functions with no endpoint declaration: {sorted(extra)}")
