@@ -404,3 +404,36 @@ async fn given_a_store_failure_at_each_step_of_an_admin_delete_then_nothing_of_t
     )
     .await;
 }
+
+#[tokio::test]
+async fn given_a_store_failure_at_each_step_of_an_email_change_request_then_the_retry_sends_a_link_that_works() {
+    let env = Env::new(&[]).await;
+    let (login_fn, change, confirm) =
+        tokio::join!(env.function("login"), env.function("change-email"), env.function("confirm-email-change"));
+    walk(
+        &env,
+        "change-email",
+        async |env| {
+            let user = env.user(false).await;
+            let access =
+                login(&login_fn, &user.email, PASSWORD).await.json()["access_token"].as_str().unwrap().to_owned();
+            (user, access, unique_email())
+        },
+        async |_, (_, access, new)| {
+            let body = json!({"current_password": PASSWORD, "new_email": new});
+            change.http(bearer(post("/auth/change-email", body), access)).await
+        },
+        async |env, (user, _, new), step, first, retry| {
+            ok_or_unavailable(first, 202, "change-email", step);
+            assert_eq!(retry.status, 202, "the retried request at {step:?}: {retry:?}");
+            // Nothing moved yet, and the newest link moves the address whole.
+            assert_eq!(env.store.get_user(&user.id).await.unwrap().unwrap().email, user.email, "{step:?}");
+            let token = token_from_mail(new, "confirm your new email").await;
+            let r = confirm.http(post("/auth/confirm-email-change", json!({"token": token}))).await;
+            assert_eq!(r.status, 200, "the link works at {step:?}: {r:?}");
+            assert_eq!(env.store.find_user_by_email(new).await.unwrap().map(|u| u.id), Some(user.id.clone()));
+            assert_eq!(login(&login_fn, new, PASSWORD).await.status, 200);
+        },
+    )
+    .await;
+}
