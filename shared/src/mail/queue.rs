@@ -14,9 +14,10 @@ use crate::clock::SharedClock;
 use crate::store::{MailClaim, MailLedger};
 
 /// One queued mail. It carries the rendered mail and nothing else: its only secret is the
-/// one-time link the mail itself holds. The queue encrypts it at rest (SQS SSE).
+/// one-time link the mail itself holds. The queue encrypts it at rest (SQS SSE). Unknown
+/// fields are ignored, so that a job written by a newer release during a deploy (functions are
+/// not all replaced at once) is still sent by the older mailer.
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct MailJob {
     /// Unique per job: the idempotency key of its delivery.
     pub id: String,
@@ -170,6 +171,7 @@ mod tests {
         for poison in ["", "null", "{}", r#"{"id":"","to":"a","subject":"s","text":"t"}"#, "not json"] {
             assert!(MailJob::from_json(poison).is_none(), "{poison}");
         }
-        assert!(MailJob::from_json(r#"{"id":"1","to":"a","subject":"s","text":"t","bcc":"x"}"#).is_none());
+        let newer = MailJob::from_json(r#"{"id":"1","to":"a","subject":"s","text":"t","later":"x"}"#).unwrap();
+        assert_eq!(newer.mail().to, "a", "a field from a newer release is ignored");
     }
 }
