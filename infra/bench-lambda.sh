@@ -12,7 +12,4 @@ cd "$root"
 # shellcheck source=infra/lib.sh
 . infra/lib.sh
 use_emulators
-target="${CARGO_TARGET_DIR:-$root/target}"
-cargo build --release --locked -p functions
-cargo build --locked --workspace --bins --tests --examples
-FUNCTIONS_DIR="$target/release" "$target/debug/examples/lambda_figures"
+run_on_release_functions lambda_figures

@@ -11,7 +11,4 @@ cd "$root"
 # shellcheck source=infra/lib.sh
 . infra/lib.sh
 use_emulators
-target="${CARGO_TARGET_DIR:-$root/target}"
-cargo build --release --locked -p functions
-cargo build --locked --workspace --bins --tests --examples
-FUNCTIONS_DIR="$target/release" "$target/debug/examples/bench_mail_timing"
+run_on_release_functions bench_mail_timing

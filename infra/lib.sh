@@ -64,3 +64,13 @@ use_emulators() {
     . infra/.run/env
   fi
 }
+
+# run_on_release_functions EXAMPLE
+#   Builds the release function binaries and the test harness, then runs the harness's
+#   example EXAMPLE against the release binaries (FUNCTIONS_DIR). For the benchmark scripts.
+run_on_release_functions() {
+  local target="${CARGO_TARGET_DIR:-$PWD/target}"
+  cargo build --release --locked -p functions
+  cargo build --locked --workspace --bins --tests --examples
+  FUNCTIONS_DIR="$target/release" "$target/debug/examples/$1"
+}

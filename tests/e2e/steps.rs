@@ -14,7 +14,7 @@ use e2e::lambda::{Event, Function, HttpResponse, Stack};
 use e2e::{PASSWORD, mails_to, token_from_mail, unique_email};
 use serde_json::{Value, json};
 use shared::store::dynamo::DynamoStore;
-use shared::store::{User, UserLookup, UserRegistry};
+use shared::store::{User, UserLookup};
 
 const NEW_PASSWORD: &str = "amber-glacier-orchard-77";
 
@@ -49,22 +49,7 @@ impl Env {
 
     /// A verified account with `PASSWORD`, written straight into the table.
     async fn user(&self, superuser: bool) -> User {
-        let now = shared::now();
-        let user = User {
-            id: uuid::Uuid::new_v4().to_string(),
-            email: unique_email(),
-            name: None,
-            password_hash: self.hash.clone(),
-            is_active: true,
-            is_verified: true,
-            is_superuser: superuser,
-            created_at: now,
-            updated_at: now,
-            last_login_at: None,
-            session_version: 1,
-        };
-        self.store.create_user(&user).await.unwrap();
-        user
+        e2e::stored_user(&self.store, &self.hash, superuser).await
     }
 
     /// Every item of the table whose partition key is `pk`.

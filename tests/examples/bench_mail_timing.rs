@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use e2e::lambda::{Event, Function, Stack};
 use e2e::{PASSWORD, unique_email};
 use serde_json::json;
-use shared::store::{User, UserRegistry};
 
 const SAMPLES: usize = 25;
 
@@ -31,23 +30,7 @@ async fn timed(f: &Function, ev: Event, want: u16) -> Duration {
 
 /// A verified account with `PASSWORD`, written straight into the table.
 async fn account(store: &shared::store::dynamo::DynamoStore, hash: &str) -> String {
-    let email = unique_email();
-    let now = shared::now();
-    let user = User {
-        id: uuid::Uuid::new_v4().to_string(),
-        email: email.clone(),
-        name: None,
-        password_hash: hash.to_owned(),
-        is_active: true,
-        is_verified: true,
-        is_superuser: false,
-        created_at: now,
-        updated_at: now,
-        last_login_at: None,
-        session_version: 1,
-    };
-    store.create_user(&user).await.unwrap();
-    email
+    e2e::stored_user(store, hash, false).await.email
 }
 
 #[tokio::main]

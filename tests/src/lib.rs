@@ -222,3 +222,24 @@ pub async fn problem(r: reqwest::Response) -> Value {
     assert!(v["title"].is_string() && v["detail"].is_string() && v["request_id"].is_string(), "{v}");
     v
 }
+
+/// A verified, active account with the password whose PHC string is `hash`, written straight
+/// into `store` (no sign-up, no mail): for tests and benchmarks that need many accounts.
+pub async fn stored_user(store: &dyn shared::store::UserRegistry, hash: &str, superuser: bool) -> shared::store::User {
+    let now = shared::now();
+    let user = shared::store::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: unique_email(),
+        name: None,
+        password_hash: hash.to_owned(),
+        is_active: true,
+        is_verified: true,
+        is_superuser: superuser,
+        created_at: now,
+        updated_at: now,
+        last_login_at: None,
+        session_version: 1,
+    };
+    store.create_user(&user).await.unwrap();
+    user
+}
