@@ -19,6 +19,7 @@ pub mod lambda;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod password;
 pub mod rotation;
 pub mod secret;
