@@ -61,7 +61,21 @@ def actions_of(function):
 
 def resource_env(function):
     variables = function["Properties"].get("Environment", {}).get("Variables", {})
-    return {k for k in variables if k in ("TABLE_NAME", "MAILER", "MAIL_FROM", "MAIL_QUEUE_URL", "SIGNING_KEY_SECRET_ID")}
+    return {k for k in variables if k in ("TABLE_NAME", "MAILER", "MAIL_FROM", "MAIL_QUEUE_URL", "SIGNING_KEY_SECRET_ID",
+                                          "MFA_KEY_SECRET_ID")}
+
+
+def secrets_read(function):
+    """The secrets (logical ids) the function's role may read."""
+    role = res[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+    out = set()
+    for policy in role["Properties"].get("Policies", []):
+        for st in policy["PolicyDocument"]["Statement"]:
+            a = st["Action"]
+            if "secretsmanager:GetSecretValue" in ([a] if isinstance(a, str) else a):
+                r = st["Resource"]
+                out.update(x["Ref"] for x in (r if isinstance(r, list) else [r]))
+    return out
 
 
 declared_functions = set()
@@ -76,9 +90,12 @@ for e in endpoints:
     want = {f"dynamodb:{a}" for a in u["table"]}
     if u["mail"]:
         want.add("sqs:SendMessage")
-    if u["keys"]:
+    if u["keys"] or u["mfa_key"]:
         want.add("secretsmanager:GetSecretValue")
     have = actions_of(fn)
+    want_secrets = ({"SigningKeySecret"} if u["keys"] else set()) | ({"MfaKeySecret"} if u["mfa_key"] else set())
+    if secrets_read(fn) != want_secrets:
+        problems.append(f"{e['binary']}: reads secrets {sorted(secrets_read(fn))}, declared {sorted(want_secrets)}")
     if have != want:
         problems.append(f"{e['binary']}: IAM actions missing {sorted(want - have)}, extra {sorted(have - want)}")
     want_env = set()
@@ -88,6 +105,8 @@ for e in endpoints:
         want_env.add("MAIL_QUEUE_URL")
     if u["keys"]:
         want_env.add("SIGNING_KEY_SECRET_ID")
+    if u["mfa_key"]:
+        want_env.add("MFA_KEY_SECRET_ID")
     have_env = resource_env(fn)
     if have_env != want_env:
         problems.append(f"{e['binary']}: environment missing {sorted(want_env - have_env)}, extra {sorted(have_env - want_env)}")

@@ -157,6 +157,7 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
             updated_at: now,
             last_login_at: None,
             session_version: 1 + i,
+            mfa_enabled: false,
         };
         store.create_user(&user).await.unwrap();
         // A verification token as the previous release wrote it: no `sv`, no `schema_version`.

@@ -84,7 +84,8 @@ async fn main() -> std::process::ExitCode {
     println!("  store:  {}", modes.store);
     println!("  mailer: {}", modes.mailer);
     println!("  keys:   {}", modes.keys);
-    tracing::info!(url = %format!("http://127.0.0.1:{port}"), store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "local server started");
+    println!("  mfa key: {}", modes.mfa_key);
+    tracing::info!(url = %format!("http://127.0.0.1:{port}"), store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, mfa_key = %modes.mfa_key, "local server started");
     if let Err(e) = local_server::serve(listener, app).await {
         eprintln!("server error: {e}");
         return std::process::ExitCode::FAILURE;

@@ -17,6 +17,7 @@ fn subject() -> Subject<'static> {
         email_verified: true,
         is_superuser: false,
         session_version: 3,
+        amr: &["pwd"],
         session_id: "s1",
     }
 }

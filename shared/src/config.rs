@@ -91,6 +91,9 @@ pub struct Config {
     pub product_name: String,
     /// Secrets Manager secret holding the signing keys; `None` means an ephemeral key.
     pub signing_key_secret_id: Option<String>,
+    /// Secrets Manager secret whose text the TOTP secrets' encryption key is derived from;
+    /// `None` means an ephemeral key (local server only: enrolments die with the process).
+    pub mfa_key_secret_id: Option<String>,
     /// How long a function trusts its cached key set before re-reading the secret.
     pub key_cache_ttl: Duration,
     /// Algorithm of new keys (the local server's ephemeral key, rotation, `keys init`).
@@ -125,6 +128,7 @@ impl Default for Config {
             mail_max_attempts: 10,
             product_name: "Secure Auth".into(),
             signing_key_secret_id: None,
+            mfa_key_secret_id: None,
             key_cache_ttl: Duration::from_secs(300),
             signing_alg: crate::keys::KeyAlg::ES256,
             public_base_url: "http://127.0.0.1:3000".into(),
@@ -208,6 +212,7 @@ impl Config {
             mail_max_attempts: num("MAIL_MAX_ATTEMPTS", d.mail_max_attempts)?.max(1),
             product_name: var("PRODUCT_NAME").unwrap_or(d.product_name),
             signing_key_secret_id: var("SIGNING_KEY_SECRET_ID"),
+            mfa_key_secret_id: var("MFA_KEY_SECRET_ID"),
             key_cache_ttl: secs("KEY_CACHE_SECONDS", d.key_cache_ttl)?,
             signing_alg: match var("SIGNING_ALG") {
                 Some(a) => crate::keys::KeyAlg::parse(&a).map_err(|e| ConfigError(e.0))?,

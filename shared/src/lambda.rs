@@ -69,7 +69,7 @@ impl Init {
             Ok(router) => {
                 deps.settle().await;
                 let modes = deps.modes();
-                tracing::info!(function = self.endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, "initialized");
+                tracing::info!(function = self.endpoint.binary, store = %modes.store, mailer = %modes.mailer, keys = %modes.keys, mfa_key = %modes.mfa_key, "initialized");
                 Some(self.router.get_or_init(|| router).clone())
             }
             Err(e) => {

@@ -141,6 +141,7 @@ pub async fn run_step(
                 email_verified: true,
                 is_superuser: false,
                 session_version: 1,
+                amr: &["pwd"],
                 session_id: "rotation-test",
             };
             let (t, _) = jwt.issue(&subject, crate::now()).map_err(|e| KeyError(format!("test sign: {e}")))?;

@@ -33,6 +33,10 @@ pub struct AccessClaims {
     pub sv: u64,
     /// The session (refresh-token family) this token was issued for.
     pub sid: String,
+    /// RFC 8176 authentication methods: `["pwd"]`, or `["pwd","otp"]` / `["pwd","mfa"]` after
+    /// a second factor (absent in tokens issued before it existed: read as none).
+    #[serde(default)]
+    pub amr: Vec<String>,
 }
 
 /// Signs and verifies access tokens with one key set.
@@ -53,6 +57,8 @@ pub struct Subject<'a> {
     pub is_superuser: bool,
     pub session_version: u64,
     pub session_id: &'a str,
+    /// RFC 8176 authentication methods of the session's sign-in.
+    pub amr: &'a [&'a str],
 }
 
 impl Jwt {
@@ -97,6 +103,7 @@ impl Jwt {
             email_verified: s.email_verified,
             sv: s.session_version,
             sid: s.session_id.to_owned(),
+            amr: s.amr.iter().map(|m| (*m).to_owned()).collect(),
         };
         let mut header = Header::new(key.alg);
         header.typ = Some(ACCESS_TYP.to_owned());
@@ -280,6 +287,7 @@ mod tests {
             email_verified: true,
             is_superuser: false,
             session_version: 3,
+            amr: &["pwd"],
             session_id: "s1",
         }
     }

@@ -19,6 +19,7 @@ use crate::domain::authn::Authenticator;
 use crate::domain::discovery::Publisher;
 use crate::domain::lockout::Lockout;
 use crate::domain::login::Login;
+use crate::domain::mfa::{MfaLogin, MfaReset, MfaSettings};
 use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, RateLimiter, Scope};
 use crate::domain::recovery::Recovery;
@@ -93,6 +94,8 @@ pub struct Modes {
     pub store: String,
     pub mailer: String,
     pub keys: String,
+    /// The TOTP secrets' encryption key (empty if nothing mounted needs it).
+    pub mfa_key: String,
 }
 
 /// Turns a concrete store into the port a use case holds. Implemented for each port's trait
@@ -124,6 +127,7 @@ from_store!(
     crate::store::RecoveryPort,
     crate::store::AccountPort,
     crate::store::AdminPort,
+    crate::store::MfaPort,
     crate::store::UserLookup,
     crate::store::UserUpdates,
     crate::store::OneTimeTokenStore,
@@ -138,6 +142,7 @@ pub struct Deps {
     local: Option<LocalDefaults>,
     sdk: OnceCell<aws_config::SdkConfig>,
     keys: OnceCell<Arc<KeyProvider>>,
+    sealer: OnceCell<Arc<crate::mfa::Sealer>>,
     hasher: std::sync::OnceLock<Hasher>,
     /// One DynamoDB client for every port of this function: one connection pool, opened once.
     dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
@@ -175,6 +180,7 @@ impl Deps {
             local,
             sdk: OnceCell::new(),
             keys: OnceCell::new(),
+            sealer: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
             dynamodb: OnceCell::new(),
             mailer: OnceCell::new(),
@@ -347,6 +353,39 @@ impl Deps {
             .cloned()
     }
 
+    /// The key TOTP secrets are sealed with, read once (cold start): from Secrets Manager when
+    /// `MFA_KEY_SECRET_ID` is set, else (local server only) an ephemeral key.
+    pub async fn sealer(&self) -> Result<Arc<crate::mfa::Sealer>, BuildError> {
+        let cfg = self.config()?;
+        self.sealer
+            .get_or_try_init(|| async {
+                let sealer = match (&cfg.mfa_key_secret_id, &self.local) {
+                    (Some(id), _) => {
+                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                        let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| {
+                            BuildError(format!(
+                                "MFA key: GetSecretValue: {}",
+                                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                            ))
+                        })?;
+                        let text = out.secret_string().ok_or_else(|| BuildError("MFA key: no secret string".into()))?;
+                        let sealer =
+                            crate::mfa::Sealer::from_secret_text(text).map_err(|e| BuildError(e.to_string()))?;
+                        self.note(|m| m.mfa_key = format!("secrets manager {id}"));
+                        sealer
+                    }
+                    (None, Some(_)) => {
+                        self.note(|m| m.mfa_key = "EPHEMERAL (TOTP enrolments die with the process)".into());
+                        crate::mfa::Sealer::ephemeral().map_err(|e| BuildError(e.to_string()))?
+                    }
+                    (None, None) => return Err(BuildError("MFA_KEY_SECRET_ID is required".into())),
+                };
+                Ok(Arc::new(sealer))
+            })
+            .await
+            .cloned()
+    }
+
     /// The password hasher (one concurrency cap per process).
     pub fn hasher(&self) -> Result<Hasher, BuildError> {
         let cfg = self.config()?;
@@ -380,6 +419,7 @@ impl Deps {
             email_verified: false,
             is_superuser: false,
             session_version: 0,
+            amr: &["pwd"],
             session_id: "warm-up",
         };
         jwt.issue(&warm, self.clock.now()).map_err(|e| BuildError(format!("signing key: {e}")))?;
@@ -459,6 +499,22 @@ impl Deps {
     pub async fn admin(&self, gate: Option<Gate>) -> Result<Arc<Admin>, BuildError> {
         let cfg = self.config()?;
         Ok(Arc::new(Admin::new(self.store().await?, self.hasher()?, self.keys().await?, gate, cfg, self.clock())))
+    }
+
+    pub async fn mfa_settings(&self, gate: Option<Gate>) -> Result<Arc<MfaSettings>, BuildError> {
+        let (store, hasher, sealer) = (self.store().await?, self.hasher()?, self.sealer().await?);
+        let (lockout, notifier) = (self.lockout().await?, self.notifier().await?);
+        Ok(Arc::new(MfaSettings::new(store, hasher, sealer, lockout, notifier, gate, self.clock())))
+    }
+
+    pub async fn mfa_login(&self) -> Result<Arc<MfaLogin>, BuildError> {
+        let (store, sealer, lockout) = (self.store().await?, self.sealer().await?, self.lockout().await?);
+        let (issuer, notifier) = (self.issuer().await?, self.notifier().await?);
+        Ok(Arc::new(MfaLogin::new(store, sealer, lockout, issuer, notifier, self.clock())))
+    }
+
+    pub async fn mfa_reset(&self) -> Result<Arc<MfaReset>, BuildError> {
+        Ok(Arc::new(MfaReset::new(self.store().await?, self.notifier().await?, self.clock())))
     }
 
     pub async fn publisher(&self) -> Result<Arc<Publisher>, BuildError> {

@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
 use shared::store::{
-    AdminWrite, EmailChange, LockGate, MailClaim, OneTimeKind, RateCount, Rotation, Session, Store, StoreError, User,
-    UserChanges,
+    AdminWrite, EmailChange, LockGate, MailClaim, MfaChallenge, MfaProof, MfaSpend, OneTimeKind, RateCount, Rotation,
+    Session, Store, StoreError, User, UserChanges,
 };
 
 async fn memory() -> Arc<dyn Store> {
@@ -69,6 +69,10 @@ contract!(
     given_an_admins_read_then_both_stores_call_the_same_changes_stale_and_keep_the_others,
     given_a_mail_job_then_one_of_concurrent_claims_wins_and_a_sent_job_is_never_claimed_again,
     given_a_claim_whose_lease_ran_out_or_was_released_then_another_delivery_may_send,
+    given_a_pending_factor_then_it_activates_once_and_moves_the_callers_session,
+    given_one_totp_step_or_recovery_code_spent_concurrently_then_exactly_one_passes,
+    given_a_challenge_then_it_completes_once_and_dies_after_max_failures_or_expiry,
+    given_disable_reset_or_delete_then_no_factor_remains_and_the_flag_clears,
 );
 
 const NOW: i64 = 1_800_000_000;
@@ -86,6 +90,7 @@ fn user(email: &str) -> User {
         updated_at: NOW,
         last_login_at: None,
         session_version: 1,
+        mfa_enabled: false,
     }
 }
 
@@ -104,6 +109,7 @@ fn session(user_id: &str, hash: &str) -> Session {
         ip: "192.0.2.1".into(),
         user_agent: "ua".into(),
         session_version: 1,
+        amr: vec!["pwd".into()],
     }
 }
 
@@ -792,4 +798,143 @@ async fn given_an_admins_read_then_both_stores_call_the_same_changes_stale_and_k
             assert_eq!(after.session_version, before.session_version);
         }
     }
+}
+
+/// A user with an active factor sealed as `sealed`, step 10 spent, and `codes` as hashes.
+async fn with_factor(s: &Arc<dyn Store>, email: &str, sealed: &str, codes: &[&str]) -> User {
+    let u = User { is_verified: true, ..user(email) };
+    s.create_user(&u).await.unwrap();
+    assert!(s.put_pending_mfa(&u.id, sealed, NOW).await.unwrap());
+    let codes: Vec<String> = codes.iter().map(|c| (*c).to_owned()).collect();
+    let sid = session(&u.id, "h");
+    s.create_session(&sid).await.unwrap();
+    assert_eq!(s.enable_mfa(&u.id, sealed, 10, &codes, u.session_version, &sid.id, NOW).await.unwrap(), Some(2));
+    s.get_user(&u.id).await.unwrap().unwrap()
+}
+
+async fn given_a_pending_factor_then_it_activates_once_and_moves_the_callers_session(s: Arc<dyn Store>) {
+    let u = User { is_verified: true, ..user("mfa@example.com") };
+    s.create_user(&u).await.unwrap();
+    let (mine, other) = (session(&u.id, "h1"), session(&u.id, "h2"));
+    s.create_session(&mine).await.unwrap();
+    s.create_session(&other).await.unwrap();
+    assert!(s.put_pending_mfa(&u.id, "v1.first", NOW).await.unwrap());
+    assert!(s.put_pending_mfa(&u.id, "v1.second", NOW).await.unwrap(), "a new enrolment replaces a pending one");
+    let codes = vec!["c1".to_owned(), "c2".to_owned()];
+    // Not the pending secret, or a stale session version: nothing changes.
+    assert_eq!(s.enable_mfa(&u.id, "v1.first", 7, &codes, 1, &mine.id, NOW).await.unwrap(), None);
+    assert_eq!(s.enable_mfa(&u.id, "v1.second", 7, &codes, 0, &mine.id, NOW).await.unwrap(), None);
+    assert!(!s.get_user(&u.id).await.unwrap().unwrap().mfa_enabled);
+    assert_eq!(s.enable_mfa(&u.id, "v1.second", 7, &codes, 1, &mine.id, NOW).await.unwrap(), Some(2));
+    // The same write again (an SDK retry whose answer was lost) is the same success; another
+    // confirmation, with other codes, is not.
+    assert_eq!(s.enable_mfa(&u.id, "v1.second", 7, &codes, 1, &mine.id, NOW).await.unwrap(), Some(2));
+    let others = vec!["c3".to_owned()];
+    assert_eq!(s.enable_mfa(&u.id, "v1.second", 8, &others, 1, &mine.id, NOW).await.unwrap(), None);
+    let stored = s.get_user(&u.id).await.unwrap().unwrap();
+    assert!(stored.mfa_enabled);
+    assert_eq!(stored.session_version, 2);
+    assert_eq!(
+        s.get_session(&u.id, &mine.id, NOW).await.unwrap().unwrap().session_version,
+        2,
+        "the caller's session moved"
+    );
+    assert_eq!(
+        s.get_session(&u.id, &other.id, NOW).await.unwrap().unwrap().session_version,
+        1,
+        "the other is left behind"
+    );
+    let f = s.get_mfa(&u.id).await.unwrap().unwrap();
+    assert_eq!((f.secret.as_deref(), f.pending.as_deref(), f.last_step), (Some("v1.second"), None, 7));
+    let mut rec = f.recovery.clone();
+    rec.sort();
+    assert_eq!(rec, codes);
+    assert!(!s.put_pending_mfa(&u.id, "v1.third", NOW).await.unwrap(), "no enrolment over an active factor");
+    // The listing shows the flag (it is not in the listing index).
+    let (listed, _) = s.list_users("mfa@", None, 10).await.unwrap();
+    assert!(listed[0].mfa_enabled);
+    // A caller whose session went meanwhile still enables (alone).
+    let v = User { is_verified: true, ..user("mfa2@example.com") };
+    s.create_user(&v).await.unwrap();
+    assert!(s.put_pending_mfa(&v.id, "v1.x", NOW).await.unwrap());
+    assert_eq!(s.enable_mfa(&v.id, "v1.x", 1, &codes, 1, "gone-session", NOW).await.unwrap(), Some(2));
+}
+
+async fn given_one_totp_step_or_recovery_code_spent_concurrently_then_exactly_one_passes(s: Arc<dyn Store>) {
+    let u = with_factor(&s, "spend@example.com", "v1.k", &["r1", "r2"]).await;
+    let step = MfaProof::Totp { sealed: "v1.k".into(), step: 11 };
+    let all = join_all((0..20).map(|_| s.spend_mfa_proof(&u.id, &step))).await;
+    assert_eq!(all.iter().filter(|r| matches!(r, Ok(MfaSpend::Spent))).count(), 1);
+    assert_eq!(s.spend_mfa_proof(&u.id, &step).await.unwrap(), MfaSpend::Refused, "a replay");
+    let older = MfaProof::Totp { sealed: "v1.k".into(), step: 10 };
+    assert_eq!(s.spend_mfa_proof(&u.id, &older).await.unwrap(), MfaSpend::Refused, "an older step");
+    let other_secret = MfaProof::Totp { sealed: "v1.other".into(), step: 12 };
+    assert_eq!(s.spend_mfa_proof(&u.id, &other_secret).await.unwrap(), MfaSpend::Refused);
+    let code = MfaProof::Recovery { hash: "r1".into() };
+    let all = join_all((0..20).map(|_| s.spend_mfa_proof(&u.id, &code))).await;
+    assert_eq!(all.iter().filter(|r| matches!(r, Ok(MfaSpend::Spent))).count(), 1);
+    assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().recovery, vec!["r2".to_owned()]);
+    let last = MfaProof::Recovery { hash: "r2".into() };
+    assert_eq!(s.spend_mfa_proof(&u.id, &last).await.unwrap(), MfaSpend::Spent, "the last code empties the set");
+    assert_eq!(s.spend_mfa_proof(&u.id, &last).await.unwrap(), MfaSpend::Refused);
+    assert!(s.replace_recovery_codes(&u.id, "v1.k", &["r3".to_owned()]).await.unwrap());
+    assert!(!s.replace_recovery_codes(&u.id, "v1.other", &["r4".to_owned()]).await.unwrap());
+    assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().recovery, vec!["r3".to_owned()]);
+}
+
+async fn given_a_challenge_then_it_completes_once_and_dies_after_max_failures_or_expiry(s: Arc<dyn Store>) {
+    let u = with_factor(&s, "ch@example.com", "v1.k", &["r1"]).await;
+    let c = MfaChallenge { user_id: u.id.clone(), session_version: 2, failures: 0, expires_at: NOW + 300 };
+    s.put_mfa_challenge("c1", &c).await.unwrap();
+    assert_eq!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap(), Some(c.clone()));
+    // A refused proof spends nothing, and leaves the challenge.
+    let replay = MfaProof::Totp { sealed: "v1.k".into(), step: 10 };
+    assert_eq!(s.complete_mfa_challenge(&u.id, "c1", &replay, NOW, 5).await.unwrap(), MfaSpend::Refused);
+    assert!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap().is_some());
+    // Concurrent answers with one good code: one completes.
+    let good = MfaProof::Totp { sealed: "v1.k".into(), step: 12 };
+    let all = join_all((0..10).map(|_| s.complete_mfa_challenge(&u.id, "c1", &good, NOW, 5))).await;
+    assert_eq!(all.iter().filter(|r| matches!(r, Ok(MfaSpend::Spent))).count(), 1, "{all:?}");
+    assert_eq!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap(), None, "single use");
+    let next = MfaProof::Totp { sealed: "v1.k".into(), step: 13 };
+    assert_eq!(s.complete_mfa_challenge(&u.id, "c1", &next, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().last_step, 12, "a gone challenge spends no step");
+    // Five failures kill one.
+    s.put_mfa_challenge("c2", &c).await.unwrap();
+    for _ in 0..5 {
+        s.mfa_challenge_failed(&u.id, "c2", NOW).await.unwrap();
+    }
+    assert_eq!(s.get_mfa_challenge(&u.id, "c2", NOW, 5).await.unwrap(), None);
+    assert_eq!(s.complete_mfa_challenge(&u.id, "c2", &next, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    // An expired one (TTL not yet applied) is gone too.
+    s.put_mfa_challenge("c3", &MfaChallenge { expires_at: NOW - 1, ..c.clone() }).await.unwrap();
+    assert_eq!(s.get_mfa_challenge(&u.id, "c3", NOW, 5).await.unwrap(), None);
+    let code = MfaProof::Recovery { hash: "r1".into() };
+    assert_eq!(s.complete_mfa_challenge(&u.id, "c3", &code, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().recovery, vec!["r1".to_owned()], "nothing spent");
+}
+
+async fn given_disable_reset_or_delete_then_no_factor_remains_and_the_flag_clears(s: Arc<dyn Store>) {
+    let a = with_factor(&s, "dis@example.com", "v1.a", &["r"]).await;
+    assert!(!s.disable_mfa(&a.id, "v1.other", NOW).await.unwrap(), "another secret: nothing removed");
+    assert!(s.get_user(&a.id).await.unwrap().unwrap().mfa_enabled);
+    assert!(s.disable_mfa(&a.id, "v1.a", NOW).await.unwrap());
+    assert!(s.disable_mfa(&a.id, "v1.a", NOW).await.unwrap(), "a retry after it landed");
+    assert!(!s.get_user(&a.id).await.unwrap().unwrap().mfa_enabled);
+    assert_eq!(s.get_mfa(&a.id).await.unwrap(), None);
+    let b = with_factor(&s, "rst@example.com", "v1.b", &["r"]).await;
+    let stale = User { session_version: 1, ..b.clone() };
+    assert_eq!(s.admin_reset_mfa(&stale, NOW).await.unwrap(), AdminWrite::Changed);
+    match s.admin_reset_mfa(&b, NOW + 5).await.unwrap() {
+        AdminWrite::Done(u) => assert!(!u.mfa_enabled && u.updated_at == NOW + 5),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.get_user(&b.id).await.unwrap().unwrap().mfa_enabled);
+    assert_eq!(s.get_mfa(&b.id).await.unwrap(), None);
+    let c = with_factor(&s, "del@example.com", "v1.c", &["r"]).await;
+    let ch = MfaChallenge { user_id: c.id.clone(), session_version: 2, failures: 0, expires_at: NOW + 300 };
+    s.put_mfa_challenge("cd", &ch).await.unwrap();
+    assert!(matches!(s.admin_delete_user(&c).await.unwrap(), AdminWrite::Done(_)));
+    assert_eq!(s.get_mfa(&c.id).await.unwrap(), None);
+    assert_eq!(s.get_mfa_challenge(&c.id, "cd", NOW, 5).await.unwrap(), None);
 }

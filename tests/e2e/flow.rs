@@ -56,7 +56,8 @@ async fn given_new_user_when_walking_the_whole_flow_then_every_step_answers_as_a
     assert_eq!(me["is_superuser"], false);
     assert!(me["last_login_at"].as_str().unwrap().ends_with('Z'));
     let keys: Vec<&String> = me.as_object().unwrap().keys().collect();
-    assert_eq!(keys.len(), 9, "exactly the user object's fields: {keys:?}");
+    assert_eq!(me["mfa_enabled"], false);
+    assert_eq!(keys.len(), 10, "exactly the user object's fields: {keys:?}");
 
     // PATCH me: name only.
     let r = s.http.patch(s.url("/auth/me")).bearer_auth(access).json(&json!({"name": "Ada L."})).send().await.unwrap();

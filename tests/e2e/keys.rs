@@ -25,6 +25,7 @@ fn subject() -> Subject<'static> {
         email_verified: true,
         is_superuser: false,
         session_version: 1,
+        amr: &["pwd"],
         session_id: "s",
     }
 }

@@ -333,7 +333,7 @@ fn given_the_declarations_then_each_function_links_exactly_the_aws_clients_it_us
             if !e.uses.table.is_empty() {
                 clients.push("aws_sdk_dynamodb");
             }
-            if e.uses.keys {
+            if e.uses.keys || e.uses.mfa_key {
                 clients.push("aws_sdk_secretsmanager");
             }
             // Endpoints queue mail; only the mailer sends it.

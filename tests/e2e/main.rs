@@ -13,6 +13,7 @@ mod keys;
 mod lambda;
 mod lifecycle;
 mod mail;
+mod mfa;
 mod ratelimit;
 mod retries;
 mod security;

@@ -500,6 +500,8 @@ fn joined(pairs: &[(String, String)]) -> serde_json::Map<String, Value> {
 pub struct Stack {
     pub table: String,
     pub secret: String,
+    /// The MFA key secret (generated text, as the template's `MfaKeySecret`).
+    pub mfa_secret: String,
     /// The mail queue's URL and ARN, and its dead-letter queue's URL.
     pub queue: String,
     pub queue_arn: String,
@@ -548,6 +550,15 @@ pub async fn mail_queues() -> (String, String, String) {
     (url, arn, dlq)
 }
 
+/// A new MFA key secret in moto: 64 random alphanumerics, as the template generates.
+pub async fn mfa_key_secret() -> String {
+    let sdk = shared::wiring::aws_config().await;
+    let name = format!("lambda-mfa-key-{}", uuid::Uuid::new_v4().simple());
+    let text = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&name).secret_string(text).send().await.unwrap();
+    name
+}
+
 impl Stack {
     pub async fn new() -> Stack {
         let sdk = shared::wiring::aws_config().await;
@@ -558,9 +569,11 @@ impl Stack {
             .await
             .unwrap();
         let (queue, queue_arn, dead_letters) = mail_queues().await;
+        let mfa_secret = mfa_key_secret().await;
         Stack {
             table,
             secret,
+            mfa_secret,
             queue,
             queue_arn,
             dead_letters,
@@ -627,6 +640,9 @@ impl Stack {
             ("ARGON2_ITERATIONS", "1"),
             ("ENUMERATION_FLOOR_MS", "50"),
         ];
+        if shared::http::endpoint(binary).is_some_and(|e| e.uses.mfa_key) {
+            vars.push(("MFA_KEY_SECRET_ID", &self.mfa_secret));
+        }
         vars.extend(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if shared::http::endpoint(binary).is_some_and(|e| e.uses.mail) {
             self.pump().await;

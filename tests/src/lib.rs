@@ -239,7 +239,69 @@ pub async fn stored_user(store: &dyn shared::store::UserRegistry, hash: &str, su
         updated_at: now,
         last_login_at: None,
         session_version: 1,
+        mfa_enabled: false,
     };
     store.create_user(&user).await.unwrap();
     user
+}
+
+/// The secret parameter of an `otpauth://` URI, as an authenticator app reads it.
+pub fn otpauth_secret(uri: &str) -> String {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    query.split('&').find_map(|kv| kv.strip_prefix("secret=")).expect("a secret parameter").to_owned()
+}
+
+/// The TOTP code an authenticator app shows at `at` (Unix seconds) for the base32 `secret`:
+/// RFC 6238, SHA-1, six digits, 30 s (`totp-rs`, not the service's code path).
+pub fn totp_at(secret: &str, at: i64) -> String {
+    let bytes = totp_rs::Secret::try_from_base32(secret).expect("base32 secret");
+    totp_rs::Builder::new().with_secret(bytes.as_ref().to_vec()).build_noncompliant().generate(at as u64).to_string()
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl TestServer {
+    /// `POST path` with a bearer token and a JSON body.
+    pub async fn post_bearer(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    /// Enrols an authenticator app for the signed-in `tokens` and confirms it with the code of
+    /// the step before now (accepted within the skew), so that the current and the next step
+    /// are still free for the test. Returns the base32 secret and the recovery codes.
+    pub async fn enable_totp(&self, tokens: &Value) -> (String, Vec<String>) {
+        let (secret, codes, _) = self.enable_totp_at(tokens).await;
+        (secret, codes)
+    }
+
+    /// `enable_totp`, also returning the time `t` it confirmed at: the code of `t - 30` is spent.
+    pub async fn enable_totp_at(&self, tokens: &Value) -> (String, Vec<String>, i64) {
+        let access = tokens["access_token"].as_str().unwrap();
+        let r =
+            self.post_bearer("/auth/mfa/totp/enroll", access, serde_json::json!({"current_password": PASSWORD})).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let e: Value = r.json().await.unwrap();
+        let secret = otpauth_secret(e["otpauth_uri"].as_str().unwrap());
+        assert_eq!(secret, e["secret"].as_str().unwrap());
+        let confirmed_at = unix_now();
+        let code = totp_at(&secret, confirmed_at - 30);
+        let r = self.post_bearer("/auth/mfa/totp/confirm", access, serde_json::json!({"code": code})).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        let codes: Value = r.json().await.unwrap();
+        let codes =
+            codes["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+        (secret, codes, confirmed_at)
+    }
+
+    /// A password login that must answer with the MFA challenge; its `mfa_token`.
+    pub async fn mfa_challenge(&self, email: &str) -> String {
+        let r = self.post("/auth/login", serde_json::json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["type"], "urn:secure-auth:problem:mfa-required");
+        p["mfa_token"].as_str().unwrap().to_owned()
+    }
 }

@@ -127,7 +127,7 @@ fn conflict(msg: &str) -> DomainError {
     DomainError::Conflict(msg.to_owned())
 }
 
-fn admin_event(event: &str, ctx: &RequestCtx, actor: Actor<'_>, target: &str, fields: &[&str]) {
+pub(crate) fn admin_event(event: &str, ctx: &RequestCtx, actor: Actor<'_>, target: &str, fields: &[&str]) {
     tracing::info!(
         event,
         request_id = %ctx.request_id,
@@ -295,6 +295,7 @@ impl Admin {
             updated_at: now,
             last_login_at: None,
             session_version: 1,
+            mfa_enabled: false,
         };
         match self.store.admin_create_user(&user).await? {
             AdminWrite::Done(u) => {

@@ -28,6 +28,17 @@ pub enum DomainError {
     UnsupportedGrantType,
     #[error("email not verified")]
     EmailNotVerified,
+    /// The password was right and a second factor is active: answer the challenge
+    /// `mfa_token` (single use, short-lived) with a code. Carries no access or refresh token.
+    #[error("second factor required")]
+    MfaRequired { mfa_token: String },
+    /// A challenge answered with a wrong, used or replayed code, or a challenge that is
+    /// unknown, used, expired or dead: never told apart.
+    #[error("invalid second-factor code")]
+    InvalidMfaCode,
+    /// Enrolment while a factor is active.
+    #[error("second factor already enabled")]
+    MfaAlreadyEnabled,
     /// Missing or refused bearer token; `token_sent` says whether one was presented.
     #[error("unauthorized")]
     Unauthorized { token_sent: bool },

@@ -132,6 +132,17 @@ impl Lockout {
         Ok(())
     }
 
+    /// The check succeeded but the sign-in is not complete (a second factor follows): the
+    /// attempt's count is taken back, and the failures before it stay counted. A right
+    /// password neither adds to the count nor resets it; only the completed second step does,
+    /// so wrong codes after a right password still lock.
+    pub async fn pending(&self, attempt: Attempt) -> DomainResult<()> {
+        for (key, ..) in &attempt.gates {
+            self.store.lock_gate_release(key, self.clock.now()).await?;
+        }
+        Ok(())
+    }
+
     /// The check succeeded and the caller writes the clean-up itself (login, in the same write
     /// as the new session): the keys `succeeded` would delete.
     pub fn keys_to_clear(&self, attempt: Attempt) -> Vec<String> {

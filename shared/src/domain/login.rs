@@ -8,7 +8,7 @@ use crate::domain::email_field;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::lockout::Lockout;
 use crate::domain::ratelimit::{Gate, admit, admitted};
-use crate::domain::sessions::SessionIssuer;
+use crate::domain::sessions::{PWD, SessionIssuer};
 use crate::domain::views::TokenResponse;
 use crate::logging::security_event;
 use crate::password::{Hasher, Verified};
@@ -95,8 +95,17 @@ impl Login {
             security_event("login_failed", ctx, Some(&user.id), "email_not_verified");
             return Err(DomainError::EmailNotVerified);
         }
+        if user.mfa_enabled {
+            // The password is right, and it is only the first step: it does not reset the
+            // count that wrong codes add to (`Lockout::pending`).
+            self.lockout.pending(attempt).await?;
+            let mfa_token = crate::domain::mfa::challenge(self.store.as_ref(), &user, self.clock.now()).await?;
+            security_event("login_mfa_required", ctx, Some(&user.id), "challenge");
+            return Err(DomainError::MfaRequired { mfa_token });
+        }
         let cleared = self.lockout.keys_to_clear(attempt);
-        let tokens = self.issuer.start_login(self.store.as_ref(), &user, &cleared, ctx, self.clock.now()).await?;
+        let tokens =
+            self.issuer.start_login(self.store.as_ref(), &user, &[PWD], &cleared, ctx, self.clock.now()).await?;
         security_event("login_succeeded", ctx, Some(&user.id), "success");
         crate::metrics::count("LoginSucceeded");
         Ok(tokens)

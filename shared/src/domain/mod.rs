@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod lockout;
 pub mod login;
+pub mod mfa;
 pub mod notify;
 pub mod ratelimit;
 pub mod recovery;

@@ -16,6 +16,12 @@ use crate::secret::Token;
 use crate::store::{Rotation, Session, SessionPort, SessionStore, User};
 use crate::tokens::{self, Jwt, Subject};
 
+/// RFC 8176 method names: a password; a one-time password (TOTP); multiple factors (the
+/// password and a recovery code).
+pub const PWD: &str = "pwd";
+pub const OTP: &str = "otp";
+pub const MFA: &str = "mfa";
+
 /// Issues access tokens and starts refresh sessions (login and refresh share it).
 #[derive(Clone)]
 pub struct SessionIssuer {
@@ -29,7 +35,8 @@ impl SessionIssuer {
         Self { jwt, idle_ttl: cfg.refresh_idle_ttl, absolute_ttl: cfg.refresh_absolute_ttl }
     }
 
-    fn access_token(&self, user: &User, session_id: &str, now: i64) -> DomainResult<(String, String)> {
+    fn access_token(&self, user: &User, session_id: &str, amr: &[String], now: i64) -> DomainResult<(String, String)> {
+        let amr: Vec<&str> = amr.iter().map(String::as_str).collect();
         Ok(self.jwt.issue(
             &Subject {
                 user_id: &user.id,
@@ -38,21 +45,24 @@ impl SessionIssuer {
                 is_superuser: user.is_superuser,
                 session_version: user.session_version,
                 session_id,
+                amr: &amr,
             },
             now,
         )?)
     }
 
-    /// The token response for `secret`, the session's live refresh secret.
+    /// The token response for `secret`, the live refresh secret of a session signed in with
+    /// `amr`.
     pub fn token_response(
         &self,
         user: &User,
         session_id: &str,
+        amr: &[String],
         secret: &str,
         idle_expires_at: i64,
         now: i64,
     ) -> DomainResult<TokenResponse> {
-        let (access_token, scope) = self.access_token(user, session_id, now)?;
+        let (access_token, scope) = self.access_token(user, session_id, amr, now)?;
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
@@ -71,28 +81,35 @@ impl SessionIssuer {
         ctx: &RequestCtx,
         now: i64,
     ) -> DomainResult<TokenResponse> {
-        let (session, secret) = self.new_session(user, ctx, now).await?;
+        let (session, secret) = self.new_session(user, &[PWD], ctx, now).await?;
         store.create_session(&session).await?;
-        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+        self.token_response(user, &session.id, &session.amr, &secret, session.idle_expires_at, now)
     }
 
-    /// `start` for a successful login: the session, `last_login_at` and the deletion of the
-    /// lockout keys the login cleared go to the store as one write.
+    /// `start` for a successful login (authenticated by `amr`): the session, `last_login_at`
+    /// and the deletion of the lockout keys the login cleared go to the store as one write.
     pub async fn start_login(
         &self,
         store: &dyn SessionStore,
         user: &User,
+        amr: &[&str],
         cleared_locks: &[String],
         ctx: &RequestCtx,
         now: i64,
     ) -> DomainResult<TokenResponse> {
-        let (session, secret) = self.new_session(user, ctx, now).await?;
+        let (session, secret) = self.new_session(user, amr, ctx, now).await?;
         store.start_login_session(&session, cleared_locks, now).await?;
-        self.token_response(user, &session.id, &secret, session.idle_expires_at, now)
+        self.token_response(user, &session.id, &session.amr, &secret, session.idle_expires_at, now)
     }
 
-    /// A new session for `user` and its refresh secret.
-    async fn new_session(&self, user: &User, ctx: &RequestCtx, now: i64) -> DomainResult<(Session, String)> {
+    /// A new session for `user`, signed in with `amr`, and its refresh secret.
+    async fn new_session(
+        &self,
+        user: &User,
+        amr: &[&str],
+        ctx: &RequestCtx,
+        now: i64,
+    ) -> DomainResult<(Session, String)> {
         self.jwt.refresh_keys().await;
         let secret = tokens::random_secret()?;
         let absolute = now + self.absolute_ttl.as_secs() as i64;
@@ -110,6 +127,7 @@ impl SessionIssuer {
             ip: ctx.ip.clone(),
             user_agent: ctx.user_agent.chars().take(256).collect(),
             session_version: user.session_version,
+            amr: amr.iter().map(|m| (*m).to_owned()).collect(),
         };
         Ok((session, secret))
     }
@@ -179,7 +197,7 @@ impl Refresh {
         match outcome {
             Rotation::Rotated => {
                 security_event("token_refreshed", ctx, Some(&user.id), "success");
-                self.issuer.token_response(&user, &parts.session_id, &secret, idle, now)
+                self.issuer.token_response(&user, &parts.session_id, &session.amr, &secret, idle, now)
             }
             Rotation::Missing => Err(DomainError::InvalidGrant),
             Rotation::Conflict(current) => {
@@ -196,6 +214,7 @@ impl Refresh {
                         return self.issuer.token_response(
                             &user,
                             &parts.session_id,
+                            &current.amr,
                             &secret,
                             current.idle_expires_at,
                             now,

@@ -141,6 +141,7 @@ impl Signup {
                 updated_at: now,
                 last_login_at: None,
                 session_version: 1,
+                mfa_enabled: false,
             };
             let secret = tokens::random_secret()?;
             let token_hash = tokens::hash_secret(&secret);

@@ -102,6 +102,7 @@ impl Kit {
             updated_at: now,
             last_login_at: None,
             session_version: 1,
+            mfa_enabled: false,
         };
         crate::store::AdminStore::admin_create_user(self.store.as_ref(), &user).await.unwrap();
         user

@@ -37,6 +37,8 @@ pub struct UserView {
     pub is_active: bool,
     pub is_verified: bool,
     pub is_superuser: bool,
+    /// A second factor (TOTP) is active.
+    pub mfa_enabled: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
@@ -59,6 +61,7 @@ impl From<&User> for UserView {
             is_active: u.is_active,
             is_verified: u.is_verified,
             is_superuser: u.is_superuser,
+            mfa_enabled: u.mfa_enabled,
             created_at: rfc3339(u.created_at),
             updated_at: rfc3339(u.updated_at),
             last_login_at: u.last_login_at.map(rfc3339),

@@ -28,7 +28,7 @@ pub const ME: Endpoint = Endpoint {
     routes: &[("GET", "/auth/me"), ("PATCH", "/auth/me")],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "UpdateItem"], mail: false, keys: true },
+    uses: Uses { table: &["GetItem", "UpdateItem"], mail: false, keys: true, mfa_key: false },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
@@ -45,7 +45,12 @@ pub const CHANGE_PASSWORD: Endpoint = Endpoint {
     routes: &[("POST", "/auth/change-password")],
     limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: true },
+    uses: Uses {
+        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+        mail: true,
+        keys: true,
+        mfa_key: false,
+    },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
@@ -67,7 +72,7 @@ pub const CHANGE_EMAIL: Endpoint = Endpoint {
     routes: &[("POST", "/auth/change-email")],
     limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: true },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: true, mfa_key: false },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
@@ -88,7 +93,7 @@ pub const CONFIRM_EMAIL_CHANGE: Endpoint = Endpoint {
     routes: &[("POST", "/auth/confirm-email-change")],
     limits: EndpointLimits { ip: per(20, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: false, mfa_key: false },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {

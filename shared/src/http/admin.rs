@@ -53,7 +53,7 @@ macro_rules! admin_endpoint {
             routes: &[($method, $path)],
             limits: $limits,
             errors: ErrorStyle::Plain,
-            uses: Uses { table: $table, mail: false, keys: true },
+            uses: Uses { table: $table, mail: false, keys: true, mfa_key: false },
             use_case: "shared/src/domain/admin.rs",
             source: file!(),
             mount: |deps| {

@@ -17,6 +17,7 @@ use super::{Endpoint, ErrorStyle, PROBLEM, Uc, Uses, json_response, mounted};
 use crate::config::{EndpointLimits, per};
 use crate::domain::error::DomainError;
 use crate::domain::login::Login;
+use crate::domain::mfa::MfaLogin;
 use crate::domain::sessions::{Refresh, Sessions};
 use crate::domain::views::TokenResponse;
 use crate::secret::{Password, Token};
@@ -34,7 +35,7 @@ pub const LOGIN: Endpoint = Endpoint {
     routes: &[("POST", "/auth/login")],
     limits: EndpointLimits { ip: per(30, 60), email: per(10, 60), user: None },
     errors: ErrorStyle::OAuth,
-    uses: Uses { table: LOGIN_TABLE, mail: true, keys: true },
+    uses: Uses { table: LOGIN_TABLE, mail: true, keys: true, mfa_key: false },
     use_case: "shared/src/domain/login.rs",
     source: file!(),
     mount: |deps| {
@@ -47,20 +48,21 @@ pub const LOGIN: Endpoint = Endpoint {
     },
 };
 
-/// `POST /auth/token` (RFC 6749): the password and refresh-token grants.
+/// `POST /auth/token` (RFC 6749): the password, refresh-token and second-factor grants.
 pub const TOKEN: Endpoint = Endpoint {
     binary: "token",
     routes: &[("POST", "/auth/token")],
     limits: EndpointLimits { ip: per(30, 60), email: per(10, 60), user: None },
     errors: ErrorStyle::OAuth,
-    uses: Uses { table: REFRESH_TABLE, mail: true, keys: true },
-    use_case: "shared/src/domain/login.rs, shared/src/domain/sessions.rs",
+    uses: Uses { table: REFRESH_TABLE, mail: true, keys: true, mfa_key: true },
+    use_case: "shared/src/domain/login.rs, shared/src/domain/sessions.rs, shared/src/domain/mfa.rs",
     source: file!(),
     mount: |deps| {
         mounted(async move {
             let grants = Arc::new(Grants {
                 login: deps.login(TOKEN.email_gate(&deps).await?).await?,
                 refresh: deps.refresh().await?,
+                mfa: deps.mfa_login().await?,
             });
             let r = OpenApiRouter::new().routes(routes!(token)).with_state(grants);
             Ok(limited_after_reads(r, &TOKEN, deps.rate_limiter().await?))
@@ -74,7 +76,7 @@ pub const REFRESH: Endpoint = Endpoint {
     routes: &[("POST", "/auth/refresh")],
     limits: EndpointLimits { ip: per(60, 60), email: None, user: None },
     errors: ErrorStyle::OAuth,
-    uses: Uses { table: REFRESH_TABLE, mail: false, keys: true },
+    uses: Uses { table: REFRESH_TABLE, mail: false, keys: true, mfa_key: false },
     use_case: "shared/src/domain/sessions.rs",
     source: file!(),
     mount: |deps| {
@@ -91,7 +93,7 @@ pub const LOGOUT: Endpoint = Endpoint {
     routes: &[("POST", "/auth/logout")],
     limits: EndpointLimits { ip: per(60, 60), email: None, user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false, mfa_key: false },
     use_case: "shared/src/domain/sessions.rs",
     source: file!(),
     mount: |deps| {
@@ -102,13 +104,17 @@ pub const LOGOUT: Endpoint = Endpoint {
     },
 };
 
-/// The token endpoint's two grants.
+/// The token endpoint's grants.
 struct Grants {
     login: Arc<Login>,
     refresh: Arc<Refresh>,
+    mfa: Arc<MfaLogin>,
 }
 
-fn token_result(r: ApiResult<TokenResponse>) -> Response {
+/// The grant that answers a login's second-factor challenge.
+pub const MFA_OTP_GRANT: &str = "urn:secure-auth:grant-type:mfa-otp";
+
+pub(crate) fn token_result(r: ApiResult<TokenResponse>) -> Response {
     match r {
         Ok(t) => {
             let mut resp = json_response(StatusCode::OK, &t);
@@ -134,7 +140,7 @@ struct LoginBody {
     (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (`error`: invalid_request)"),
     (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials (`error`: invalid_grant)",
         headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
-    (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, only after a correct password"),
+    (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, or mfa-required (`error`: mfa_required, with `mfa_token` and `factors`), only after a correct password"),
 ))]
 async fn login(State(uc): Uc<Login>, Ctx(ctx): Ctx, body: ApiResult<Json<LoginBody>>) -> Response {
     token_result(
@@ -150,7 +156,8 @@ async fn login(State(uc): Uc<Login>, Ctx(ctx): Ctx, body: ApiResult<Json<LoginBo
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct OAuthTokenBody {
-    /// `password` (with `username`, `password`) or `refresh_token` (with `refresh_token`).
+    /// `password` (with `username`, `password`), `refresh_token` (with `refresh_token`) or
+    /// `urn:secure-auth:grant-type:mfa-otp` (with `mfa_token` and `otp` or `recovery_code`).
     #[schema(example = "password")]
     grant_type: String,
     #[serde(default)]
@@ -162,6 +169,16 @@ struct OAuthTokenBody {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     refresh_token: Option<Token>,
+    /// `urn:secure-auth:grant-type:mfa-otp`: the challenge from the password grant's
+    /// `mfa_required` answer, with `otp` or `recovery_code`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    mfa_token: Option<Token>,
+    #[serde(default)]
+    #[schema(example = "123456")]
+    otp: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     scope: Option<String>,
@@ -174,7 +191,7 @@ fn bad_request(msg: &str) -> ApiError {
     ApiError::Domain(DomainError::BadRequest(msg.into()))
 }
 
-/// RFC 6749 token endpoint: password and refresh_token grants, form-encoded or JSON.
+/// RFC 6749 token endpoint: password, refresh_token and second-factor grants, form-encoded or JSON.
 #[utoipa::path(post, path = "/auth/token", tag = "auth",
     request_body(content(
         (OAuthTokenBody = "application/x-www-form-urlencoded"),
@@ -185,7 +202,7 @@ fn bad_request(msg: &str) -> ApiError {
         (status = 400, body = Problem, content_type = PROBLEM, description = "invalid_request or unsupported_grant_type"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials / invalid-grant (`error`: invalid_grant)",
             headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, or mfa-required (`error`: mfa_required, with `mfa_token` and `factors`)"),
 ))]
 async fn token(State(g): Uc<Grants>, Ctx(ctx): Ctx, body: ApiResult<FormOrJson<OAuthTokenBody>>) -> Response {
     token_result(
@@ -199,6 +216,13 @@ async fn token(State(g): Uc<Grants>, Ctx(ctx): Ctx, body: ApiResult<FormOrJson<O
                 "refresh_token" => match b.refresh_token {
                     Some(t) => Ok(g.refresh.refresh(&t, &ctx).await?),
                     None => Err(bad_request("refresh_token is required.")),
+                },
+                MFA_OTP_GRANT => match b.mfa_token {
+                    Some(t) => {
+                        let answer = super::mfa::answer(b.otp.as_deref(), b.recovery_code.as_deref(), "otp")?;
+                        Ok(g.mfa.verify(&t, answer, &ctx).await?)
+                    }
+                    None => Err(bad_request("mfa_token is required.")),
                 },
                 _ => Err(ApiError::Domain(DomainError::UnsupportedGrantType)),
             }

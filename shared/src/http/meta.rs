@@ -32,7 +32,7 @@ pub const JWKS: Endpoint = Endpoint {
     routes: &[("GET", "/.well-known/jwks.json"), ("GET", "/.well-known/openid-configuration")],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &[], mail: false, keys: true },
+    uses: Uses { table: &[], mail: false, keys: true, mfa_key: false },
     use_case: "shared/src/domain/discovery.rs",
     source: file!(),
     mount: |deps| {

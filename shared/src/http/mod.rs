@@ -26,6 +26,7 @@ pub mod auth;
 pub mod docs;
 pub mod extract;
 pub mod meta;
+pub mod mfa;
 pub mod pages;
 pub mod problem;
 pub mod ratelimit;
@@ -46,11 +47,13 @@ pub struct Uses {
     pub mail: bool,
     /// Reads the signing keys from Secrets Manager (`SIGNING_KEY_SECRET_ID`).
     pub keys: bool,
+    /// Reads the key TOTP secrets are sealed with from Secrets Manager (`MFA_KEY_SECRET_ID`).
+    pub mfa_key: bool,
 }
 
 impl Uses {
     /// Nothing outside the function itself.
-    pub const NOTHING: Uses = Uses { table: &[], mail: false, keys: false };
+    pub const NOTHING: Uses = Uses { table: &[], mail: false, keys: false, mfa_key: false };
 }
 
 /// The future a mount returns.
@@ -116,6 +119,7 @@ pub const AREAS: &[&[&Endpoint]] = &[
     account::ENDPOINTS,
     recovery::ENDPOINTS,
     sessions::ENDPOINTS,
+    mfa::ENDPOINTS,
     pages::ENDPOINTS,
     docs::ENDPOINTS,
     admin::ENDPOINTS,
@@ -300,8 +304,11 @@ pub fn readme_table() -> String {
         if e.uses.mail {
             uses.push("SQS (mail)");
         }
-        if e.uses.keys {
-            uses.push("Secrets Manager");
+        match (e.uses.keys, e.uses.mfa_key) {
+            (true, true) => uses.push("Secrets Manager (keys, MFA key)"),
+            (true, false) => uses.push("Secrets Manager"),
+            (false, true) => uses.push("Secrets Manager (MFA key)"),
+            (false, false) => {}
         }
         let uses = if uses.is_empty() { "—".to_owned() } else { uses.join(", ") };
         out.push_str(&format!(
@@ -329,7 +336,7 @@ pub fn declarations_json() -> serde_json::Value {
                         "user": e.limits.user.map(|l| [l.max as u64, l.window]),
                     },
                     "oauth_errors": e.errors == ErrorStyle::OAuth,
-                    "uses": {"table": e.uses.table, "mail": e.uses.mail, "keys": e.uses.keys},
+                    "uses": {"table": e.uses.table, "mail": e.uses.mail, "keys": e.uses.keys, "mfa_key": e.uses.mfa_key},
                     "use_case": e.use_case,
                     "source": e.source,
                 })

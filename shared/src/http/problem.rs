@@ -46,7 +46,7 @@ impl From<crate::store::StoreError> for ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(description = "RFC 9457 problem. `type` is `urn:secure-auth:problem:<slug>`, slugs: \
 validation-failed, malformed-request, invalid-token, invalid-credentials, invalid-grant, \
-unsupported-grant-type, email-not-verified, unauthorized, forbidden, not-found, method-not-allowed, \
+unsupported-grant-type, email-not-verified, mfa-required, invalid-mfa-code, mfa-already-enabled, unauthorized, forbidden, not-found, method-not-allowed, \
 payload-too-large, unsupported-media-type, conflict, rate-limited, unavailable, internal.")]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -60,10 +60,18 @@ pub struct Problem {
     /// Field-level failures (validation problems only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<FieldError>>,
-    /// RFC 6749 §5.2 error code (token-issuing endpoints only).
+    /// RFC 6749 §5.2 error code (token-issuing endpoints only; `mfa_required` for the
+    /// second-factor challenge).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "invalid_grant")]
     pub error: Option<String>,
+    /// The challenge to answer at `POST /auth/mfa/verify` (mfa-required only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_token: Option<String>,
+    /// What answers the challenge (mfa-required only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!(["totp", "recovery_code"]))]
+    pub factors: Option<Vec<&'static str>>,
 }
 
 impl ApiError {
@@ -84,6 +92,9 @@ impl ApiError {
                 InvalidGrant => (StatusCode::UNAUTHORIZED, "invalid-grant", "Invalid grant"),
                 UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported-grant-type", "Unsupported grant type"),
                 EmailNotVerified => (StatusCode::FORBIDDEN, "email-not-verified", "Email not verified"),
+                MfaRequired { .. } => (StatusCode::FORBIDDEN, "mfa-required", "Second factor required"),
+                InvalidMfaCode => (StatusCode::UNAUTHORIZED, "invalid-mfa-code", "Invalid second-factor code"),
+                MfaAlreadyEnabled => (StatusCode::CONFLICT, "mfa-already-enabled", "Second factor already enabled"),
                 Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
                 Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
                 NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -99,8 +110,12 @@ impl ApiError {
     fn oauth_error(&self) -> &'static str {
         match self {
             ApiError::Domain(
-                DomainError::InvalidCredentials | DomainError::InvalidGrant | DomainError::EmailNotVerified,
+                DomainError::InvalidCredentials
+                | DomainError::InvalidGrant
+                | DomainError::EmailNotVerified
+                | DomainError::InvalidMfaCode,
             ) => "invalid_grant",
+            ApiError::Domain(DomainError::MfaRequired { .. }) => "mfa_required",
             ApiError::Domain(DomainError::UnsupportedGrantType) => "unsupported_grant_type",
             _ => "invalid_request",
         }
@@ -119,8 +134,15 @@ impl ApiError {
                 InvalidToken => "The token is unknown, already used or expired.".into(),
                 InvalidCredentials => "The email or password is incorrect.".into(),
                 InvalidGrant => "The grant is invalid, expired or revoked.".into(),
-                UnsupportedGrantType => "grant_type must be password or refresh_token.".into(),
+                UnsupportedGrantType => {
+                    "grant_type must be password, refresh_token or urn:secure-auth:grant-type:mfa-otp.".into()
+                }
                 EmailNotVerified => "Verify your email address before signing in.".into(),
+                MfaRequired { .. } => {
+                    "Answer the challenge with a code from your authenticator app or a recovery code.".into()
+                }
+                InvalidMfaCode => "The code or the challenge is invalid, used or expired.".into(),
+                MfaAlreadyEnabled => "A second factor is already enabled; disable it first.".into(),
                 Unauthorized { .. } => "A valid bearer access token is required.".into(),
                 Forbidden => "You do not have access to this resource.".into(),
                 NotFound => "The resource does not exist.".into(),
@@ -148,7 +170,15 @@ impl ApiError {
                 ApiError::Domain(DomainError::Validation(errors)) => Some(errors.clone()),
                 _ => None,
             },
-            error: (style == ErrorStyle::OAuth).then(|| self.oauth_error().to_owned()),
+            // The challenge names its `error` on every endpoint that can raise it.
+            error: (style == ErrorStyle::OAuth || matches!(self, ApiError::Domain(DomainError::MfaRequired { .. })))
+                .then(|| self.oauth_error().to_owned()),
+            mfa_token: match self {
+                ApiError::Domain(DomainError::MfaRequired { mfa_token }) => Some(mfa_token.clone()),
+                _ => None,
+            },
+            factors: matches!(self, ApiError::Domain(DomainError::MfaRequired { .. }))
+                .then(|| vec!["totp", "recovery_code"]),
         };
         let body = serde_json::to_string(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
@@ -164,7 +194,8 @@ impl ApiError {
             ApiError::Domain(
                 DomainError::Unauthorized { token_sent: false }
                 | DomainError::InvalidCredentials
-                | DomainError::InvalidGrant,
+                | DomainError::InvalidGrant
+                | DomainError::InvalidMfaCode,
             ) => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="secure-auth""#));
             }

@@ -27,7 +27,7 @@ pub const FORGOT_PASSWORD: Endpoint = Endpoint {
     routes: &[("POST", "/auth/forgot-password")],
     limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false, mfa_key: false },
     use_case: "shared/src/domain/recovery.rs",
     source: file!(),
     mount: |deps| {
@@ -46,7 +46,12 @@ pub const RESET_PASSWORD: Endpoint = Endpoint {
     routes: &[("POST", "/auth/reset-password")],
     limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: false },
+    uses: Uses {
+        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+        mail: true,
+        keys: false,
+        mfa_key: false,
+    },
     use_case: "shared/src/domain/recovery.rs",
     source: file!(),
     mount: |deps| {

@@ -26,7 +26,12 @@ pub const SIGNUP: Endpoint = Endpoint {
     routes: &[("POST", "/auth/signup")],
     limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"], mail: true, keys: false },
+    uses: Uses {
+        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+        mail: true,
+        keys: false,
+        mfa_key: false,
+    },
     use_case: "shared/src/domain/signup.rs",
     source: file!(),
     mount: |deps| {
@@ -46,7 +51,7 @@ pub const VERIFY_EMAIL: Endpoint = Endpoint {
     routes: &[("POST", "/auth/verify-email")],
     limits: EndpointLimits { ip: per(20, 60), email: None, user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false, mfa_key: false },
     use_case: "shared/src/domain/signup.rs",
     source: file!(),
     mount: |deps| {
@@ -63,7 +68,7 @@ pub const RESEND_VERIFICATION: Endpoint = Endpoint {
     routes: &[("POST", "/auth/resend-verification")],
     limits: EndpointLimits { ip: per(10, 60), email: per(3, 3600), user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false },
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem"], mail: true, keys: false, mfa_key: false },
     use_case: "shared/src/domain/signup.rs",
     source: file!(),
     mount: |deps| {

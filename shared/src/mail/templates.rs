@@ -105,6 +105,57 @@ pub fn password_changed(product: &str, base_url: &str, to: &str) -> Mail {
     }
 }
 
+/// What happened to the account's second factor (`MfaNotice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaNotice {
+    Enabled,
+    Disabled,
+    CodesRegenerated,
+    RecoveryCodeUsed,
+    ResetByAdmin,
+}
+
+/// Sent to the owner whenever the second factor changes or a recovery code signs in.
+pub fn mfa_notice(product: &str, base_url: &str, to: &str, what: MfaNotice, codes_left: usize) -> Mail {
+    let (subject, intro) = match what {
+        MfaNotice::Enabled => (
+            "two-step sign-in was turned on",
+            format!(
+                "Two-step sign-in (an authenticator app) was turned on for your {product} account; other sessions were signed out."
+            ),
+        ),
+        MfaNotice::Disabled => (
+            "two-step sign-in was turned off",
+            format!("Two-step sign-in was turned off for your {product} account: a password alone signs in now."),
+        ),
+        MfaNotice::CodesRegenerated => (
+            "new recovery codes were made",
+            format!("New recovery codes were made for your {product} account; the earlier ones no longer work."),
+        ),
+        MfaNotice::RecoveryCodeUsed => (
+            "a recovery code was used",
+            format!(
+                "A recovery code was used to sign in to your {product} account; {codes_left} unused codes are left."
+            ),
+        ),
+        MfaNotice::ResetByAdmin => (
+            "two-step sign-in was reset",
+            format!(
+                "An administrator removed two-step sign-in from your {product} account: a password alone signs in until you set it up again."
+            ),
+        ),
+    };
+    let advice = format!(
+        "If this was not you, reset your password now ({base_url}, \"Forgot password\"), review your sessions and contact your administrator."
+    );
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: {subject}"),
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, &advice], None)),
+    }
+}
+
 /// Sent to the new address: the confirmation link.
 pub fn email_change_confirm(product: &str, base_url: &str, to: &str, token: &str) -> Mail {
     let link = format!("{base_url}/auth/confirm-email-change?token={token}");

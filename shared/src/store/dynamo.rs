@@ -79,6 +79,12 @@ fn one_time_sk(kind: OneTimeKind) -> String {
     format!("OTT#{}", kind.as_str())
 }
 
+/// The second factor's item sits in the user's partition, so a delete purges it.
+const MFA_SK: &str = "MFA";
+fn challenge_sk(hash: &str) -> String {
+    format!("MFA_CHALLENGE#{hash}")
+}
+
 fn key(pk: String, sk: &str) -> Item {
     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
@@ -101,6 +107,9 @@ fn user_to_item(u: &User) -> Item {
         m.insert("last_login_at".into(), n(t));
     }
     m.insert("sv".into(), n(u.session_version));
+    if u.mfa_enabled {
+        m.insert("mfa_enabled".into(), AttributeValue::Bool(true));
+    }
     // Admin listing: the user's shard of gsi2, ordered by email (see `LISTING_SHARDS`).
     m.insert("gsi2pk".into(), s(listing_shard(&u.id)));
     m.insert("gsi2sk".into(), s(&u.email));
@@ -139,6 +148,7 @@ fn item_to_user(m: &Item) -> Result<User, StoreError> {
         updated_at: get_n(m, "updated_at").unwrap_or_default(),
         last_login_at: get_n(m, "last_login_at"),
         session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
+        mfa_enabled: get_b(m, "mfa_enabled"),
     })
 }
 
@@ -160,6 +170,7 @@ fn session_to_item(x: &Session) -> Item {
     m.insert("ip".into(), s(&x.ip));
     m.insert("user_agent".into(), s(&x.user_agent));
     m.insert("sv".into(), n(x.session_version));
+    m.insert("amr".into(), AttributeValue::L(x.amr.iter().map(s).collect()));
     m.insert("ttl".into(), n(x.expires_at()));
     m
 }
@@ -183,6 +194,12 @@ fn item_to_session(m: &Item) -> Result<Session, StoreError> {
         ip: get_s(m, "ip").unwrap_or_default(),
         user_agent: get_s(m, "user_agent").unwrap_or_default(),
         session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
+        amr: m
+            .get("amr")
+            .and_then(|v| v.as_l().ok())
+            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .filter(|l: &Vec<String>| !l.is_empty())
+            .unwrap_or_else(|| vec!["pwd".to_owned()]),
     })
 }
 
@@ -311,11 +328,15 @@ impl DynamoStore {
         }
     }
 
-    /// `last_login_at` of each of `ids` that has one.
-    async fn last_logins(&self, ids: &[String]) -> Result<HashMap<String, i64>, StoreError> {
+    /// `last_login_at` (if any) and `mfa_enabled` of each of `ids`: what the listing index
+    /// does not project.
+    async fn unprojected(&self, ids: &[String]) -> Result<HashMap<String, (Option<i64>, bool)>, StoreError> {
         let keys = ids.iter().map(|id| key(user_pk(id), PROFILE)).collect();
-        let items = self.batch_get(keys, Some("id, last_login_at")).await?;
-        Ok(items.iter().filter_map(|i| Some((get_s(i, "id")?, get_n(i, "last_login_at")?))).collect())
+        let items = self.batch_get(keys, Some("id, last_login_at, mfa_enabled")).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, "id")?, (get_n(i, "last_login_at"), get_b(i, "mfa_enabled")))))
+            .collect())
     }
 
     /// The items of `keys` that exist, strongly consistent, in `BatchGetItem`s of 100 keys; keys
@@ -1660,9 +1681,10 @@ impl AdminStore for DynamoStore {
         rows.sort_by_key(|r| get_s(r, "gsi2sk"));
         more |= rows.len() > limit;
         rows.truncate(limit);
-        // The index leaves out what logins write; one batch read adds `last_login_at`.
+        // The index leaves out what logins and the second factor write; one batch read adds
+        // `last_login_at` and `mfa_enabled`.
         let ids: Vec<String> = rows.iter().filter_map(|r| get_s(r, "id")).collect();
-        let logins = self.last_logins(&ids).await?;
+        let extra = self.unprojected(&ids).await?;
         let users = rows
             .iter()
             .map(|r| {
@@ -1676,8 +1698,9 @@ impl AdminStore for DynamoStore {
                     is_superuser: get_b(r, "is_superuser"),
                     created_at: get_n(r, "created_at").unwrap_or_default(),
                     updated_at: get_n(r, "updated_at").unwrap_or_default(),
-                    last_login_at: logins.get(&id).copied(),
+                    last_login_at: extra.get(&id).and_then(|e| e.0),
                     session_version: 0,
+                    mfa_enabled: extra.get(&id).is_some_and(|e| e.1),
                     id,
                 })
             })
@@ -1833,6 +1856,33 @@ impl AdminStore for DynamoStore {
         Ok(())
     }
 
+    async fn admin_reset_mfa(&self, current: &User, now: i64) -> Result<AdminWrite, StoreError> {
+        let (cond, values) = Self::unchanged(current);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(&current.id), PROFILE)))
+            .update_expression("SET updated_at = :now REMOVE mfa_enabled")
+            .condition_expression(cond)
+            .expression_attribute_values(":now", n(now));
+        for (k, v) in values {
+            update = update.expression_attribute_values(k, v);
+        }
+        let factor = Delete::builder().table_name(&self.table).set_key(Some(key(user_pk(&current.id), MFA_SK))).build();
+        let items = vec![
+            TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build(),
+            TransactWriteItem::builder().delete(factor.map_err(unavailable)?).build(),
+        ];
+        let done = User { mfa_enabled: false, updated_at: now, ..current.clone() };
+        let outcome = self.admin_transaction(items, |_| AdminWrite::Changed, done).await?;
+        match self.changed_or_gone(outcome, &current.id).await? {
+            // The answer is the user as stored (a login since the read shows).
+            AdminWrite::Done(_) => {
+                Ok(self.get_user(&current.id).await?.map(AdminWrite::Done).unwrap_or(AdminWrite::NotFound))
+            }
+            other => Ok(other),
+        }
+    }
+
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
         let items = self.partition(format!("LOCK#{account}"), None).await?;
         Ok(items
@@ -1841,9 +1891,340 @@ impl AdminStore for DynamoStore {
     }
 }
 
+fn item_to_factor(m: &Item) -> MfaFactor {
+    MfaFactor {
+        secret: get_s(m, "secret"),
+        pending: get_s(m, "pending"),
+        last_step: get_n(m, "last_step").unwrap_or_default().max(0) as u64,
+        recovery: m.get("recovery").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
+    }
+}
+
+/// A string set for `recovery` (DynamoDB sets cannot be empty: `None` for none).
+fn code_set(recovery: &[String]) -> Option<AttributeValue> {
+    (!recovery.is_empty()).then(|| AttributeValue::Ss(recovery.to_vec()))
+}
+
+impl DynamoStore {
+    /// The conditional update that spends `proof` on the factor item.
+    fn spend_update(&self, user_id: &str, proof: &MfaProof) -> Result<Update, StoreError> {
+        let b = Update::builder().table_name(&self.table).set_key(Some(key(user_pk(user_id), MFA_SK)));
+        let b = match proof {
+            MfaProof::Totp { sealed, step } => b
+                .update_expression("SET last_step = :step")
+                .condition_expression("secret = :sealed AND last_step < :step")
+                .expression_attribute_values(":sealed", s(sealed))
+                .expression_attribute_values(":step", n(step)),
+            MfaProof::Recovery { hash } => b
+                .update_expression("DELETE recovery :codes")
+                .condition_expression("attribute_exists(secret) AND contains(recovery, :code)")
+                .expression_attribute_values(":codes", AttributeValue::Ss(vec![hash.clone()]))
+                .expression_attribute_values(":code", s(hash)),
+        };
+        b.build().map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl MfaStore for DynamoStore {
+    async fn get_mfa(&self, user_id: &str) -> Result<Option<MfaFactor>, StoreError> {
+        Ok(self.get(key(user_pk(user_id), MFA_SK)).await?.as_ref().map(item_to_factor))
+    }
+
+    async fn put_pending_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), MFA_SK)))
+            .update_expression("SET pending = :p, pending_at = :now, #type = :type, user_id = :u")
+            .condition_expression("attribute_not_exists(secret)")
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_values(":p", s(sealed))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":type", s("mfa"))
+            .expression_attribute_values(":u", s(user_id))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(true),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn enable_mfa(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        step: u64,
+        recovery: &[String],
+        sv: u64,
+        keep: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let next = sv + 1;
+        let mut factor = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), MFA_SK)))
+            .update_expression(
+                "SET secret = :p, last_step = :step, enabled_at = :now, recovery = :codes REMOVE pending",
+            )
+            .condition_expression("pending = :p AND attribute_not_exists(secret)")
+            .expression_attribute_values(":p", s(sealed))
+            .expression_attribute_values(":step", n(step))
+            .expression_attribute_values(":now", n(now));
+        factor = match code_set(recovery) {
+            Some(codes) => factor.expression_attribute_values(":codes", codes),
+            None => return Err(StoreError::Unavailable("enabling a factor needs recovery codes".into())),
+        };
+        let user = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET mfa_enabled = :t, sv = :next, updated_at = :now")
+            .condition_expression("sv = :sv AND attribute_not_exists(mfa_enabled)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":sv", n(sv))
+            .expression_attribute_values(":next", n(next))
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let session = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &session_sk(keep))))
+            .update_expression("SET sv = :next")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":next", n(next))
+            .build()
+            .map_err(unavailable)?;
+        let factor = factor.build().map_err(unavailable)?;
+        // A token of this call only: the SDK's retry of a transaction whose answer was lost is
+        // the same write, while another request (a second confirmation) never shares it.
+        let token = uuid::Uuid::new_v4().to_string();
+        let all = self
+            .client
+            .transact_write_items()
+            .client_request_token(&token)
+            .transact_items(TransactWriteItem::builder().update(factor.clone()).build())
+            .transact_items(TransactWriteItem::builder().update(user.clone()).build())
+            .transact_items(TransactWriteItem::builder().update(session).build());
+        match transact(all).await {
+            Ok(()) => return Ok(Some(next)),
+            Err(e) if !transaction_condition_failed(&e) => return Err(unavailable(e)),
+            Err(e) if cancellation_codes(&e).iter().take(2).any(Option::is_some) => {}
+            Err(_) => {
+                // Only the caller's session is gone (it logged out meanwhile): enable alone.
+                let two = self
+                    .client
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().update(factor).build())
+                    .transact_items(TransactWriteItem::builder().update(user).build());
+                match transact(two).await {
+                    Ok(()) => return Ok(Some(next)),
+                    Err(e) if !transaction_condition_failed(&e) => return Err(unavailable(e)),
+                    Err(_) => {}
+                }
+            }
+        }
+        // A condition failed: changed meanwhile, or this very write landed before (its
+        // recovery codes are unique to it).
+        let mut ours = recovery.to_vec();
+        ours.sort();
+        let landed = self.get_mfa(user_id).await?.is_some_and(|mut f| {
+            f.recovery.sort();
+            f.secret.as_deref() == Some(sealed) && f.recovery == ours
+        });
+        if !landed {
+            return Ok(None);
+        }
+        Ok(self.get_user(user_id).await?.map(|u| u.session_version))
+    }
+
+    async fn spend_mfa_proof(&self, user_id: &str, proof: &MfaProof) -> Result<MfaSpend, StoreError> {
+        let u = self.spend_update(user_id, proof)?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(u.key))
+            .update_expression(u.update_expression)
+            .set_condition_expression(u.condition_expression)
+            .set_expression_attribute_values(u.expression_attribute_values)
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(MfaSpend::Spent),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(MfaSpend::Refused),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        recovery: &[String],
+    ) -> Result<bool, StoreError> {
+        let Some(codes) = code_set(recovery) else {
+            return Err(StoreError::Unavailable("no recovery codes to store".into()));
+        };
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), MFA_SK)))
+            .update_expression("SET recovery = :codes")
+            .condition_expression("secret = :sealed")
+            .expression_attribute_values(":codes", codes)
+            .expression_attribute_values(":sealed", s(sealed))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) => Ok(true),
+            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn disable_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError> {
+        let factor = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), MFA_SK)))
+            .condition_expression("secret = :sealed")
+            .expression_attribute_values(":sealed", s(sealed))
+            .build()
+            .map_err(unavailable)?;
+        let user = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET updated_at = :now REMOVE mfa_enabled")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let req = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(factor).build())
+            .transact_items(TransactWriteItem::builder().update(user).build());
+        match transact(req).await {
+            Ok(()) => Ok(true),
+            Err(e) if !transaction_condition_failed(&e) => Err(unavailable(e)),
+            // No factor left at all: this write, retried after it landed.
+            Err(_) => Ok(self.get_mfa(user_id).await?.is_none_or(|f| f.secret.is_none() && f.pending.is_none())),
+        }
+    }
+
+    async fn put_mfa_challenge(&self, hash: &str, c: &MfaChallenge) -> Result<(), StoreError> {
+        let mut m = key(user_pk(&c.user_id), &challenge_sk(hash));
+        m.insert("type".into(), s("mfa_challenge"));
+        m.insert("user_id".into(), s(&c.user_id));
+        m.insert("sv".into(), n(c.session_version));
+        m.insert("failures".into(), n(c.failures));
+        m.insert("expires_at".into(), n(c.expires_at));
+        m.insert("ttl".into(), n(c.expires_at));
+        self.client.put_item().table_name(&self.table).set_item(Some(m)).send().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        let Some(m) = self.get(key(user_pk(user_id), &challenge_sk(hash))).await? else { return Ok(None) };
+        let c = MfaChallenge {
+            user_id: user_id.to_owned(),
+            session_version: get_n(&m, "sv").unwrap_or_default().max(0) as u64,
+            failures: get_n(&m, "failures").unwrap_or_default().max(0) as u32,
+            expires_at: get_n(&m, "expires_at").unwrap_or_default(),
+        };
+        Ok(Some(c).filter(|c| c.expires_at > now && c.failures < max_failures))
+    }
+
+    async fn mfa_challenge_failed(&self, user_id: &str, hash: &str, now: i64) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &challenge_sk(hash))))
+            .update_expression("ADD failures :one")
+            .condition_expression("expires_at > :now")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match res.map_err(|e| e.into_service_error()) {
+            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn complete_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        proof: &MfaProof,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<MfaSpend, StoreError> {
+        let challenge = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &challenge_sk(hash))))
+            .condition_expression("expires_at > :now AND failures < :max")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":max", n(max_failures))
+            .build()
+            .map_err(unavailable)?;
+        // A token of this call only (never one derived from the challenge: a replayed request
+        // would then "succeed" again): the SDK's retry of a transaction whose answer was lost
+        // is the same write, not a refusal.
+        let req = self
+            .client
+            .transact_write_items()
+            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .transact_items(TransactWriteItem::builder().delete(challenge).build())
+            .transact_items(TransactWriteItem::builder().update(self.spend_update(user_id, proof)?).build());
+        match transact(req).await {
+            Ok(()) => Ok(MfaSpend::Spent),
+            Err(e) if !transaction_condition_failed(&e) => Err(unavailable(e)),
+            Err(e) => match cancellation_codes(&e).first() {
+                Some(Some(_)) => Ok(MfaSpend::ChallengeGone),
+                _ => Ok(MfaSpend::Refused),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_user_and_session_items_written_before_the_second_factor_then_they_read_as_password_only() {
+        // What the previous release wrote: no `mfa_enabled` on the user, no `amr` on a session.
+        let mut user = key(user_pk("u1"), PROFILE);
+        for (k, v) in [("id", "u1"), ("email", "old@example.com"), ("password_hash", "$argon2id$x")] {
+            user.insert(k.into(), s(v));
+        }
+        user.insert("sv".into(), n(3));
+        let u = item_to_user(&user).unwrap();
+        assert!(!u.mfa_enabled);
+        let mut session = key(user_pk("u1"), &session_sk("s1"));
+        for (k, v) in [("user_id", "u1"), ("id", "s1"), ("current_hash", "h")] {
+            session.insert(k.into(), s(v));
+        }
+        assert_eq!(item_to_session(&session).unwrap().amr, vec!["pwd".to_owned()]);
+        // And what this release writes reads back the same.
+        let with = User { mfa_enabled: true, ..u.clone() };
+        assert!(item_to_user(&user_to_item(&with)).unwrap().mfa_enabled);
+        assert!(!user_to_item(&u).contains_key("mfa_enabled"), "absent means off: old readers see no change");
+        let mut x = item_to_session(&session).unwrap();
+        x.amr = vec!["pwd".into(), "otp".into()];
+        assert_eq!(item_to_session(&session_to_item(&x)).unwrap().amr, x.amr);
+    }
 
     #[test]
     fn the_template_projects_exactly_the_listing_attributes_into_gsi2() {

@@ -35,6 +35,36 @@ struct Inner {
     /// Mail jobs: (sent, claim, lease until, expires at).
     mail: HashMap<String, (bool, String, i64, i64)>,
     admins: u64,
+    mfa: HashMap<String, MfaFactor>,
+    /// MFA challenges by (user id, token hash).
+    challenges: HashMap<(String, String), MfaChallenge>,
+}
+
+impl Inner {
+    /// Spends `proof` on `user_id`'s active factor (the caller holds the lock).
+    fn spend(&mut self, user_id: &str, proof: &MfaProof) -> MfaSpend {
+        let Some(f) = self.mfa.get_mut(user_id) else { return MfaSpend::Refused };
+        match proof {
+            MfaProof::Totp { sealed, step } => {
+                if f.secret.as_deref() != Some(sealed.as_str()) || *step <= f.last_step {
+                    return MfaSpend::Refused;
+                }
+                f.last_step = *step;
+            }
+            MfaProof::Recovery { hash } => {
+                let Some(i) = f.recovery.iter().position(|h| h == hash) else { return MfaSpend::Refused };
+                if f.secret.is_none() {
+                    return MfaSpend::Refused;
+                }
+                f.recovery.remove(i);
+            }
+        }
+        MfaSpend::Spent
+    }
+
+    fn live_challenge(&self, user_id: &str, hash: &str, now: i64, max: u32) -> Option<&MfaChallenge> {
+        self.challenges.get(&(user_id.to_owned(), hash.to_owned())).filter(|c| c.expires_at > now && c.failures < max)
+    }
 }
 
 /// The in-process store.
@@ -627,6 +657,8 @@ impl AdminStore for MemoryStore {
         g.emails.remove(&current.email);
         g.sessions.retain(|(u, _), _| u != &current.id);
         g.one_time.retain(|(u, _), _| u != &current.id);
+        g.mfa.remove(&current.id);
+        g.challenges.retain(|(u, _), _| u != &current.id);
         g.clear_all_locks(&current.email);
         Ok(AdminWrite::Done(current.clone()))
     }
@@ -635,7 +667,22 @@ impl AdminStore for MemoryStore {
         let mut g = self.lock()?;
         g.sessions.retain(|(u, _), _| u != id);
         g.one_time.retain(|(u, _), _| u != id);
+        g.mfa.remove(id);
+        g.challenges.retain(|(u, _), _| u != id);
         Ok(())
+    }
+
+    async fn admin_reset_mfa(&self, current: &User, now: i64) -> Result<AdminWrite, StoreError> {
+        let mut g = self.lock()?;
+        let Some(stored) = g.users.get_mut(&current.id) else { return Ok(AdminWrite::NotFound) };
+        if !stored.admin_guard_matches(current) {
+            return Ok(AdminWrite::Changed);
+        }
+        stored.mfa_enabled = false;
+        stored.updated_at = now;
+        let user = stored.clone();
+        g.mfa.remove(&current.id);
+        Ok(AdminWrite::Done(user))
     }
 
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError> {
@@ -645,5 +692,137 @@ impl AdminStore for MemoryStore {
             .iter()
             .filter(|(k, _)| *k == account || k.starts_with(&prefix))
             .any(|(_, l)| l.expires_at > now && l.locked_until.is_some_and(|u| u > now)))
+    }
+}
+
+#[async_trait]
+impl MfaStore for MemoryStore {
+    async fn get_mfa(&self, user_id: &str) -> Result<Option<MfaFactor>, StoreError> {
+        Ok(self.lock()?.mfa.get(user_id).cloned())
+    }
+
+    async fn put_pending_mfa(&self, user_id: &str, sealed: &str, _now: i64) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let f = g.mfa.entry(user_id.to_owned()).or_default();
+        if f.secret.is_some() {
+            return Ok(false);
+        }
+        f.pending = Some(sealed.to_owned());
+        Ok(true)
+    }
+
+    async fn enable_mfa(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        step: u64,
+        recovery: &[String],
+        sv: u64,
+        keep: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut g = self.lock()?;
+        let Some(u) = g.users.get(user_id) else { return Ok(None) };
+        let landed = g.mfa.get(user_id).is_some_and(|f| f.secret.as_deref() == Some(sealed) && f.recovery == recovery);
+        if landed {
+            // This write, already applied.
+            return Ok(Some(u.session_version));
+        }
+        let pending_ok = g.mfa.get(user_id).is_some_and(|f| f.pending.as_deref() == Some(sealed) && f.secret.is_none());
+        if !pending_ok || u.session_version != sv || u.mfa_enabled {
+            return Ok(None);
+        }
+        g.mfa.insert(
+            user_id.to_owned(),
+            MfaFactor { secret: Some(sealed.to_owned()), pending: None, last_step: step, recovery: recovery.to_vec() },
+        );
+        if let Some(u) = g.users.get_mut(user_id) {
+            u.mfa_enabled = true;
+            u.session_version = sv + 1;
+            u.updated_at = now;
+        }
+        if let Some(s) = g.sessions.get_mut(&(user_id.to_owned(), keep.to_owned())) {
+            s.session_version = sv + 1;
+        }
+        Ok(Some(sv + 1))
+    }
+
+    async fn spend_mfa_proof(&self, user_id: &str, proof: &MfaProof) -> Result<MfaSpend, StoreError> {
+        Ok(self.lock()?.spend(user_id, proof))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        recovery: &[String],
+    ) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        match g.mfa.get_mut(user_id) {
+            Some(f) if f.secret.as_deref() == Some(sealed) => {
+                f.recovery = recovery.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn disable_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        match g.mfa.get(user_id) {
+            Some(f) if f.secret.as_deref() == Some(sealed) => {}
+            Some(_) => return Ok(false),
+            None => return Ok(true),
+        }
+        g.mfa.remove(user_id);
+        if let Some(u) = g.users.get_mut(user_id) {
+            u.mfa_enabled = false;
+            u.updated_at = now;
+        }
+        Ok(true)
+    }
+
+    async fn put_mfa_challenge(&self, hash: &str, c: &MfaChallenge) -> Result<(), StoreError> {
+        self.lock()?.challenges.insert((c.user_id.clone(), hash.to_owned()), c.clone());
+        Ok(())
+    }
+
+    async fn get_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError> {
+        Ok(self.lock()?.live_challenge(user_id, hash, now, max_failures).cloned())
+    }
+
+    async fn mfa_challenge_failed(&self, user_id: &str, hash: &str, now: i64) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        if let Some(c) = g.challenges.get_mut(&(user_id.to_owned(), hash.to_owned()))
+            && c.expires_at > now
+        {
+            c.failures += 1;
+        }
+        Ok(())
+    }
+
+    async fn complete_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        proof: &MfaProof,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<MfaSpend, StoreError> {
+        let mut g = self.lock()?;
+        if g.live_challenge(user_id, hash, now, max_failures).is_none() {
+            return Ok(MfaSpend::ChallengeGone);
+        }
+        let spent = g.spend(user_id, proof);
+        if spent == MfaSpend::Spent {
+            g.challenges.remove(&(user_id.to_owned(), hash.to_owned()));
+        }
+        Ok(spent)
     }
 }

@@ -37,6 +37,9 @@ pub struct User {
     pub last_login_at: Option<i64>,
     /// Bumped whenever older access tokens must stop working.
     pub session_version: u64,
+    /// A second factor (TOTP) is active: a correct password alone starts no session. Items
+    /// written before the factor existed have no such attribute and read as `false`.
+    pub mfa_enabled: bool,
 }
 
 /// A refresh-token rotation family. `Debug` never shows a token hash.
@@ -61,6 +64,10 @@ pub struct Session {
     /// The user's session version when the session was made (or last confirmed); a session
     /// behind the user's current version is dead, even if revoking it failed half-way.
     pub session_version: u64,
+    /// How the session's sign-in was authenticated (RFC 8176 `amr`): `["pwd"]`, or `["pwd",
+    /// "otp"]` / `["pwd", "mfa"]` after a TOTP or a recovery code. Every access token the
+    /// session is refreshed to carries it. Sessions stored before it existed read `["pwd"]`.
+    pub amr: Vec<String>,
 }
 
 impl std::fmt::Debug for User {
@@ -168,6 +175,63 @@ pub enum LockGate {
     Locked {
         until: i64,
     },
+}
+
+/// A user's second factor as stored: one item per user (`USER#<id>`, `MFA`). Secrets are
+/// sealed (`mfa::Sealer`); recovery codes are hashes. `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct MfaFactor {
+    /// The active TOTP secret, sealed; `None` while only a pending one exists.
+    pub secret: Option<String>,
+    /// An enrolment waiting for its first code, sealed.
+    pub pending: Option<String>,
+    /// The last TOTP step accepted: a code of this step or an earlier one is refused.
+    pub last_step: u64,
+    /// Hashes of the unused recovery codes.
+    pub recovery: Vec<String>,
+}
+
+impl std::fmt::Debug for MfaFactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MfaFactor")
+            .field("active", &self.secret.is_some())
+            .field("pending", &self.pending.is_some())
+            .field("last_step", &self.last_step)
+            .field("recovery_codes", &self.recovery.len())
+            .finish()
+    }
+}
+
+/// A login waiting for its second factor (the `mfa_token`'s item, `USER#<id>`,
+/// `MFA_CHALLENGE#<hash>`): bound to the user and to the session version the password was
+/// checked at; single use, short-lived, dead after `mfa::CHALLENGE_MAX_FAILURES` wrong codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaChallenge {
+    pub user_id: String,
+    pub session_version: u64,
+    pub failures: u32,
+    pub expires_at: i64,
+}
+
+/// What answers a challenge, or proves the factor to a bearer endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MfaProof {
+    /// A TOTP code of `step`, checked against the active secret `sealed` (the write is
+    /// conditioned on it, so a factor replaced meanwhile refuses it).
+    Totp { sealed: String, step: u64 },
+    /// The hash of a recovery code.
+    Recovery { hash: String },
+}
+
+/// Outcome of spending a proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MfaSpend {
+    Spent,
+    /// The step was not newer than the last accepted one, the code was used or unknown, or
+    /// the factor changed: nothing was written.
+    Refused,
+    /// (Challenges only) the challenge is used, expired, dead or unknown: nothing was written.
+    ChallengeGone,
 }
 
 /// Outcome of a conditional rotation.
@@ -389,6 +453,68 @@ pub struct RateCount {
     pub previous: u32,
 }
 
+/// The second factor (docs/storage.md "Second factor"). Every write that decides something is
+/// conditional: a pending secret becomes active only if it is still the one confirmed, a TOTP
+/// step is accepted only if it is newer than the last (so of two concurrent uses of a code one
+/// passes), a recovery code is spent only if it is still there.
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    async fn get_mfa(&self, user_id: &str) -> Result<Option<MfaFactor>, StoreError>;
+    /// Stores a pending enrolment (replacing an earlier pending one) unless a factor is
+    /// active; `false` if one is.
+    async fn put_pending_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError>;
+    /// Activates the pending factor `sealed` with its first accepted `step` and the recovery
+    /// code hashes, marks the user `mfa_enabled`, moves the user to session version `sv + 1`
+    /// and the caller's session `keep` with it, in one transaction, if the pending secret is
+    /// still `sealed`, no factor is active and the user is still at `sv`. The new version, or
+    /// `None`. A retry of a write that landed is recognised as success.
+    #[allow(clippy::too_many_arguments)]
+    async fn enable_mfa(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        step: u64,
+        recovery: &[String],
+        sv: u64,
+        keep: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Spends `proof` on the user's active factor.
+    async fn spend_mfa_proof(&self, user_id: &str, proof: &MfaProof) -> Result<MfaSpend, StoreError>;
+    /// Replaces every recovery code, if the active secret is still `sealed`; `false` if not.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &str,
+        sealed: &str,
+        recovery: &[String],
+    ) -> Result<bool, StoreError>;
+    /// Removes the factor (secret, pending enrolment, codes) and clears `mfa_enabled`, in one
+    /// transaction, if the active secret is still `sealed`; `false` if not (a retry that
+    /// landed finds nothing to remove: `true`).
+    async fn disable_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError>;
+    /// Stores a challenge under the hash of its token.
+    async fn put_mfa_challenge(&self, hash: &str, c: &MfaChallenge) -> Result<(), StoreError>;
+    /// The live challenge (unexpired, fewer than `max_failures` wrong codes).
+    async fn get_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<Option<MfaChallenge>, StoreError>;
+    /// Counts one wrong code on a live challenge.
+    async fn mfa_challenge_failed(&self, user_id: &str, hash: &str, now: i64) -> Result<(), StoreError>;
+    /// Consumes the live challenge and spends `proof`, in one transaction: both or neither.
+    async fn complete_mfa_challenge(
+        &self,
+        user_id: &str,
+        hash: &str,
+        proof: &MfaProof,
+        now: i64,
+        max_failures: u32,
+    ) -> Result<MfaSpend, StoreError>;
+}
+
 /// Rate-limit counters: one item per key holding the current fixed window's count and the
 /// previous window's, expiring by TTL two windows after the current one starts.
 #[async_trait]
@@ -497,6 +623,10 @@ pub trait AdminStore: Send + Sync {
     /// Deletes what is kept under user `id` but the user item itself (sessions, pending
     /// tokens): what a delete whose answer was lost after its transaction may have left.
     async fn purge_user(&self, id: &str) -> Result<(), StoreError>;
+    /// Removes the user's second factor (secret, pending enrolment, recovery codes) and clears
+    /// `mfa_enabled`, in one transaction, if the stored user still matches `current` (as
+    /// `admin_update_user`); the user as it is after.
+    async fn admin_reset_mfa(&self, current: &User, now: i64) -> Result<AdminWrite, StoreError>;
     /// Whether any lockout of `account` is in force (account-wide or from some IP).
     async fn is_locked(&self, account: &str, now: i64) -> Result<bool, StoreError>;
 }
@@ -549,9 +679,14 @@ impl<T: UserLookup + OneTimeTokenStore> TokenPort for T {}
 pub trait LockoutPort: UserLookup + LockoutStore {}
 impl<T: UserLookup + LockoutStore> LockoutPort for T {}
 
-/// Login: lockout, the user, the session it starts.
-pub trait LoginPort: UserLookup + UserUpdates + LockoutStore + SessionStore {}
-impl<T: UserLookup + UserUpdates + LockoutStore + SessionStore> LoginPort for T {}
+/// Login: lockout, the user, the session it starts (or the challenge of its second factor).
+pub trait LoginPort: UserLookup + UserUpdates + LockoutStore + SessionStore + MfaStore {}
+impl<T: UserLookup + UserUpdates + LockoutStore + SessionStore + MfaStore> LoginPort for T {}
+
+/// The second factor: enrolment and management (under the lockout gate), and the login's
+/// second step, which starts the session.
+pub trait MfaPort: UserLookup + MfaStore + LockoutStore + SessionStore {}
+impl<T: UserLookup + MfaStore + LockoutStore + SessionStore> MfaPort for T {}
 
 /// Refresh, logout and session management.
 pub trait SessionPort: UserLookup + UserUpdates + SessionStore {}
@@ -580,6 +715,7 @@ pub trait Store:
     + RateLimitStore
     + AdminStore
     + MailLedger
+    + MfaStore
 {
 }
 impl<
@@ -591,7 +727,8 @@ impl<
         + SessionStore
         + RateLimitStore
         + AdminStore
-        + MailLedger,
+        + MailLedger
+        + MfaStore,
 > Store for T
 {
 }

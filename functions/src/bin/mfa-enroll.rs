@@ -1,0 +1,5 @@
+//! The `mfa-enroll` function (shared/src/http/mfa.rs): links that endpoint and nothing else.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), shared::lambda::Error> {
+    shared::lambda::run(&shared::http::mfa::MFA_ENROLL).await
+}
