@@ -422,3 +422,112 @@ async fn given_a_store_failure_at_each_step_of_an_email_change_request_then_the_
     )
     .await;
 }
+
+/// The sealer the stack's functions use (its MFA key secret, read as they read it).
+async fn stack_sealer(stack: &Stack) -> shared::mfa::Sealer {
+    let sdk = shared::wiring::aws_config().await;
+    let out = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&stack.mfa_secret).send().await;
+    shared::mfa::Sealer::from_secret_text(out.unwrap().secret_string().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn given_a_store_failure_at_each_step_of_a_second_factor_sign_in_then_code_and_challenge_go_together() {
+    use shared::store::MfaStore;
+    let env = Env::new(&[]).await;
+    let (login_fn, verify, refresh) =
+        tokio::join!(env.function("login"), env.function("mfa-verify"), env.function("refresh"));
+    let sealer = stack_sealer(&env.stack).await;
+    walk(
+        &env,
+        "mfa-verify",
+        async |env| {
+            // A user with an active factor, written straight into the table, and its challenge.
+            let user = env.user(false).await;
+            let secret = shared::mfa::TotpSecret::generate().unwrap();
+            let sealed = sealer.seal(&user.id, &secret).unwrap();
+            env.store.put_pending_mfa(&user.id, &sealed, 0).await.unwrap();
+            let keep = "none";
+            let codes = ["unused".to_owned()];
+            env.store.enable_mfa(&user.id, &sealed, 0, &codes, user.session_version, keep, 0).await.unwrap();
+            let r = login(&login_fn, &user.email, PASSWORD).await;
+            assert_eq!(r.status, 403, "{r:?}");
+            let step = (e2e::unix_now() / 30) as u64;
+            (user, secret.code_at(e2e::unix_now()), r.json()["mfa_token"].as_str().unwrap().to_owned(), step)
+        },
+        async |_, (_, code, challenge, _)| {
+            verify.http(post("/auth/mfa/verify", json!({"mfa_token": challenge, "code": code}))).await
+        },
+        async |env, (user, _, challenge, step), failed, first, retry| {
+            ok_or_unavailable(first, 200, "mfa-verify", failed);
+            assert!(matches!(retry.status, 200 | 401), "{failed:?}: {retry:?}");
+            // Both or neither: the challenge is gone exactly when the code's step is spent.
+            let hash = shared::tokens::hash_secret(challenge.rsplit('.').next().unwrap());
+            let live = env.store.get_mfa_challenge(&user.id, &hash, shared::now(), 5).await.unwrap().is_some();
+            let spent = env.store.get_mfa(&user.id).await.unwrap().unwrap().last_step >= *step;
+            assert!(!live && spent, "{failed:?}: after the retry the code and the challenge are spent");
+            let answered = [first, retry].into_iter().filter(|r| r.status == 200).count();
+            assert!(answered <= 1, "{failed:?}: one code signed in twice");
+            if first.status != 200 && retry.status == 401 {
+                // The first attempt's transaction landed: a fresh sign-in with the next code works.
+                let r = login(&login_fn, &user.email, PASSWORD).await;
+                assert_eq!(r.status, 403, "{failed:?}: {r:?}");
+            }
+            for r in [first, retry].into_iter().filter(|r| r.status == 200) {
+                let token = r.json()["refresh_token"].clone();
+                let again = refresh.http(post("/auth/refresh", json!({"refresh_token": token}))).await;
+                assert_eq!(again.status, 200, "an answered session was stored ({failed:?}): {again:?}");
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn given_a_store_failure_at_each_step_of_a_second_factor_confirmation_then_it_is_whole_and_the_caller_stays_signed_in()
+ {
+    use shared::store::MfaStore;
+    let env = Env::new(&[]).await;
+    let (login_fn, enroll, refresh) =
+        tokio::join!(env.function("login"), env.function("mfa-enroll"), env.function("refresh"));
+    walk(
+        &env,
+        "mfa-confirm",
+        async |env| {
+            let user = env.user(false).await;
+            let tokens = login(&login_fn, &user.email, PASSWORD).await.json();
+            let access = tokens["access_token"].as_str().unwrap().to_owned();
+            let r = enroll
+                .http(bearer(post("/auth/mfa/totp/enroll", json!({"current_password": PASSWORD})), &access))
+                .await;
+            assert_eq!(r.status, 200, "{r:?}");
+            (user, tokens, r.json()["secret"].as_str().unwrap().to_owned())
+        },
+        async |_, (_, tokens, secret)| {
+            let access = tokens["access_token"].as_str().unwrap();
+            let code = e2e::totp_at(secret, e2e::unix_now());
+            enroll.http(bearer(post("/auth/mfa/totp/confirm", json!({"code": code})), access)).await
+        },
+        async |env, (user, tokens, _), failed, first, retry| {
+            ok_or_unavailable(first, 200, "mfa-confirm", failed);
+            // A retry after a lost answer finds the factor on (409) or its token stale (401):
+            // the codes are lost then, and new ones are one request away.
+            assert!(matches!(retry.status, 200 | 401 | 409), "{failed:?}: {retry:?}");
+            let stored = env.store.get_user(&user.id).await.unwrap().unwrap();
+            let factor = env.store.get_mfa(&user.id).await.unwrap().unwrap_or_default();
+            let whole = stored.mfa_enabled && factor.secret.is_some() && factor.pending.is_none();
+            let none = !stored.mfa_enabled && factor.secret.is_none() && factor.pending.is_some();
+            assert!(whole || none, "{failed:?}: half-enabled: {stored:?} {factor:?}");
+            assert_eq!(
+                whole,
+                stored.session_version == user.session_version + 1,
+                "{failed:?}: the version moves with it"
+            );
+            if first.status == 200 || retry.status == 200 {
+                assert!(whole, "{failed:?}: an answered confirmation was stored");
+            }
+            let r = refresh.http(post("/auth/refresh", json!({"refresh_token": tokens["refresh_token"]}))).await;
+            assert_eq!(r.status, 200, "the caller's own session survives at {failed:?}: {r:?}");
+        },
+    )
+    .await;
+}
