@@ -7,7 +7,8 @@
 #      user's session and leave every other bearer operation untested past authentication
 #      (tests/e2e/lifecycle.rs covers it). Any 5xx, undocumented status, content type, header or
 #      response schema fails.
-#   2. PyJWT and Authlib (clients we did not write) against the JWKS and /auth/token.
+#   2. PyJWT and Authlib (clients we did not write) against the JWKS and /auth/token; pyotp
+#      (an RFC 6238 implementation we did not write) enrols, signs in and is refused replays.
 #   3. The mail-link pages in headless Chromium (playwright-core): open, submit, see the result.
 #   4. /docs in headless Chromium with the network closed: the operations list must render.
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$root"
 # shellcheck source=infra/lib.sh
 . infra/lib.sh
 ensure_venv infra/.venv-api infra/requirements-api-tests.txt \
-  sh -c 'pytest --version && schemathesis --version && python -c "import jwt, authlib, requests"'
+  sh -c 'pytest --version && schemathesis --version && python -c "import jwt, authlib, requests, pyotp"'
 if ! command -v chromium >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
