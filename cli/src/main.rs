@@ -87,6 +87,9 @@ enum UsersAction {
     RevokeSessions { user: String },
     /// Delete a user with its sessions and pending tokens.
     Delete { user: String },
+    /// Remove a user's second factor and recovery codes (a user who lost both); the user is
+    /// told when MAIL_QUEUE_URL is set.
+    MfaReset { user: String },
 }
 
 /// The CLI sends no mail; a user flow that would is not reachable from here.
@@ -133,7 +136,8 @@ async fn users(action: UsersAction) -> Result<String, String> {
         ses: |_, _| Arc::new(NoMail),
         queue: |mailer, _| mailer,
     };
-    let svc = shared::wiring::Deps::local(cfg, local).admin(None).await.map_err(|e| e.to_string())?;
+    let deps = shared::wiring::Deps::local(cfg, local);
+    let svc = deps.admin(None).await.map_err(|e| e.to_string())?;
     let ctx = shared::context::RequestCtx::internal(format!("cli-{}", std::process::id()));
     let err = |e: DomainError| match e {
         DomainError::Validation(v) => {
@@ -183,6 +187,11 @@ async fn users(action: UsersAction) -> Result<String, String> {
         UsersAction::Delete { user } => {
             let u = svc.find(&user).await.map_err(err)?;
             svc.delete_user(cli, &u.id, &ctx).await.map(|()| format!("{} deleted", u.id)).map_err(err)
+        }
+        UsersAction::MfaReset { user } => {
+            let u = svc.find(&user).await.map_err(err)?;
+            let reset = deps.mfa_reset().await.map_err(|e| e.to_string())?;
+            reset.reset(cli, &u.id, &ctx).await.map(|v| serde_json::to_string(&v).unwrap_or_default()).map_err(err)
         }
     }
 }

@@ -116,6 +116,20 @@ async fn given_users_commands_then_the_first_admin_is_made_and_the_admin_rules_h
     assert!(!ok && out.contains("last active administrator"), "{out}");
     let (ok, out) = users(&table, &["activate", "second@example.com"], "");
     assert!(ok, "{out}");
+    // A user who lost the authenticator and the codes: the operator removes the factor.
+    use shared::store::{MfaStore, SessionStore, UserLookup};
+    let store = shared::store::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let second = store.find_user_by_email("second@example.com").await.unwrap().unwrap();
+    assert!(store.put_pending_mfa(&second.id, "v1.sealed", 0).await.unwrap());
+    let codes = ["h1".to_owned()];
+    let sv = second.session_version;
+    assert!(store.enable_mfa(&second.id, "v1.sealed", 1, &codes, sv, "none", 0).await.unwrap().is_some());
+    let (ok, out) = users(&table, &["show", "second@example.com"], "");
+    assert!(ok && out.contains("\"mfa_enabled\":true"), "{out}");
+    let (ok, out) = users(&table, &["mfa-reset", "second@example.com"], "");
+    assert!(ok && out.contains("\"mfa_enabled\":false"), "{out}");
+    assert!(store.get_mfa(&second.id).await.unwrap().is_none());
+    assert!(store.list_sessions(&second.id, 0).await.unwrap().is_empty());
     let (ok, out) = users(&table, &["delete", "second@example.com"], "");
     assert!(ok, "{out}");
     let (ok, out) = users(&table, &["show", "second@example.com"], "");
