@@ -9,8 +9,8 @@
 //! - A login whose password was right answers a challenge (`mfa_token`: `<user id>.<secret>`,
 //!   only the secret's hash stored) instead of tokens. Answering it spends the code and the
 //!   challenge in one transaction; a wrong code counts on the challenge (five kill it) and on
-//!   the account's lockout, whose count the password left standing: only a completed second
-//!   step clears it.
+//!   the account's lockout, which the right password neither added to nor cleared
+//!   (`Lockout::pending`): only a completed second step clears it.
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::domain::authn::Caller;
 use crate::domain::error::{DomainError, DomainResult, invalid};
 use crate::domain::lockout::Lockout;
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{Gate, admit_id};
+use crate::domain::ratelimit::{Gate, admit_id, admitted};
 use crate::domain::sessions::{MFA, OTP, PWD, SessionIssuer};
 use crate::domain::views::{TokenResponse, UserView};
 use crate::logging::security_event;
@@ -312,6 +312,8 @@ impl MfaLogin {
             self.store.get_user(&user_id),
             self.store.get_mfa(&user_id),
         )?;
+        // Everything above only read; writes wait for the per-IP rate limit's decision.
+        admitted(ctx).await?;
         let Some(challenge) = challenge else { return Err(refused("challenge_gone", Some(&user_id))) };
         let (Some(user), Some(factor)) = (user, factor) else { return Err(refused("no_factor", Some(&user_id))) };
         // A password change, reset or deactivation since the password was checked ends it.
