@@ -95,3 +95,53 @@ async fn given_an_ip_over_its_limit_then_login_and_refresh_only_read_and_count_a
     let ev = Event::post("/auth/refresh", json!({"refresh_token": rotated["refresh_token"]})).source_ip("198.51.100.9");
     assert_eq!(refresh.http(ev).await.status, 200);
 }
+
+#[tokio::test]
+async fn given_an_ip_over_its_limit_then_the_second_step_only_reads_and_counts_and_spends_no_code() {
+    use e2e::calls::CallCounter;
+    use e2e::lambda::{Event, Stack};
+    use e2e::{PASSWORD, stored_user, unix_now};
+    use serde_json::json;
+    use shared::store::MfaStore;
+
+    let counter = CallCounter::start(std::time::Duration::ZERO).await;
+    let stack = Stack::new()
+        .await
+        .with("AWS_ENDPOINT_URL_DYNAMODB", &counter.url)
+        .with("RATE_LIMITS_ENABLED", "true")
+        .with("RATE_LIMIT_MFA_VERIFY", "ip=1/3600");
+    let store = shared::store::dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+        &stack.table,
+    );
+    let hash = shared::password::Hasher::new(shared::config::HashParams::TEST, 1)
+        .hash(&shared::secret::Password::new(PASSWORD))
+        .await
+        .unwrap();
+    let user = stored_user(&store, &hash, false).await;
+    let secret = stack.enable_totp(&store, &user).await;
+    let (login, verify) = tokio::join!(stack.function("login"), stack.function("mfa-verify"));
+    let challenge = || async {
+        let r = login.http(Event::post("/auth/login", json!({"email": user.email, "password": PASSWORD}))).await;
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["mfa_token"].as_str().unwrap().to_owned()
+    };
+    let first = challenge().await;
+    let wrong = if secret.code_at(unix_now()) == "000000" { "111111" } else { "000000" };
+    let r = verify.http(Event::post("/auth/mfa/verify", json!({"mfa_token": first, "code": wrong}))).await;
+    assert_eq!(r.status, 401);
+    let ch = challenge().await;
+    counter.take();
+    // Over the limit with the right code: refused after the reads and the count, and nothing
+    // spent: no step, no challenge, no lockout count, no session.
+    let code = secret.code_at(unix_now());
+    let r = verify.http(Event::post("/auth/mfa/verify", json!({"mfa_token": ch, "code": code}))).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
+    let calls = counter.take();
+    let ops: Vec<&str> = calls.0.iter().map(|c| c.op.as_str()).collect();
+    assert!(ops.iter().all(|op| *op == "GetItem" || *op == "UpdateItem"), "{}", calls.summary());
+    assert_eq!(ops.iter().filter(|op| **op == "UpdateItem").count(), 1, "the rate count only: {}", calls.summary());
+    assert_eq!(store.get_mfa(&user.id).await.unwrap().unwrap().last_step, 0, "no step spent");
+    let ev = Event::post("/auth/mfa/verify", json!({"mfa_token": ch, "code": code})).source_ip("198.51.100.9");
+    assert_eq!(verify.http(ev).await.status, 200, "the challenge and the code still work from elsewhere");
+}

@@ -105,6 +105,7 @@ async fn given_a_used_code_or_one_two_steps_off_then_it_is_refused_and_one_step_
     assert_eq!(p["type"], "urn:secure-auth:problem:invalid-mfa-code");
     assert_eq!(p["error"], "invalid_grant");
     // Two steps ahead is outside the skew.
+    away_from_step_edge().await;
     let now = unix_now();
     let r = verify(&s, &ch, json!({"code": totp_at(&secret, now + 60)})).await;
     assert_eq!(r.status(), 401);
@@ -355,6 +356,7 @@ mod functions {
         let uri = e["otpauth_uri"].as_str().unwrap();
         assert!(uri.starts_with("otpauth://totp/Secure%20Auth:"), "{uri}");
         let secret = otpauth_secret(uri);
+        away_from_step_edge().await;
         let confirmed_at = unix_now();
         let code = totp_at(&secret, confirmed_at - 30);
         let codes = ok(&enroll.http(bearer("/auth/mfa/totp/confirm", access, json!({"code": code}))).await, 200);

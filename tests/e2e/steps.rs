@@ -423,32 +423,19 @@ async fn given_a_store_failure_at_each_step_of_an_email_change_request_then_the_
     .await;
 }
 
-/// The sealer the stack's functions use (its MFA key secret, read as they read it).
-async fn stack_sealer(stack: &Stack) -> shared::mfa::Sealer {
-    let sdk = shared::wiring::aws_config().await;
-    let out = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&stack.mfa_secret).send().await;
-    shared::mfa::Sealer::from_secret_text(out.unwrap().secret_string().unwrap()).unwrap()
-}
-
 #[tokio::test]
 async fn given_a_store_failure_at_each_step_of_a_second_factor_sign_in_then_code_and_challenge_go_together() {
     use shared::store::MfaStore;
     let env = Env::new(&[]).await;
     let (login_fn, verify, refresh) =
         tokio::join!(env.function("login"), env.function("mfa-verify"), env.function("refresh"));
-    let sealer = stack_sealer(&env.stack).await;
     walk(
         &env,
         "mfa-verify",
         async |env| {
             // A user with an active factor, written straight into the table, and its challenge.
             let user = env.user(false).await;
-            let secret = shared::mfa::TotpSecret::generate().unwrap();
-            let sealed = sealer.seal(&user.id, &secret).unwrap();
-            env.store.put_pending_mfa(&user.id, &sealed, 0).await.unwrap();
-            let keep = "none";
-            let codes = ["unused".to_owned()];
-            env.store.enable_mfa(&user.id, &sealed, 0, &codes, user.session_version, keep, 0).await.unwrap();
+            let secret = env.stack.enable_totp(&env.store, &user).await;
             let r = login(&login_fn, &user.email, PASSWORD).await;
             assert_eq!(r.status, 403, "{r:?}");
             let step = (e2e::unix_now() / 30) as u64;

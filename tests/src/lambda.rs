@@ -583,6 +583,28 @@ impl Stack {
         }
     }
 
+    /// The sealer the stack's functions use (its MFA key secret, read as they read it).
+    pub async fn sealer(&self) -> shared::mfa::Sealer {
+        let sdk = shared::wiring::aws_config().await;
+        let out = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&self.mfa_secret).send().await;
+        shared::mfa::Sealer::from_secret_text(out.unwrap().secret_string().unwrap()).unwrap()
+    }
+
+    /// Gives `user` an active TOTP factor, written straight into the table (no step spent, one
+    /// recovery code hash `unused`); returns its secret.
+    pub async fn enable_totp(
+        &self,
+        store: &dyn shared::store::MfaStore,
+        user: &shared::store::User,
+    ) -> shared::mfa::TotpSecret {
+        let secret = shared::mfa::TotpSecret::generate().unwrap();
+        let sealed = self.sealer().await.seal(&user.id, &secret).unwrap();
+        store.put_pending_mfa(&user.id, &sealed, 0).await.unwrap();
+        let codes = ["unused".to_owned()];
+        store.enable_mfa(&user.id, &sealed, 0, &codes, user.session_version, "none", 0).await.unwrap().unwrap();
+        secret
+    }
+
     /// Sets `k` for the stack's mailer function (before it starts).
     pub fn mailer_with(mut self, k: &str, v: &str) -> Stack {
         self.mailer_extra.push((k.to_owned(), v.to_owned()));

@@ -258,6 +258,17 @@ pub fn totp_at(secret: &str, at: i64) -> String {
     totp_rs::Builder::new().with_secret(bytes.as_ref().to_vec()).build_noncompliant().generate(at as u64).to_string()
 }
 
+/// Waits out the last 4 s of a 30 s TOTP step, so that codes a test computes from the time
+/// now mean the same step when the server checks them.
+pub async fn away_from_step_edge() {
+    let into = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 30_000);
+    if let Ok(ms) = into
+        && ms >= 26_000
+    {
+        tokio::time::sleep(Duration::from_millis((30_000 - ms) as u64 + 100)).await;
+    }
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
@@ -286,6 +297,7 @@ impl TestServer {
         let e: Value = r.json().await.unwrap();
         let secret = otpauth_secret(e["otpauth_uri"].as_str().unwrap());
         assert_eq!(secret, e["secret"].as_str().unwrap());
+        away_from_step_edge().await;
         let confirmed_at = unix_now();
         let code = totp_at(&secret, confirmed_at - 30);
         let r = self.post_bearer("/auth/mfa/totp/confirm", access, serde_json::json!({"code": code})).await;
