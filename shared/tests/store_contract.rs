@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
 use shared::store::{
-    AdminWrite, EmailChange, LockGate, MailClaim, MfaChallenge, MfaProof, MfaSpend, OneTimeKind, RateCount, Rotation,
-    Session, Store, StoreError, User, UserChanges,
+    AdminWrite, EmailChange, LockGate, MailClaim, MfaChallenge, MfaProof, MfaSignIn, MfaSpend, OneTimeKind, RateCount,
+    Rotation, Session, Store, StoreError, User, UserChanges,
 };
 
 async fn memory() -> Arc<dyn Store> {
@@ -885,19 +885,36 @@ async fn given_one_totp_step_or_recovery_code_spent_concurrently_then_exactly_on
 async fn given_a_challenge_then_it_completes_once_and_dies_after_max_failures_or_expiry(s: Arc<dyn Store>) {
     let u = with_factor(&s, "ch@example.com", "v1.k", &["r1"]).await;
     let c = MfaChallenge { user_id: u.id.clone(), session_version: 2, failures: 0, expires_at: NOW + 300 };
+    // The sign-in's write: the challenge, the proof and a new session (clearing `locks`).
+    let complete = |hash: &'static str, proof: MfaProof, locks: Vec<String>| {
+        let (s, id) = (s.clone(), u.id.clone());
+        async move {
+            let session = session(&id, "h");
+            let x =
+                MfaSignIn { hash, proof: &proof, session: &session, clear_locks: &locks, now: NOW, max_failures: 5 };
+            let out = s.complete_mfa_sign_in(&x).await.unwrap();
+            let stored = s.get_session(&id, &session.id, NOW).await.unwrap().is_some();
+            assert_eq!(stored, out == MfaSpend::Spent, "a session exactly when the code was spent");
+            out
+        }
+    };
     s.put_mfa_challenge("c1", &c).await.unwrap();
     assert_eq!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap(), Some(c.clone()));
     // A refused proof spends nothing, and leaves the challenge.
     let replay = MfaProof::Totp { sealed: "v1.k".into(), step: 10 };
-    assert_eq!(s.complete_mfa_challenge(&u.id, "c1", &replay, NOW, 5).await.unwrap(), MfaSpend::Refused);
+    assert_eq!(complete("c1", replay, vec![]).await, MfaSpend::Refused);
     assert!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap().is_some());
-    // Concurrent answers with one good code: one completes.
+    // Concurrent answers with one good code: one completes, and clears the lockout keys.
+    let lock = shared::store::pair_lock_key("ch@example.com", "192.0.2.1");
+    s.lock_gate(&lock, NOW, 3600).await.unwrap();
     let good = MfaProof::Totp { sealed: "v1.k".into(), step: 12 };
-    let all = join_all((0..10).map(|_| s.complete_mfa_challenge(&u.id, "c1", &good, NOW, 5))).await;
-    assert_eq!(all.iter().filter(|r| matches!(r, Ok(MfaSpend::Spent))).count(), 1, "{all:?}");
+    let all = join_all((0..10).map(|_| complete("c1", good.clone(), vec![lock.clone()]))).await;
+    assert_eq!(all.iter().filter(|r| **r == MfaSpend::Spent).count(), 1, "{all:?}");
     assert_eq!(s.get_mfa_challenge(&u.id, "c1", NOW, 5).await.unwrap(), None, "single use");
+    assert_eq!(s.lock_gate(&lock, NOW, 3600).await.unwrap(), LockGate::Open { attempt: 1, previous_locks: 0 });
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap().last_login_at, Some(NOW));
     let next = MfaProof::Totp { sealed: "v1.k".into(), step: 13 };
-    assert_eq!(s.complete_mfa_challenge(&u.id, "c1", &next, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    assert_eq!(complete("c1", next.clone(), vec![]).await, MfaSpend::ChallengeGone);
     assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().last_step, 12, "a gone challenge spends no step");
     // Five failures kill one.
     s.put_mfa_challenge("c2", &c).await.unwrap();
@@ -905,12 +922,12 @@ async fn given_a_challenge_then_it_completes_once_and_dies_after_max_failures_or
         s.mfa_challenge_failed(&u.id, "c2", NOW).await.unwrap();
     }
     assert_eq!(s.get_mfa_challenge(&u.id, "c2", NOW, 5).await.unwrap(), None);
-    assert_eq!(s.complete_mfa_challenge(&u.id, "c2", &next, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    assert_eq!(complete("c2", next, vec![]).await, MfaSpend::ChallengeGone);
     // An expired one (TTL not yet applied) is gone too.
     s.put_mfa_challenge("c3", &MfaChallenge { expires_at: NOW - 1, ..c.clone() }).await.unwrap();
     assert_eq!(s.get_mfa_challenge(&u.id, "c3", NOW, 5).await.unwrap(), None);
     let code = MfaProof::Recovery { hash: "r1".into() };
-    assert_eq!(s.complete_mfa_challenge(&u.id, "c3", &code, NOW, 5).await.unwrap(), MfaSpend::ChallengeGone);
+    assert_eq!(complete("c3", code, vec![]).await, MfaSpend::ChallengeGone);
     assert_eq!(s.get_mfa(&u.id).await.unwrap().unwrap().recovery, vec!["r1".to_owned()], "nothing spent");
 }
 

@@ -289,15 +289,16 @@ pub async fn measure(limits_on: bool) -> Vec<Measured> {
         .await
         .with("AWS_ENDPOINT_URL_DYNAMODB", &counter.url)
         .with("RATE_LIMITS_ENABLED", if limits_on { "true" } else { "false" });
-    let (signup, verify, login, refresh, me, forgot) = tokio::join!(
+    let (signup, verify, login, refresh, me, forgot, mfa_verify) = tokio::join!(
         stack.function("signup"),
         stack.function("verify-email"),
         stack.function("login"),
         stack.function("refresh"),
         stack.function("me"),
         stack.function("forgot-password"),
+        stack.function("mfa-verify"),
     );
-    for f in [&signup, &verify, &login, &refresh, &me, &forgot] {
+    for f in [&signup, &verify, &login, &refresh, &me, &forgot, &mfa_verify] {
         f.init_time().await;
     }
     let mut out = Vec::new();
@@ -329,6 +330,26 @@ pub async fn measure(limits_on: bool) -> Vec<Measured> {
     record("me", r.status, 200);
     let r = forgot.http(Event::post("/auth/forgot-password", json!({"email": email}))).await;
     record("forgot-password, known address", r.status, 202);
+
+    // An account with a second factor, written straight into the table (not counted).
+    let direct = shared::store::dynamo::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+        &stack.table,
+    );
+    let hash = shared::password::Hasher::new(shared::config::HashParams::TEST, 1)
+        .hash(&shared::secret::Password::new(crate::PASSWORD))
+        .await
+        .expect("hash");
+    let user = crate::stored_user(&direct, &hash, false).await;
+    let secret = stack.enable_totp(&direct, &user).await;
+    counter.take();
+    let r = login.http(Event::post("/auth/login", json!({"email": user.email, "password": crate::PASSWORD}))).await;
+    let challenge = r.json()["mfa_token"].clone();
+    record("login, second factor required", r.status, 403);
+    crate::away_from_step_edge().await;
+    let code = secret.code_at(crate::unix_now());
+    let r = mfa_verify.http(Event::post("/auth/mfa/verify", json!({"mfa_token": challenge, "code": code}))).await;
+    record("mfa-verify, right code", r.status, 200);
     out
 }
 
@@ -340,6 +361,8 @@ pub const BUDGETS: &[(&str, usize, usize)] = &[
     ("refresh", 4, 2),
     ("signup, new address", 5, 3),
     ("me", 1, 1),
+    ("login, second factor required", 9, 4),
+    ("mfa-verify, right code", 7, 4),
 ];
 
 /// The measurements as a table.

@@ -137,10 +137,18 @@ impl Lockout {
     /// password neither adds to the count nor resets it; only the completed second step does,
     /// so wrong codes after a right password still lock.
     pub async fn pending(&self, attempt: Attempt) -> DomainResult<()> {
-        for (key, ..) in &attempt.gates {
-            self.store.lock_gate_release(key, self.clock.now()).await?;
+        let now = self.clock.now();
+        let releases = attempt.gates.iter().map(|(key, ..)| self.store.lock_gate_release(key, now));
+        for r in futures::future::join_all(releases).await {
+            r?;
         }
         Ok(())
+    }
+
+    /// The keys `keys_to_clear` would give, while the attempt is still open (a caller that
+    /// writes the clean-up with a write that may still be refused).
+    pub fn gate_keys(&self, attempt: &Attempt) -> Vec<String> {
+        attempt.gates.iter().map(|(key, ..)| key.clone()).collect()
     }
 
     /// The check succeeded and the caller writes the clean-up itself (login, in the same write

@@ -98,8 +98,12 @@ impl Login {
         if user.mfa_enabled {
             // The password is right, and it is only the first step: it does not reset the
             // count that wrong codes add to (`Lockout::pending`).
-            self.lockout.pending(attempt).await?;
-            let mfa_token = crate::domain::mfa::challenge(self.store.as_ref(), &user, self.clock.now()).await?;
+            let (released, mfa_token) = tokio::join!(
+                self.lockout.pending(attempt),
+                crate::domain::mfa::challenge(self.store.as_ref(), &user, self.clock.now())
+            );
+            released?;
+            let mfa_token = mfa_token?;
             security_event("login_mfa_required", ctx, Some(&user.id), "challenge");
             return Err(DomainError::MfaRequired { mfa_token });
         }

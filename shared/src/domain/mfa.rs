@@ -8,7 +8,7 @@
 //!   accepted once however many requests carry it; a recovery code by removing its hash.
 //! - A login whose password was right answers a challenge (`mfa_token`: `<user id>.<secret>`,
 //!   only the secret's hash stored) instead of tokens. Answering it spends the code and the
-//!   challenge in one transaction; a wrong code counts on the challenge (five kill it) and on
+//!   challenge and writes the session in one transaction; a wrong code counts on the challenge (five kill it) and on
 //!   the account's lockout, which the right password neither added to nor cleared
 //!   (`Lockout::pending`): only a completed second step clears it.
 
@@ -29,7 +29,9 @@ use crate::mail::templates::{self, MfaNotice};
 use crate::mfa::{self, Sealer, TotpSecret};
 use crate::password::{Hasher, Verified};
 use crate::secret::{Password, Token};
-use crate::store::{AdminPort, AdminWrite, MfaChallenge, MfaFactor, MfaPort, MfaProof, MfaSpend, MfaStore, User};
+use crate::store::{
+    AdminPort, AdminWrite, MfaChallenge, MfaFactor, MfaPort, MfaProof, MfaSignIn, MfaSpend, MfaStore, User,
+};
 use crate::tokens;
 
 /// A new (pending) factor, as the authenticator app takes it.
@@ -333,11 +335,25 @@ impl MfaLogin {
             }
             _ => None,
         };
-        let spent = match &proof {
-            Some(p) => self.store.complete_mfa_challenge(&user.id, &hash, p, now, max).await?,
-            None => MfaSpend::Refused,
+        let recovery = matches!(proof, Some(MfaProof::Recovery { .. }));
+        let amr = [PWD, if recovery { MFA } else { OTP }];
+        let Some(proof) = proof else {
+            self.store.mfa_challenge_failed(&user.id, &hash, now).await?;
+            self.lockout.failed(attempt, Some(&user), ctx).await?;
+            return Err(refused("wrong_code", Some(&user.id)));
         };
-        match spent {
+        // The code, the challenge and the session in one write (`complete_mfa_sign_in`).
+        let (session, secret) = self.issuer.new_login(&user, &amr, ctx, now).await?;
+        let clear_locks = self.lockout.gate_keys(&attempt);
+        let sign_in = MfaSignIn {
+            hash: &hash,
+            proof: &proof,
+            session: &session,
+            clear_locks: &clear_locks,
+            now,
+            max_failures: max,
+        };
+        match self.store.complete_mfa_sign_in(&sign_in).await? {
             MfaSpend::Spent => {}
             MfaSpend::ChallengeGone => {
                 self.lockout.failed(attempt, Some(&user), ctx).await?;
@@ -349,10 +365,9 @@ impl MfaLogin {
                 return Err(refused("wrong_code", Some(&user.id)));
             }
         }
-        let recovery = matches!(proof, Some(MfaProof::Recovery { .. }));
-        let amr = [PWD, if recovery { MFA } else { OTP }];
-        let cleared = self.lockout.keys_to_clear(attempt);
-        let tokens = self.issuer.start_login(self.store.as_ref(), &user, &amr, &cleared, ctx, now).await?;
+        // The write above cleared the attempt's keys.
+        drop(attempt);
+        let tokens = self.issuer.respond(&user, &session, &secret, now)?;
         security_event("login_succeeded", ctx, Some(&user.id), if recovery { "recovery_code" } else { "totp" });
         crate::metrics::count("LoginSucceeded");
         if recovery {

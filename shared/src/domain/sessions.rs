@@ -102,6 +102,24 @@ impl SessionIssuer {
         self.token_response(user, &session.id, &session.amr, &secret, session.idle_expires_at, now)
     }
 
+    /// A new session for `user`, signed in with `amr`, and its refresh secret, for a caller
+    /// that writes it itself (the login's second step, with the code it spends); `respond`
+    /// answers it once written.
+    pub async fn new_login(
+        &self,
+        user: &User,
+        amr: &[&str],
+        ctx: &RequestCtx,
+        now: i64,
+    ) -> DomainResult<(Session, String)> {
+        self.new_session(user, amr, ctx, now).await
+    }
+
+    /// The token response of a session `new_login` made and the caller stored.
+    pub fn respond(&self, user: &User, session: &Session, secret: &str, now: i64) -> DomainResult<TokenResponse> {
+        self.token_response(user, &session.id, &session.amr, secret, session.idle_expires_at, now)
+    }
+
     /// A new session for `user`, signed in with `amr`, and its refresh secret.
     async fn new_session(
         &self,

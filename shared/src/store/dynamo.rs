@@ -2162,37 +2162,55 @@ impl MfaStore for DynamoStore {
         }
     }
 
-    async fn complete_mfa_challenge(
-        &self,
-        user_id: &str,
-        hash: &str,
-        proof: &MfaProof,
-        now: i64,
-        max_failures: u32,
-    ) -> Result<MfaSpend, StoreError> {
+    async fn complete_mfa_sign_in(&self, x: &MfaSignIn<'_>) -> Result<MfaSpend, StoreError> {
+        let user_id = x.session.user_id.as_str();
         let challenge = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), &challenge_sk(hash))))
+            .set_key(Some(key(user_pk(user_id), &challenge_sk(x.hash))))
             .condition_expression("expires_at > :now AND failures < :max")
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":max", n(max_failures))
+            .expression_attribute_values(":now", n(x.now))
+            .expression_attribute_values(":max", n(x.max_failures))
             .build()
             .map_err(unavailable)?;
-        // A token of this call only (never one derived from the challenge: a replayed request
-        // would then "succeed" again): the SDK's retry of a transaction whose answer was lost
-        // is the same write, not a refusal.
-        let req = self
+        let session = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(session_to_item(x.session)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        let last_login = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE)))
+            .update_expression("SET last_login_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(x.now))
+            .build()
+            .map_err(unavailable)?;
+        // The new session's id names the transaction (never anything derived from the
+        // challenge: a replayed request would then "succeed" again), so the SDK's retry of one
+        // whose answer was lost is the same write, not a refusal.
+        let mut req = self
             .client
             .transact_write_items()
-            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .client_request_token(&x.session.id)
             .transact_items(TransactWriteItem::builder().delete(challenge).build())
-            .transact_items(TransactWriteItem::builder().update(self.spend_update(user_id, proof)?).build());
+            .transact_items(TransactWriteItem::builder().update(self.spend_update(user_id, x.proof)?).build())
+            .transact_items(TransactWriteItem::builder().put(session).build())
+            .transact_items(TransactWriteItem::builder().update(last_login).build());
+        for k in x.clear_locks {
+            let d =
+                Delete::builder().table_name(&self.table).set_key(Some(lock_key(k))).build().map_err(unavailable)?;
+            req = req.transact_items(TransactWriteItem::builder().delete(d).build());
+        }
         match transact(req).await {
             Ok(()) => Ok(MfaSpend::Spent),
             Err(e) if !transaction_condition_failed(&e) => Err(unavailable(e)),
-            Err(e) => match cancellation_codes(&e).first() {
-                Some(Some(_)) => Ok(MfaSpend::ChallengeGone),
-                _ => Ok(MfaSpend::Refused),
+            Err(e) => match cancellation_codes(&e).get(1) {
+                // Only the code's condition failed: a wrong, used or replayed code.
+                Some(Some(_)) if cancellation_codes(&e).iter().filter(|c| c.is_some()).count() == 1 => {
+                    Ok(MfaSpend::Refused)
+                }
+                _ => Ok(MfaSpend::ChallengeGone),
             },
         }
     }

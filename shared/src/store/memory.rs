@@ -807,21 +807,26 @@ impl MfaStore for MemoryStore {
         Ok(())
     }
 
-    async fn complete_mfa_challenge(
-        &self,
-        user_id: &str,
-        hash: &str,
-        proof: &MfaProof,
-        now: i64,
-        max_failures: u32,
-    ) -> Result<MfaSpend, StoreError> {
+    async fn complete_mfa_sign_in(&self, x: &MfaSignIn<'_>) -> Result<MfaSpend, StoreError> {
         let mut g = self.lock()?;
-        if g.live_challenge(user_id, hash, now, max_failures).is_none() {
+        let user_id = x.session.user_id.as_str();
+        if g.live_challenge(user_id, x.hash, x.now, x.max_failures).is_none() {
             return Ok(MfaSpend::ChallengeGone);
         }
-        let spent = g.spend(user_id, proof);
+        let key = (user_id.to_owned(), x.session.id.clone());
+        if !g.users.contains_key(user_id) || g.sessions.contains_key(&key) {
+            return Ok(MfaSpend::ChallengeGone);
+        }
+        let spent = g.spend(user_id, x.proof);
         if spent == MfaSpend::Spent {
-            g.challenges.remove(&(user_id.to_owned(), hash.to_owned()));
+            g.challenges.remove(&(user_id.to_owned(), x.hash.to_owned()));
+            if let Some(u) = g.users.get_mut(user_id) {
+                u.last_login_at = Some(x.now);
+            }
+            g.sessions.insert(key, x.session.clone());
+            for k in x.clear_locks {
+                g.locks.remove(k);
+            }
         }
         Ok(spent)
     }

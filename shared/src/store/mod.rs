@@ -223,6 +223,19 @@ pub enum MfaProof {
     Recovery { hash: String },
 }
 
+/// What the login's second step writes (`MfaStore::complete_mfa_sign_in`).
+#[derive(Debug, Clone, Copy)]
+pub struct MfaSignIn<'a> {
+    /// The challenge's token hash.
+    pub hash: &'a str,
+    pub proof: &'a MfaProof,
+    /// The new session (its `user_id` names the user).
+    pub session: &'a Session,
+    pub clear_locks: &'a [String],
+    pub now: i64,
+    pub max_failures: u32,
+}
+
 /// Outcome of spending a proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MfaSpend {
@@ -504,15 +517,11 @@ pub trait MfaStore: Send + Sync {
     ) -> Result<Option<MfaChallenge>, StoreError>;
     /// Counts one wrong code on a live challenge.
     async fn mfa_challenge_failed(&self, user_id: &str, hash: &str, now: i64) -> Result<(), StoreError>;
-    /// Consumes the live challenge and spends `proof`, in one transaction: both or neither.
-    async fn complete_mfa_challenge(
-        &self,
-        user_id: &str,
-        hash: &str,
-        proof: &MfaProof,
-        now: i64,
-        max_failures: u32,
-    ) -> Result<MfaSpend, StoreError>;
+    /// The second step of a sign-in, in one transaction: consumes the live challenge, spends
+    /// the proof, and writes what a successful login writes (the session, `last_login_at`, the
+    /// deletion of the lockout keys). All of it or none: nothing is spent without a session,
+    /// and no session starts without the code being spent.
+    async fn complete_mfa_sign_in(&self, s: &MfaSignIn<'_>) -> Result<MfaSpend, StoreError>;
 }
 
 /// Rate-limit counters: one item per key holding the current fixed window's count and the
