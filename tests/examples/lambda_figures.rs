@@ -32,9 +32,11 @@ async fn main() {
     shared::rotation::init(&aws_sdk_secretsmanager::Client::new(&sdk), &secret, KeyAlg::ES256).await.unwrap();
     // Mail is queued; a pump feeds the queue to a mailer as the event source mapping does.
     let (queue, queue_arn, _) = mail_queues().await;
+    let mfa_key = e2e::lambda::mfa_key_secret().await;
     let vars: Vec<(&str, &str)> = vec![
         ("TABLE_NAME", &table),
         ("SIGNING_KEY_SECRET_ID", &secret),
+        ("MFA_KEY_SECRET_ID", &mfa_key),
         ("MAIL_QUEUE_URL", &queue),
         ("MAILER", "ses"),
         ("MAIL_FROM", SENDER),
@@ -52,6 +54,8 @@ async fn main() {
         for _ in 0..5 {
             let f = start(e).await;
             times.push(f.init_time().await);
+            // A figure of a function that failed to start would be the failure's.
+            assert!(f.init_error().is_none(), "{e} did not initialize: {}", f.output());
         }
         println!("  {e:<24} {:>9}", ms(median(times)));
     }
@@ -94,6 +98,59 @@ async fn main() {
         }
         println!("  {binary:<10} {what:<36} first {:>9}   warm p50 {:>9}", ms(first), ms(median(warm)));
     }
+
+    // A second account with a factor: the login's challenge, and its answer (recovery codes,
+    // one per sign-in: a TOTP code works once per 30 s).
+    let email = unique_email();
+    signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
+    let token = token_from_mail(&email, "verify").await;
+    start("verify-email").await.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    let login_body = json!({"email": email, "password": PASSWORD});
+    let login = start("login").await;
+    let t = login.http(Event::post("/auth/login", login_body.clone())).await.json();
+    let access = t["access_token"].as_str().unwrap();
+    let enroll = start("mfa-enroll").await;
+    let e =
+        enroll.http(Event::post("/auth/mfa/totp/enroll", json!({"current_password": PASSWORD})).bearer(access)).await;
+    let secret = e2e::otpauth_secret(e.json()["otpauth_uri"].as_str().unwrap());
+    e2e::away_from_step_edge().await;
+    let code = e2e::totp_at(&secret, e2e::unix_now());
+    let r = enroll.http(Event::post("/auth/mfa/totp/confirm", json!({"code": code})).bearer(access)).await;
+    let codes: Vec<String> =
+        r.json()["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
+    let challenge = async || {
+        let t = Instant::now();
+        let r = login.http(Event::post("/auth/login", login_body.clone())).await;
+        assert_eq!(r.status, 403, "{}", String::from_utf8_lossy(&r.body));
+        (t.elapsed(), r.json()["mfa_token"].as_str().unwrap().to_owned())
+    };
+    let mut logins = Vec::new();
+    let mut challenges = Vec::new();
+    for _ in 0..codes.len() {
+        let (took, ch) = challenge().await;
+        logins.push(took);
+        challenges.push(ch);
+    }
+    let first = logins.remove(0);
+    println!(
+        "  {:<10} {:<36} first {:>9}   warm p50 {:>9}",
+        "login",
+        "POST /auth/login (second factor on)",
+        ms(first),
+        ms(median(logins))
+    );
+    let verify = start("mfa-verify").await;
+    verify.init_time().await;
+    let mut answers = Vec::new();
+    for (ch, code) in challenges.iter().zip(&codes) {
+        let t = Instant::now();
+        let r = verify.http(Event::post("/auth/mfa/verify", json!({"mfa_token": ch, "recovery_code": code}))).await;
+        answers.push(t.elapsed());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let first = answers.remove(0);
+    let what = format!("POST /auth/mfa/verify (median of {})", answers.len());
+    println!("  {:<10} {what:<36} first {:>9}   warm p50 {:>9}", "mfa-verify", ms(first), ms(median(answers)));
 }
 
 /// One invocation's wall time; keeps the newest refresh token for the next refresh.
