@@ -386,6 +386,12 @@ impl Deps {
             .cloned()
     }
 
+    /// Reads the signing keys and the MFA key side by side (two Secrets Manager calls in one
+    /// round trip during init) for the functions that need both; later calls use the cache.
+    pub async fn keys_and_mfa_key(&self) -> Result<(), BuildError> {
+        tokio::try_join!(self.keys(), self.sealer()).map(|_| ())
+    }
+
     /// The password hasher (one concurrency cap per process).
     pub fn hasher(&self) -> Result<Hasher, BuildError> {
         let cfg = self.config()?;

@@ -59,6 +59,7 @@ pub const TOKEN: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            deps.keys_and_mfa_key().await?;
             let grants = Arc::new(Grants {
                 login: deps.login(TOKEN.email_gate(&deps).await?).await?,
                 refresh: deps.refresh().await?,

@@ -40,6 +40,7 @@ pub const MFA_ENROLL: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            deps.keys_and_mfa_key().await?;
             let uc = deps.mfa_settings(MFA_ENROLL.user_gate(&deps).await?).await?;
             let r = OpenApiRouter::new().routes(routes!(enroll)).routes(routes!(confirm)).with_state(uc);
             let r = authenticated(r, deps.authenticator().await?);
@@ -59,6 +60,7 @@ pub const MFA_MANAGE: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            deps.keys_and_mfa_key().await?;
             let uc = deps.mfa_settings(MFA_MANAGE.user_gate(&deps).await?).await?;
             let r = OpenApiRouter::new().routes(routes!(recovery_codes)).routes(routes!(disable)).with_state(uc);
             let r = authenticated(r, deps.authenticator().await?);
@@ -78,6 +80,7 @@ pub const MFA_VERIFY: Endpoint = Endpoint {
     source: file!(),
     mount: |deps| {
         mounted(async move {
+            deps.keys_and_mfa_key().await?;
             let r = OpenApiRouter::new().routes(routes!(verify)).with_state(deps.mfa_login().await?);
             Ok(limited_after_reads(r, &MFA_VERIFY, deps.rate_limiter().await?))
         })
