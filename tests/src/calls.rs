@@ -342,13 +342,18 @@ pub async fn measure(limits_on: bool) -> Vec<Measured> {
         .expect("hash");
     let user = crate::stored_user(&direct, &hash, false).await;
     let secret = stack.enable_totp(&direct, &user).await;
+    // From an address of its own: the per-IP count of the logins above may have reached the
+    // end of its window by now, and its rollover is one more write.
+    let ip = "203.0.113.77";
+    crate::away_from_step_edge().await;
     counter.take();
-    let r = login.http(Event::post("/auth/login", json!({"email": user.email, "password": crate::PASSWORD}))).await;
+    let body = json!({"email": user.email, "password": crate::PASSWORD});
+    let r = login.http(Event::post("/auth/login", body).source_ip(ip)).await;
     let challenge = r.json()["mfa_token"].clone();
     record("login, second factor required", r.status, 403);
-    crate::away_from_step_edge().await;
     let code = secret.code_at(crate::unix_now());
-    let r = mfa_verify.http(Event::post("/auth/mfa/verify", json!({"mfa_token": challenge, "code": code}))).await;
+    let ev = Event::post("/auth/mfa/verify", json!({"mfa_token": challenge, "code": code})).source_ip(ip);
+    let r = mfa_verify.http(ev).await;
     record("mfa-verify, right code", r.status, 200);
     out
 }
