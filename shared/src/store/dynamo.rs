@@ -651,14 +651,7 @@ impl UserUpdates for DynamoStore {
             .expression_attribute_values(":next", n(next))
             .build()
             .map_err(unavailable)?;
-        let session = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(id), &session_sk(keep))))
-            .update_expression("SET sv = :next")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":next", n(next))
-            .build()
-            .map_err(unavailable)?;
+        let session = self.session_version_move(id, keep, next)?;
         // The new hash's salt is unique: the digest of what the write does names the
         // transaction, so the SDK's retry of one whose answer was lost is the same write
         // (DynamoDB idempotency tokens).
@@ -711,6 +704,55 @@ impl UserUpdates for DynamoStore {
             Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+impl DynamoStore {
+    /// Moves the live session `keep` of `user_id` to session version `next` (the caller's
+    /// session, in the transaction of a change that bumps the version).
+    fn session_version_move(&self, user_id: &str, keep: &str, next: u64) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &session_sk(keep))))
+            .update_expression("SET sv = :next")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":next", n(next))
+            .build()
+            .map_err(unavailable)
+    }
+
+    /// What a successful sign-in writes, as transaction items: the new session, the user's
+    /// `last_login_at` (failing if the user is gone) and the deletion of `clear_locks`.
+    fn sign_in_items(
+        &self,
+        x: &Session,
+        clear_locks: &[String],
+        now: i64,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let session = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(session_to_item(x)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(unavailable)?;
+        let last_login = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(&x.user_id), PROFILE)))
+            .update_expression("SET last_login_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", n(now))
+            .build()
+            .map_err(unavailable)?;
+        let mut items = vec![
+            TransactWriteItem::builder().put(session).build(),
+            TransactWriteItem::builder().update(last_login).build(),
+        ];
+        for k in clear_locks {
+            let d =
+                Delete::builder().table_name(&self.table).set_key(Some(lock_key(k))).build().map_err(unavailable)?;
+            items.push(TransactWriteItem::builder().delete(d).build());
+        }
+        Ok(items)
     }
 }
 
@@ -1220,33 +1262,13 @@ impl SessionStore for DynamoStore {
     }
 
     async fn start_login_session(&self, x: &Session, clear_locks: &[String], now: i64) -> Result<(), StoreError> {
-        let session = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(session_to_item(x)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(unavailable)?;
-        let last_login = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(&x.user_id), PROFILE)))
-            .update_expression("SET last_login_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(now))
-            .build()
-            .map_err(unavailable)?;
         // The session id is new for every login: it names the transaction, so a retry of one
         // whose answer was lost is recognised as the same write (DynamoDB idempotency tokens).
-        let mut req = self
+        let req = self
             .client
             .transact_write_items()
             .client_request_token(&x.id)
-            .transact_items(TransactWriteItem::builder().put(session).build())
-            .transact_items(TransactWriteItem::builder().update(last_login).build());
-        for k in clear_locks {
-            let d =
-                Delete::builder().table_name(&self.table).set_key(Some(lock_key(k))).build().map_err(unavailable)?;
-            req = req.transact_items(TransactWriteItem::builder().delete(d).build());
-        }
+            .set_transact_items(Some(self.sign_in_items(x, clear_locks, now)?));
         transact(req).await.map_err(unavailable)
     }
 
@@ -1989,14 +2011,7 @@ impl MfaStore for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(unavailable)?;
-        let session = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), &session_sk(keep))))
-            .update_expression("SET sv = :next")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":next", n(next))
-            .build()
-            .map_err(unavailable)?;
+        let session = self.session_version_move(user_id, keep, next)?;
         let factor = factor.build().map_err(unavailable)?;
         // A token of this call only: the SDK's retry of a transaction whose answer was lost is
         // the same write, while another request (a second confirmation) never shares it.
@@ -2172,36 +2187,16 @@ impl MfaStore for DynamoStore {
             .expression_attribute_values(":max", n(x.max_failures))
             .build()
             .map_err(unavailable)?;
-        let session = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(session_to_item(x.session)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(unavailable)?;
-        let last_login = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .update_expression("SET last_login_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", n(x.now))
-            .build()
-            .map_err(unavailable)?;
         // The new session's id names the transaction (never anything derived from the
         // challenge: a replayed request would then "succeed" again), so the SDK's retry of one
         // whose answer was lost is the same write, not a refusal.
-        let mut req = self
-            .client
-            .transact_write_items()
-            .client_request_token(&x.session.id)
-            .transact_items(TransactWriteItem::builder().delete(challenge).build())
-            .transact_items(TransactWriteItem::builder().update(self.spend_update(user_id, x.proof)?).build())
-            .transact_items(TransactWriteItem::builder().put(session).build())
-            .transact_items(TransactWriteItem::builder().update(last_login).build());
-        for k in x.clear_locks {
-            let d =
-                Delete::builder().table_name(&self.table).set_key(Some(lock_key(k))).build().map_err(unavailable)?;
-            req = req.transact_items(TransactWriteItem::builder().delete(d).build());
-        }
+        let mut items = vec![
+            TransactWriteItem::builder().delete(challenge).build(),
+            TransactWriteItem::builder().update(self.spend_update(user_id, x.proof)?).build(),
+        ];
+        items.extend(self.sign_in_items(x.session, x.clear_locks, x.now)?);
+        let req =
+            self.client.transact_write_items().client_request_token(&x.session.id).set_transact_items(Some(items));
         match transact(req).await {
             Ok(()) => Ok(MfaSpend::Spent),
             Err(e) if !transaction_condition_failed(&e) => Err(unavailable(e)),
