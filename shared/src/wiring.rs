@@ -143,6 +143,7 @@ pub struct Deps {
     sdk: OnceCell<aws_config::SdkConfig>,
     keys: OnceCell<Arc<KeyProvider>>,
     sealer: OnceCell<Arc<crate::mfa::Sealer>>,
+    issuer: OnceCell<SessionIssuer>,
     hasher: std::sync::OnceLock<Hasher>,
     /// One DynamoDB client for every port of this function: one connection pool, opened once.
     dynamodb: OnceCell<aws_sdk_dynamodb::Client>,
@@ -181,6 +182,7 @@ impl Deps {
             sdk: OnceCell::new(),
             keys: OnceCell::new(),
             sealer: OnceCell::new(),
+            issuer: OnceCell::new(),
             hasher: std::sync::OnceLock::new(),
             dynamodb: OnceCell::new(),
             mailer: OnceCell::new(),
@@ -414,7 +416,13 @@ impl Deps {
         Ok(Lockout::new(self.store().await?, self.notifier().await?, self.config()?, self.clock()))
     }
 
+    /// The session issuer, built (and its warm-up signature made) once per process: the
+    /// token function's three grants share it.
     async fn issuer(&self) -> Result<SessionIssuer, BuildError> {
+        self.issuer.get_or_try_init(|| self.new_issuer()).await.cloned()
+    }
+
+    async fn new_issuer(&self) -> Result<SessionIssuer, BuildError> {
         let jwt = self.jwt().await?;
         // Sign one throw-away token now (it never leaves the process): a process's first
         // signature costs about 60 ms here, the next ones microseconds, and the first request
