@@ -53,6 +53,15 @@ fn get_b(item: &Item, k: &str) -> bool {
     item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
 }
 
+/// Whether a conditional `UpdateItem` applied: `false` when its condition failed.
+fn applied<O>(res: Result<O, UpdateItemError>) -> Result<bool, StoreError> {
+    match res {
+        Ok(_) => Ok(true),
+        Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Unavailable(format!("corrupt {what} item"))
 }
@@ -599,11 +608,7 @@ impl UserUpdates for DynamoStore {
             .expression_attribute_values(":old", s(expected))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) => Ok(true),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error()))
     }
 
     async fn update_name(&self, id: &str, name: Option<&str>, now: i64) -> Result<Option<User>, StoreError> {
@@ -700,10 +705,7 @@ impl UserUpdates for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error())).map(|_| ())
     }
 }
 
@@ -1167,10 +1169,7 @@ impl LockoutStore for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error())).map(|_| ())
     }
 
     async fn lock(&self, k: &str, threshold: u32, until: i64, now: i64, window: i64) -> Result<bool, StoreError> {
@@ -1374,10 +1373,7 @@ impl SessionStore for DynamoStore {
             .expression_attribute_values(":sv", n(sv))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error())).map(|_| ())
     }
 
     async fn delete_session(&self, user_id: &str, id: &str) -> Result<(), StoreError> {
@@ -1495,10 +1491,7 @@ impl RateLimitStore for DynamoStore {
             .expression_attribute_values(":zero", n(0))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error())).map(|_| ())
     }
 }
 
@@ -1968,11 +1961,7 @@ impl MfaStore for DynamoStore {
             .expression_attribute_values(":u", s(user_id))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) => Ok(true),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error()))
     }
 
     async fn enable_mfa(
@@ -2067,11 +2056,7 @@ impl MfaStore for DynamoStore {
             .set_expression_attribute_values(u.expression_attribute_values)
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) => Ok(MfaSpend::Spent),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(MfaSpend::Refused),
-            Err(e) => Err(unavailable(e)),
-        }
+        Ok(if applied(res.map_err(|e| e.into_service_error()))? { MfaSpend::Spent } else { MfaSpend::Refused })
     }
 
     async fn replace_recovery_codes(
@@ -2094,11 +2079,7 @@ impl MfaStore for DynamoStore {
             .expression_attribute_values(":sealed", s(sealed))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) => Ok(true),
-            Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error()))
     }
 
     async fn disable_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError> {
@@ -2171,10 +2152,7 @@ impl MfaStore for DynamoStore {
             .expression_attribute_values(":now", n(now))
             .send()
             .await;
-        match res.map_err(|e| e.into_service_error()) {
-            Ok(_) | Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
-        }
+        applied(res.map_err(|e| e.into_service_error())).map(|_| ())
     }
 
     async fn complete_mfa_sign_in(&self, x: &MfaSignIn<'_>) -> Result<MfaSpend, StoreError> {
