@@ -38,7 +38,7 @@ enum Command {
 
 async fn migrate(dry_run: bool) -> Result<String, String> {
     let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is required".to_owned())?;
-    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.map_err(|e| e.to_string())?);
     let reports = shared::store::migrate::run(&client, &table, dry_run).await.map_err(|e| e.to_string())?;
     let verb = if dry_run { "would migrate" } else { "migrated" };
     Ok(reports
@@ -249,7 +249,7 @@ fn describe(label: &str, s: Option<&str>) -> String {
 }
 
 async fn keys(action: KeysAction) -> Result<String, String> {
-    let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await);
+    let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await.map_err(|e| e.to_string())?);
     let result = match action {
         KeysAction::Init { secret_id, alg } => {
             shared::rotation::init(&sm, &secret_id, alg.into()).await.map(|kid| format!("current key: {kid}"))

@@ -72,7 +72,7 @@ fn users(table: &str, args: &[&str], stdin: &str) -> (bool, String) {
 #[tokio::test]
 async fn given_users_commands_then_the_first_admin_is_made_and_the_admin_rules_hold() {
     assert!(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(), "run through infra/test.sh (DynamoDB Local)");
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let table = format!("cli-{}", uuid::Uuid::new_v4().simple());
     shared::store::dynamo::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
     let pw = "violet-tractor-sunrise-42\n";
@@ -151,7 +151,7 @@ fn migrate(table: &str, args: &[&str]) -> (bool, String) {
 async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_and_their_links_keep_working() {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     use shared::store::{OneTimeKind, OneTimeTokenStore, UserLookup, UserRegistry};
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("migrate-{}", uuid::Uuid::new_v4().simple());
     shared::store::dynamo::DynamoStore::create_table(&ddb, &table).await.unwrap();
@@ -224,7 +224,7 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
 async fn given_users_and_rate_items_in_the_schema_2_format_then_migrate_moves_users_to_the_sharded_listing_once() {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     use shared::store::AdminStore;
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("migrate-{}", uuid::Uuid::new_v4().simple());
     shared::store::dynamo::DynamoStore::create_table(&ddb, &table).await.unwrap();

@@ -52,7 +52,14 @@ async fn main() -> std::process::ExitCode {
         && let Some(table) = cfg.table_name.as_deref()
     {
         {
-            let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+            let sdk = match shared::wiring::aws_config().await {
+                Ok(sdk) => sdk,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
             match shared::store::dynamo::DynamoStore::ensure_table(&client, table).await {
                 Ok(created) => println!("table {table}: {}", if created { "created" } else { "exists" }),
                 Err(e) => {

@@ -8,6 +8,7 @@
 //! - `http`: each endpoint declared once next to its handlers, and the one error mapping;
 //! - `wiring` (builds use cases from configuration) and `lambda` (a function's entry point).
 
+pub mod aws_http;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -37,42 +37,101 @@ use crate::tokens::Jwt;
 #[error("startup: {0}")]
 pub struct BuildError(pub String);
 
-/// Loads the AWS SDK configuration (standard variables, `AWS_ENDPOINT_URL_<SERVICE>` included).
-pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(aws_https_client()).load().await
+/// Loads the AWS SDK configuration the way every AWS SDK does on a workstation (standard
+/// variables, `AWS_ENDPOINT_URL_<SERVICE>` included, then profiles, SSO, web identity, the
+/// container and instance metadata endpoints): for the local server, the CLI and the tests.
+///
+/// Fails only if neither `AWS_CA_BUNDLE` nor the embedded Amazon roots give a trust store.
+pub async fn aws_config() -> Result<aws_config::SdkConfig, BuildError> {
+    let http_client = aws_https_client()?;
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client).load().await)
+}
+
+/// The AWS SDK configuration of a Lambda function, from what Lambda puts in its environment:
+/// the region (`AWS_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) and the standard endpoint variables
+/// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`, `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`),
+/// read by the SDK's own parser. Retries and timeouts are the defaults `aws_config()` gives
+/// (standard retries, three attempts; 3.1 s to connect).
+///
+/// Nothing else of the default chain is read (no profile files, SSO, STS web identity, IMDS),
+/// so none of it is linked into a function: no STS client, XML parser or profile parser in
+/// any binary (`e2e::lambda` reads the symbol tables), and no file is opened at cold start.
+pub async fn lambda_aws_config() -> Result<aws_config::SdkConfig, BuildError> {
+    use aws_config::environment::{EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider};
+    use aws_config::meta::region::ProvideRegion as _;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let region = EnvironmentVariableRegionProvider::new().region().await;
+    let http_client = aws_https_client()?;
+    Ok(aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(region)
+        .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()))
+        .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+        .retry_config(aws_config::retry::RetryConfig::standard())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder().connect_timeout(std::time::Duration::from_millis(3100)).build(),
+        )
+        .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(aws_smithy_async::rt::sleep::TokioSleep::new()))
+        .time_source(aws_smithy_async::time::SharedTimeSource::default())
+        .http_client(http_client)
+        .service_config(EnvEndpoints { ignore: ignore_configured_endpoint_urls() })
+        .build())
+}
+
+/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns the endpoint variables off.
+fn ignore_configured_endpoint_urls() -> bool {
+    std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Service settings from the environment alone: `AWS_ENDPOINT_URL_<SERVICE>`, else
+/// `AWS_ENDPOINT_URL` (aws-config does the same, and also reads profile files).
+#[derive(Debug)]
+struct EnvEndpoints {
+    ignore: bool,
+}
+
+impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
+    fn load_config(&self, key: aws_types::service_config::ServiceConfigKey<'_>) -> Option<String> {
+        if self.ignore && key.env() == "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        let env = aws_types::os_shim_internal::Env::real();
+        let (value, _) = aws_runtime::env_config::EnvConfigValue::new()
+            .env(key.env())
+            .service_id(key.service_id())
+            .load(&env, None)?;
+        Some(value.into_owned())
+    }
 }
 
 /// The roots of Amazon Trust Services (Amazon Root CA 1–4 and the two Starfield roots that
 /// cross-sign them), which issue the certificates of every AWS service endpoint.
 const AWS_ROOTS: &[u8] = include_bytes!("aws-roots.pem");
 
-/// The SDK's HTTP client (hyper, rustls on aws-lc) trusting only the Amazon roots, or the PEM
-/// bundle `AWS_CA_BUNDLE` names (the variable the other AWS SDKs read; for an endpoint behind
-/// a private CA). The operating system's store (about 140 roots here, parsed at every cold
+/// The roots an AWS endpoint's certificate must chain to: the Amazon roots, or the PEM bundle
+/// `AWS_CA_BUNDLE` names (the variable the other AWS SDKs read; for an endpoint behind a
+/// private CA). The operating system's store (about 140 roots here, parsed at every cold
 /// start: 6–7 ms of each function's init, measured) is not read, and no other CA can vouch for
 /// an AWS endpoint.
-fn aws_https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
-    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-    let roots = match std::env::var_os("AWS_CA_BUNDLE") {
+fn aws_roots() -> Vec<u8> {
+    match std::env::var_os("AWS_CA_BUNDLE") {
         Some(path) => std::fs::read(&path).unwrap_or_else(|e| {
             tracing::warn!(path = %std::path::Path::new(&path).display(), error = %e, "AWS_CA_BUNDLE unreadable; trusting the Amazon roots");
             AWS_ROOTS.to_vec()
         }),
         None => AWS_ROOTS.to_vec(),
-    };
-    let store = TrustStore::empty().with_native_roots(false).with_pem_certificate(roots);
-    let context = TlsContext::builder().with_trust_store(store).build();
-    let builder = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
-    match context {
-        Ok(ctx) => builder.tls_context(ctx).build_https(),
-        // Building the context cannot fail today (aws-smithy-http-client 1.5); were it to, the
-        // SDK's own default (the system's roots) still verifies every endpoint.
-        Err(e) => {
-            tracing::error!(error = %e, "TLS context for the Amazon roots; using the system's roots");
-            builder.build_https()
-        }
     }
+}
+
+/// The SDK's HTTP client everywhere (`aws_http`: HTTP/1.1, rustls on aws-lc), trusting
+/// `aws_roots` (the Amazon roots if `AWS_CA_BUNDLE` holds no usable certificate).
+fn aws_https_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, BuildError> {
+    let client = crate::aws_http::Http1Client::trusting(&aws_roots()).or_else(|e| {
+        tracing::error!(error = %e, "AWS_CA_BUNDLE; trusting the Amazon roots");
+        crate::aws_http::Http1Client::trusting(AWS_ROOTS)
+    });
+    client.map(crate::aws_http::Http1Client::shared).map_err(|e| BuildError(e.to_string()))
 }
 
 /// What the local server falls back to for each adapter that is not configured.
@@ -136,11 +195,19 @@ from_store!(
     crate::store::Store,
 );
 
+type SdkLoader =
+    fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<aws_config::SdkConfig, BuildError>> + Send>>;
+
 /// Dependencies, built on first use and shared by every endpoint mounted from them.
 pub struct Deps {
     cfg: Result<Arc<Config>, BuildError>,
     local: Option<LocalDefaults>,
     sdk: OnceCell<aws_config::SdkConfig>,
+    /// Where the SDK configuration comes from: `lambda_aws_config` in a function (`None`), the
+    /// default chain (`aws_config`) in the local server and the CLI. A function pointer that
+    /// only they set, so that a function binary never references the default chain and links
+    /// none of it, and one that builds no AWS client (`health`) links no SDK configuration.
+    sdk_loader: Option<SdkLoader>,
     keys: OnceCell<Arc<KeyProvider>>,
     sealer: OnceCell<Arc<crate::mfa::Sealer>>,
     issuer: OnceCell<SessionIssuer>,
@@ -162,24 +229,25 @@ impl Deps {
     /// A Lambda function's dependencies, from its environment.
     pub fn lambda() -> Self {
         let cfg = Config::from_env().map(Arc::new).map_err(|e| BuildError(e.to_string()));
-        Self::with(cfg, None)
+        Self::with(cfg, None, None)
     }
 
     /// The local server's (or the CLI's): configured adapters where set, else `local`.
     pub fn local(cfg: Config, local: LocalDefaults) -> Self {
-        Self::with(Ok(Arc::new(cfg)), Some(local))
+        Self::with(Ok(Arc::new(cfg)), Some(local), Some(|| Box::pin(aws_config())))
     }
 
     /// Dependencies from `cfg`; without `local`, every adapter must be configured (as in Lambda).
     pub fn new(cfg: Config, local: Option<LocalDefaults>) -> Self {
-        Self::with(Ok(Arc::new(cfg)), local)
+        Self::with(Ok(Arc::new(cfg)), local, Some(|| Box::pin(aws_config())))
     }
 
-    fn with(cfg: Result<Arc<Config>, BuildError>, local: Option<LocalDefaults>) -> Self {
+    fn with(cfg: Result<Arc<Config>, BuildError>, local: Option<LocalDefaults>, sdk_loader: Option<SdkLoader>) -> Self {
         Self {
             cfg,
             local,
             sdk: OnceCell::new(),
+            sdk_loader,
             keys: OnceCell::new(),
             sealer: OnceCell::new(),
             issuer: OnceCell::new(),
@@ -221,8 +289,15 @@ impl Deps {
         }
     }
 
-    async fn sdk(&self) -> &aws_config::SdkConfig {
-        self.sdk.get_or_init(aws_config).await
+    async fn sdk(&self) -> Result<&aws_config::SdkConfig, BuildError> {
+        self.sdk
+            .get_or_try_init(|| async {
+                match self.sdk_loader {
+                    Some(load) => load().await,
+                    None => lambda_aws_config().await,
+                }
+            })
+            .await
     }
 
     /// The store as the port `T` (`dyn LoginPort`, …): DynamoDB when `TABLE_NAME` is set,
@@ -233,7 +308,7 @@ impl Deps {
             (Some(table), _) => {
                 // Each SDK client has its own HTTP client and connection pool: share one.
                 let client =
-                    self.dynamodb.get_or_init(|| async { aws_sdk_dynamodb::Client::new(self.sdk().await) }).await;
+                    self.dynamodb.get_or_try_init(|| async { Ok::<_, BuildError>(aws_sdk_dynamodb::Client::new(self.sdk().await?)) }).await?;
                 self.note(|m| m.store = format!("dynamodb table {table}"));
                 let store = Arc::new(DynamoStore::new(client.clone(), table));
                 if self.local.is_none() {
@@ -268,7 +343,7 @@ impl Deps {
         let cfg = self.config()?;
         match (&cfg.mail_queue_url, &self.local) {
             (Some(url), _) => {
-                let client = aws_sdk_sqs::Client::new(self.sdk().await);
+                let client = aws_sdk_sqs::Client::new(self.sdk().await?);
                 self.note(|m| m.mailer = format!("sqs queue {url}"));
                 Ok(Arc::new(crate::mail::sqs::SqsOutbox::new(client, url.clone())))
             }
@@ -276,7 +351,7 @@ impl Deps {
                 let delivery = match cfg.mailer {
                     MailerKind::Ses => {
                         self.note(|m| m.mailer = format!("in-process queue, then ses from {}", cfg.mail_from));
-                        (local.ses)(self.sdk().await, cfg)
+                        (local.ses)(self.sdk().await?, cfg)
                     }
                     MailerKind::Console => {
                         self.note(|m| m.mailer = "in-process queue, then console (GET /_dev/outbox)".into());
@@ -295,7 +370,7 @@ impl Deps {
         if cfg.mailer != MailerKind::Ses {
             return Err(BuildError("MAILER=ses is required".into()));
         }
-        let client = aws_sdk_sesv2::Client::new(self.sdk().await);
+        let client = aws_sdk_sesv2::Client::new(self.sdk().await?);
         self.note(|m| m.mailer = format!("ses from {}", cfg.mail_from));
         Ok(Arc::new(crate::mail::ses::SesMailer::new(client, cfg.mail_from.clone())))
     }
@@ -313,7 +388,7 @@ impl Deps {
             self.ses().await?,
             self.clock(),
         );
-        let sqs = aws_sdk_sqs::Client::new(self.sdk().await);
+        let sqs = aws_sdk_sqs::Client::new(self.sdk().await?);
         Ok(crate::mail::sqs::Worker::new(delivery, sqs, url, crate::mail::queue::RetryPolicy::from_config(cfg)))
     }
 
@@ -325,7 +400,7 @@ impl Deps {
             .get_or_try_init(|| async {
                 let provider = match (&cfg.signing_key_secret_id, &self.local) {
                     (Some(id), _) => {
-                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await?);
                         let kp = KeyProvider::from_secrets_manager(client, id.clone(), cfg.key_cache_ttl)
                             .await
                             .map_err(|e| BuildError(e.to_string()))?;
@@ -363,7 +438,7 @@ impl Deps {
             .get_or_try_init(|| async {
                 let sealer = match (&cfg.mfa_key_secret_id, &self.local) {
                     (Some(id), _) => {
-                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await);
+                        let client = aws_sdk_secretsmanager::Client::new(self.sdk().await?);
                         let out = client.get_secret_value().secret_id(id).send().await.map_err(|e| {
                             BuildError(format!(
                                 "MFA key: GetSecretValue: {}",

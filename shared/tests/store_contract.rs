@@ -22,7 +22,7 @@ async fn dynamo() -> Arc<dyn Store> {
         std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(),
         "AWS_ENDPOINT_URL_DYNAMODB is not set: run the suite through infra/test.sh, which starts DynamoDB Local"
     );
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("contract-{}", uuid::Uuid::new_v4().simple());
     DynamoStore::create_table(&client, &table).await.expect("create table in DynamoDB Local");
@@ -648,7 +648,7 @@ async fn given_many_rotations_then_the_session_remembers_a_bounded_list_of_spent
 async fn given_two_item_pages_then_every_clean_up_and_listing_of_a_partition_reads_all_of_it() {
     use shared::store::pair_lock_key;
     assert!(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(), "run through infra/test.sh");
-    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap());
     let table = format!("contract-{}", uuid::Uuid::new_v4().simple());
     DynamoStore::create_table(&client, &table).await.unwrap();
     let s: Arc<dyn Store> = Arc::new(DynamoStore::new(client, table).with_page_limit(2));

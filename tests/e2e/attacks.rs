@@ -38,7 +38,7 @@ fn unsigned(header: Value, claims: &Value) -> String {
 }
 
 async fn server_with(alg: KeyAlg) -> (TestServer, KeyDoc) {
-    let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await);
+    let sm = aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await.unwrap());
     let secret = format!("attack-{}", uuid::Uuid::new_v4().simple());
     shared::rotation::init(&sm, &secret, alg).await.unwrap();
     let (current, _, _) = fetch_stages(&sm, &secret).await.unwrap();

@@ -60,7 +60,7 @@ async fn given_an_ip_over_its_limit_then_login_and_refresh_only_read_and_count_a
             .collect::<Vec<_>>()
     };
     let store = shared::store::dynamo::DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap()),
         &stack.table,
     );
     let locks_before = failures(&store.scan_all().await.unwrap());
@@ -111,7 +111,7 @@ async fn given_an_ip_over_its_limit_then_the_second_step_only_reads_and_counts_a
         .with("RATE_LIMITS_ENABLED", "true")
         .with("RATE_LIMIT_MFA_VERIFY", "ip=1/3600");
     let store = shared::store::dynamo::DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+        aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap()),
         &stack.table,
     );
     let hash = shared::password::Hasher::new(shared::config::HashParams::TEST, 1)

@@ -34,7 +34,7 @@ async fn given_ses_refusing_mail_then_signup_answers_202_and_the_local_queue_del
     assert_eq!(r.status(), 202);
     assert!(mails_to(&email).await.is_empty(), "refused, and tried again (0.2 s, 0.4 s, …)");
     assert!(s.keys().await.iter().any(|k| k.starts_with("EMAIL#")), "the account exists");
-    let ses = aws_sdk_sesv2::Client::new(&shared::wiring::aws_config().await);
+    let ses = aws_sdk_sesv2::Client::new(&shared::wiring::aws_config().await.unwrap());
     ses.create_email_identity().email_identity(&sender).send().await.unwrap();
     let token = token_from_mail(&email, "verify").await;
     assert_eq!(mails_to(&email).await.len(), 1, "delivered once, without asking again");
@@ -42,7 +42,7 @@ async fn given_ses_refusing_mail_then_signup_answers_202_and_the_local_queue_del
 }
 
 async fn secrets_client() -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await)
+    aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await.unwrap())
 }
 
 fn lambda_config(secret: &str) -> Config {

@@ -11,7 +11,7 @@ use shared::rotation::{Step, init, rotate_now, run_step};
 use shared::tokens::{Jwt, Subject, TokenRejected};
 
 async fn sm() -> aws_sdk_secretsmanager::Client {
-    aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await)
+    aws_sdk_secretsmanager::Client::new(&shared::wiring::aws_config().await.unwrap())
 }
 
 fn secret_name() -> String {

@@ -15,7 +15,7 @@ fn refused_sender() -> String {
 }
 
 async fn accept_sender(sender: &str) {
-    let ses = aws_sdk_sesv2::Client::new(&shared::wiring::aws_config().await);
+    let ses = aws_sdk_sesv2::Client::new(&shared::wiring::aws_config().await.unwrap());
     ses.create_email_identity().email_identity(sender).send().await.unwrap();
 }
 

@@ -205,7 +205,7 @@ async fn given_the_secret_at_rest_then_the_table_holds_it_only_sealed_under_the_
     let sealed = item["secret"].as_s().unwrap();
     assert!(sealed.starts_with("v1."), "{sealed}");
     // It opens under the key in Secrets Manager, for this user only.
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let text = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&key_id).send().await.unwrap();
     let sealer = shared::mfa::Sealer::from_secret_text(text.secret_string().unwrap()).unwrap();
     assert_eq!(sealer.open(&id, sealed).unwrap().as_bytes(), raw.as_slice());
@@ -336,7 +336,7 @@ mod functions {
     async fn given_the_mfa_functions_then_enrolment_challenge_grant_disable_and_reset_work_through_lambda() {
         let stack = Stack::new().await;
         let store = shared::store::dynamo::DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await),
+            aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap()),
             &stack.table,
         );
         let hasher = shared::password::Hasher::new(shared::config::HashParams::TEST, 1);

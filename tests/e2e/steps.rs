@@ -34,7 +34,7 @@ impl Env {
         for (k, v) in vars {
             stack = stack.with(k, v);
         }
-        let raw = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await);
+        let raw = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap());
         let store = DynamoStore::new(raw.clone(), &stack.table);
         let hasher = shared::password::Hasher::new(shared::config::HashParams::TEST, 1);
         let hash = hasher.hash(&shared::secret::Password::new(PASSWORD)).await.unwrap();

@@ -43,7 +43,7 @@ async fn main() {
         stack.function("forgot-password"),
         stack.function("login"),
     );
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let store = shared::store::dynamo::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &stack.table);
     let hasher = shared::password::Hasher::new(shared::config::HashParams::TEST, 2);
     let hash = hasher.hash(&shared::secret::Password::new(PASSWORD)).await.unwrap();

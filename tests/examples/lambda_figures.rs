@@ -25,7 +25,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let table = format!("figures-{}", uuid::Uuid::new_v4().simple());
     DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
     let secret = format!("figures-keys-{}", uuid::Uuid::new_v4().simple());

@@ -516,7 +516,7 @@ pub struct Stack {
 pub const TEST_MAX_ATTEMPTS: u32 = 4;
 
 pub async fn sqs() -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&shared::wiring::aws_config().await)
+    aws_sdk_sqs::Client::new(&shared::wiring::aws_config().await.unwrap())
 }
 
 /// A queue and its dead-letter queue, configured as the template configures them but with
@@ -552,7 +552,7 @@ pub async fn mail_queues() -> (String, String, String) {
 
 /// A new MFA key secret in moto: 64 random alphanumerics, as the template generates.
 pub async fn mfa_key_secret() -> String {
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let name = format!("lambda-mfa-key-{}", uuid::Uuid::new_v4().simple());
     let text = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
     aws_sdk_secretsmanager::Client::new(&sdk).create_secret().name(&name).secret_string(text).send().await.unwrap();
@@ -561,7 +561,7 @@ pub async fn mfa_key_secret() -> String {
 
 impl Stack {
     pub async fn new() -> Stack {
-        let sdk = shared::wiring::aws_config().await;
+        let sdk = shared::wiring::aws_config().await.unwrap();
         let table = format!("lambda-{}", uuid::Uuid::new_v4().simple());
         shared::store::dynamo::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.unwrap();
         let secret = format!("lambda-keys-{}", uuid::Uuid::new_v4().simple());
@@ -585,7 +585,7 @@ impl Stack {
 
     /// The sealer the stack's functions use (its MFA key secret, read as they read it).
     pub async fn sealer(&self) -> shared::mfa::Sealer {
-        let sdk = shared::wiring::aws_config().await;
+        let sdk = shared::wiring::aws_config().await.unwrap();
         let out = aws_sdk_secretsmanager::Client::new(&sdk).get_secret_value().secret_id(&self.mfa_secret).send().await;
         shared::mfa::Sealer::from_secret_text(out.unwrap().secret_string().unwrap()).unwrap()
     }

@@ -60,7 +60,7 @@ pub async fn start_with_admin(admin_email: &str) -> TestServer {
 
 async fn start_with(tweak: impl FnOnce(&mut Config), admin: Option<local_server::BootstrapAdmin>) -> TestServer {
     require_emulators();
-    let sdk = shared::wiring::aws_config().await;
+    let sdk = shared::wiring::aws_config().await.unwrap();
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = format!("e2e-{}", uuid::Uuid::new_v4().simple());
     DynamoStore::create_table(&ddb, &table).await.expect("create table in DynamoDB Local");
