@@ -82,8 +82,7 @@ impl Http1Client {
         if roots.is_empty() {
             return Err(TrustError("no certificate in the bundle".into()));
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TrustError(e.to_string()))?
             .with_root_certificates(roots)
@@ -139,6 +138,86 @@ impl HttpConnector for Connector {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What TLS to AWS needs, from aws-lc, and nothing else: rustls's default provider also
+/// offers ChaCha20-Poly1305 and verifies Ed25519, P-521 and ML-DSA signatures, which no
+/// certificate chain of an AWS endpoint uses (RSA and ECDSA P-256/P-384 under the Amazon
+/// roots), and which would be linked into every function (about 0.2 MB, `cargo bloat`).
+/// Key exchange prefers the post-quantum hybrid X25519MLKEM768, as rustls does.
+pub fn provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::{cipher_suite as cs, kx_group as kx};
+    rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        kx_groups: vec![kx::X25519MLKEM768, kx::X25519, kx::SECP256R1, kx::SECP384R1],
+        signature_verification_algorithms: SIGNATURES,
+        secure_random: &SystemRandom,
+        key_provider: &NoClientKeys,
+    }
+}
+
+/// Certificate signatures an AWS endpoint's chain uses: RSA (PKCS#1 and PSS) and ECDSA on
+/// P-256 and P-384.
+static SIGNATURES: rustls::crypto::WebPkiSupportedAlgorithms = {
+    use rustls::SignatureScheme as S;
+    use webpki::aws_lc_rs as alg;
+    rustls::crypto::WebPkiSupportedAlgorithms {
+        all: &[
+            alg::ECDSA_P256_SHA256,
+            alg::ECDSA_P256_SHA384,
+            alg::ECDSA_P384_SHA256,
+            alg::ECDSA_P384_SHA384,
+            alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            alg::RSA_PKCS1_2048_8192_SHA256,
+            alg::RSA_PKCS1_2048_8192_SHA384,
+            alg::RSA_PKCS1_2048_8192_SHA512,
+            alg::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+            alg::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+        ],
+        mapping: &[
+            (S::ECDSA_NISTP384_SHA384, &[alg::ECDSA_P384_SHA384, alg::ECDSA_P256_SHA384]),
+            (S::ECDSA_NISTP256_SHA256, &[alg::ECDSA_P256_SHA256, alg::ECDSA_P384_SHA256]),
+            (S::RSA_PSS_SHA512, &[alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY]),
+            (S::RSA_PSS_SHA384, &[alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY]),
+            (S::RSA_PSS_SHA256, &[alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY]),
+            (S::RSA_PKCS1_SHA512, &[alg::RSA_PKCS1_2048_8192_SHA512]),
+            (S::RSA_PKCS1_SHA384, &[alg::RSA_PKCS1_2048_8192_SHA384]),
+            (S::RSA_PKCS1_SHA256, &[alg::RSA_PKCS1_2048_8192_SHA256]),
+        ],
+    }
+};
+
+/// The kernel's generator, through aws-lc.
+#[derive(Debug)]
+struct SystemRandom;
+
+impl rustls::crypto::SecureRandom for SystemRandom {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), rustls::crypto::GetRandomFailed> {
+        aws_lc_rs::rand::fill(buf).map_err(|_| rustls::crypto::GetRandomFailed)
+    }
+}
+
+/// The client presents no certificate, so it loads no private key.
+#[derive(Debug)]
+struct NoClientKeys;
+
+impl rustls::crypto::KeyProvider for NoClientKeys {
+    fn load_private_key(
+        &self,
+        _: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General("no client certificates".into()))
+    }
+}
 
 impl Pool {
     async fn send(
@@ -428,6 +507,38 @@ mod tests {
         // Not http or https: the caller's error, not retried.
         assert!(call(&conn, "ftp://127.0.0.1/").await.unwrap_err().is_user());
         held.abort();
+    }
+
+    #[test]
+    fn given_the_amazon_roots_then_the_provider_verifies_signatures_of_each_roots_key_type() {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        // DER of the SPKI algorithm: rsaEncryption; id-ecPublicKey with P-256 / P-384.
+        const RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
+        const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+        let has = |spki: &[u8], oid: &[u8]| spki.windows(oid.len()).any(|w| w == oid);
+        let roots: Vec<_> = CertificateDer::pem_slice_iter(include_bytes!("aws-roots.pem")).map(Result::unwrap).collect();
+        assert!(roots.len() >= 4);
+        let p = provider();
+        let schemes: Vec<_> = p.signature_verification_algorithms.mapping.iter().map(|(s, _)| *s).collect();
+        for cert in &roots {
+            let anchor = webpki::anchor_from_trusted_cert(cert).unwrap();
+            let spki: &[u8] = anchor.subject_public_key_info.as_ref();
+            let needed = if has(spki, RSA) {
+                rustls::SignatureScheme::RSA_PKCS1_SHA256
+            } else if has(spki, P256) {
+                rustls::SignatureScheme::ECDSA_NISTP256_SHA256
+            } else if has(spki, P384) {
+                rustls::SignatureScheme::ECDSA_NISTP384_SHA384
+            } else {
+                panic!("a root whose key the provider cannot verify: {spki:02x?}")
+            };
+            assert!(schemes.contains(&needed), "{needed:?}");
+        }
+        // Only AES-GCM, and the post-quantum hybrid first.
+        assert!(p.cipher_suites.iter().all(|c| format!("{:?}", c.suite()).contains("GCM")));
+        assert_eq!(p.kx_groups[0].name(), rustls::NamedGroup::X25519MLKEM768);
     }
 
     #[test]
