@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use aws_smithy_runtime_api::client::http::{
@@ -247,8 +248,19 @@ impl Pool {
             None => sent.await,
         }
         .map_err(classify)?;
-        self.checkin(origin, sender);
-        HttpResponse::try_from(response.map(SdkBody::from_body_1_x)).map_err(|e| ConnectorError::other(e.into(), None))
+        let back = Some((self, origin, sender));
+        let response = response.map(move |inner| SdkBody::from_body_1_x(Returning { inner: Some(inner), back }));
+        HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
+    }
+
+    fn put(&self, origin: Origin, sender: SendRequest<SdkBody>) {
+        if let Ok(mut idle) = self.idle.lock() {
+            let list = idle.entry(origin).or_default();
+            list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
+            if list.len() < MAX_IDLE_PER_ORIGIN {
+                list.push(Idle { sender, since: Instant::now() });
+            }
+        }
     }
 
     /// An idle connection to `origin` that can take a request now, if there is one.
@@ -263,21 +275,22 @@ impl Pool {
         None
     }
 
-    /// Puts the connection back once it can take another request (its response body read to
-    /// the end); a connection that closes meanwhile is dropped.
-    fn checkin(self: Arc<Self>, origin: Origin, mut sender: SendRequest<SdkBody>) {
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            if let Ok(mut idle) = self.idle.lock() {
-                let list = idle.entry(origin).or_default();
-                list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
-                if list.len() < MAX_IDLE_PER_ORIGIN {
-                    list.push(Idle { sender, since: Instant::now() });
+    /// Puts the connection back once it can take another request, later (a task) if it cannot
+    /// yet; a connection that closes meanwhile is dropped.
+    fn checkin(self: Arc<Self>, origin: Origin, mut sender: SendRequest<SdkBody>, cx: &mut Context<'_>) {
+        match sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.put(origin, sender),
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if sender.ready().await.is_ok() {
+                            self.put(origin, sender);
+                        }
+                    });
                 }
             }
-        });
+        }
     }
 
     /// A new connection: TCP, then TLS for `https`, within `limit`.
@@ -319,6 +332,66 @@ where
         }
     });
     Ok(sender)
+}
+
+/// A response body that gives its connection back to the pool as soon as it has been read to
+/// the end, so that the next call, even one made at once, finds it there. A body dropped before
+/// its end takes the connection with it (hyper closes a connection with an unread body).
+struct Returning {
+    inner: Option<hyper::body::Incoming>,
+    back: Option<(Arc<Pool>, Origin, SendRequest<SdkBody>)>,
+}
+
+impl Returning {
+    fn give_back(&mut self, cx: &mut Context<'_>) {
+        if let Some((pool, origin, sender)) = self.back.take() {
+            pool.checkin(origin, sender, cx);
+        }
+    }
+}
+
+impl http_body::Body for Returning {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        let polled = std::pin::Pin::new(&mut *inner).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                self.back = None;
+                false
+            }
+            Poll::Pending => false,
+        };
+        if ended {
+            self.give_back(cx);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // An empty body nobody polled still ends the message: the connection can go back.
+        if self.inner.as_ref().is_some_and(http_body::Body::is_end_stream) {
+            let waker = futures::task::noop_waker();
+            self.give_back(&mut Context::from_waker(&waker));
+        }
+    }
 }
 
 /// The pool key, the `Host` value and the origin-form target of an absolute URI.
@@ -450,6 +523,18 @@ mod tests {
         }
         assert_eq!(connections.load(Ordering::SeqCst), 1);
         assert_eq!(c.idle_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn given_back_to_back_requests_then_each_reuses_the_connection_the_last_one_used() {
+        // No pause between them: a request that follows another at once (a use case's next
+        // DynamoDB call) must find the previous call's connection back in the pool.
+        let (url, connections) = server(Duration::ZERO, 0).await;
+        let conn = client().connector(&HttpConnectorSettings::builder().build());
+        for _ in 0..5 {
+            assert_eq!(call(&conn, &url).await.unwrap().0, 200);
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
