@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The function binaries link one HTTP client stack and one crypto provider: fails if the
-# functions package's dependency tree holds ring, rustls 0.21, hyper 0.14, OpenSSL or the SSO
-# credential crates (the operator CLI may have SSO; functions get credentials from Lambda).
+# functions package's dependency tree holds ring, rustls 0.21, hyper 0.14, OpenSSL, the SSO
+# credential crates (the operator CLI may have SSO; functions get credentials from Lambda), or
+# HTTP/2 and the SDK's default client (shared::aws_http is the one client: HTTP/1.1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tree="$(cargo tree --locked -p functions -e normal --prefix none | sed 's/ (\*)$//; s/ (proc-macro)$//' | sort -u)"
-bad="$(grep -E '^(ring|openssl|openssl-sys|aws-sdk-sso|aws-sdk-ssooidc) v|^rustls v0\.21\.|^hyper v0\.14\.|^hyper-rustls v0\.24\.' <<<"$tree" || true)"
+bad="$(grep -E '^(ring|openssl|openssl-sys|aws-sdk-sso|aws-sdk-ssooidc|h2|aws-smithy-http-client|hyper-rustls) v|^rustls v0\.21\.|^hyper v0\.14\.' <<<"$tree" || true)"
 if [ -n "$bad" ]; then
   echo "check-deps: the functions link what they must not:" >&2
   sed 's/^/  /' <<<"$bad" >&2
   exit 1
 fi
-echo "check-deps: functions link $(grep -c . <<<"$tree") crates; $(grep -E '^(hyper|rustls|aws-lc-rs) v' <<<"$tree" | tr '\n' ' ')and no ring, rustls 0.21, hyper 0.14, OpenSSL or SSO crates"
+echo "check-deps: functions link $(grep -c . <<<"$tree") crates; $(grep -E '^(hyper|rustls|aws-lc-rs) v' <<<"$tree" | tr '\n' ' ')and no ring, rustls 0.21, hyper 0.14, OpenSSL, SSO crates, h2 or the SDK's default HTTP client"
