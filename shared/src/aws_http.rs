@@ -111,7 +111,11 @@ impl HttpClient for Http1Client {
 
 impl Http1Client {
     fn connector(&self, settings: &HttpConnectorSettings) -> Connector {
-        Connector { pool: self.pool.clone(), connect_timeout: settings.connect_timeout(), read_timeout: settings.read_timeout() }
+        Connector {
+            pool: self.pool.clone(),
+            connect_timeout: settings.connect_timeout(),
+            read_timeout: settings.read_timeout(),
+        }
     }
 }
 
@@ -435,9 +439,15 @@ mod tests {
     #[test]
     fn given_uris_then_origin_host_header_and_target_follow_the_signature_rules() {
         let (o, h, t) = split_uri(&"https://dynamodb.eu-west-1.amazonaws.com/".parse().unwrap()).unwrap();
-        assert_eq!((o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()), (true, "dynamodb.eu-west-1.amazonaws.com", 443, "dynamodb.eu-west-1.amazonaws.com", "/"));
+        assert_eq!(
+            (o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()),
+            (true, "dynamodb.eu-west-1.amazonaws.com", 443, "dynamodb.eu-west-1.amazonaws.com", "/")
+        );
         let (o, h, t) = split_uri(&"http://127.0.0.1:8000/a/b?x=1".parse().unwrap()).unwrap();
-        assert_eq!((o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()), (false, "127.0.0.1", 8000, "127.0.0.1:8000", "/a/b?x=1"));
+        assert_eq!(
+            (o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()),
+            (false, "127.0.0.1", 8000, "127.0.0.1:8000", "/a/b?x=1")
+        );
         let (o, h, _) = split_uri(&"https://[::1]:4443/".parse().unwrap()).unwrap();
         assert_eq!((o.host.as_str(), h.as_str()), ("::1", "[::1]:4443"));
         let (_, h, _) = split_uri(&"http://localhost:80/".parse().unwrap()).unwrap();
@@ -603,7 +613,8 @@ mod tests {
         const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
         const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
         let has = |spki: &[u8], oid: &[u8]| spki.windows(oid.len()).any(|w| w == oid);
-        let roots: Vec<_> = CertificateDer::pem_slice_iter(include_bytes!("aws-roots.pem")).map(Result::unwrap).collect();
+        let roots: Vec<_> =
+            CertificateDer::pem_slice_iter(include_bytes!("aws-roots.pem")).map(Result::unwrap).collect();
         assert!(roots.len() >= 4);
         let p = provider();
         let schemes: Vec<_> = p.signature_verification_algorithms.mapping.iter().map(|(s, _)| *s).collect();

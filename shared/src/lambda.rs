@@ -86,7 +86,9 @@ pub async fn run_rotation() -> Result<(), Error> {
     use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
     crate::logging::init();
     let cfg = crate::config::Config::from_env().map_err(|e| Error::from(e.to_string()))?;
-    let client = aws_sdk_secretsmanager::Client::new(&crate::wiring::lambda_aws_config().await.map_err(|e| Error::from(e.to_string()))?);
+    let client = aws_sdk_secretsmanager::Client::new(
+        &crate::wiring::lambda_aws_config().await.map_err(|e| Error::from(e.to_string()))?,
+    );
     let client = &client;
     let alg = cfg.signing_alg;
     lambda_http::lambda_runtime::run(service_fn(move |ev: LambdaEvent<crate::rotation::RotationEvent>| async move {

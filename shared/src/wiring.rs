@@ -70,7 +70,9 @@ pub async fn lambda_aws_config() -> Result<aws_config::SdkConfig, BuildError> {
         .identity_cache(aws_config::identity::IdentityCache::lazy().build())
         .retry_config(aws_config::retry::RetryConfig::standard())
         .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder().connect_timeout(std::time::Duration::from_millis(3100)).build(),
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_millis(3100))
+                .build(),
         )
         .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(aws_smithy_async::rt::sleep::TokioSleep::new()))
         .time_source(aws_smithy_async::time::SharedTimeSource::default())
@@ -307,8 +309,10 @@ impl Deps {
         match (&cfg.table_name, &self.local) {
             (Some(table), _) => {
                 // Each SDK client has its own HTTP client and connection pool: share one.
-                let client =
-                    self.dynamodb.get_or_try_init(|| async { Ok::<_, BuildError>(aws_sdk_dynamodb::Client::new(self.sdk().await?)) }).await?;
+                let client = self
+                    .dynamodb
+                    .get_or_try_init(|| async { Ok::<_, BuildError>(aws_sdk_dynamodb::Client::new(self.sdk().await?)) })
+                    .await?;
                 self.note(|m| m.store = format!("dynamodb table {table}"));
                 let store = Arc::new(DynamoStore::new(client.clone(), table));
                 if self.local.is_none() {

@@ -321,10 +321,18 @@ fn linked_clients(binary: &str) -> Vec<&'static str> {
     let names: Vec<&str> = symbols.lines().filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
     // The last three are aws-config's default chain (STS for web identity and roles, instance
     // metadata, profile files), which no function may link: Lambda's environment has it all.
-    ["aws_sdk_dynamodb", "aws_sdk_secretsmanager", "aws_sdk_sesv2", "aws_sdk_sqs", "aws_sdk_sts", "aws_config::imds", "aws_config::profile"]
-        .into_iter()
-        .filter(|c| names.iter().any(|n| n.starts_with(&format!("{c}::")) || n.starts_with(&format!("<{c}::"))))
-        .collect()
+    [
+        "aws_sdk_dynamodb",
+        "aws_sdk_secretsmanager",
+        "aws_sdk_sesv2",
+        "aws_sdk_sqs",
+        "aws_sdk_sts",
+        "aws_config::imds",
+        "aws_config::profile",
+    ]
+    .into_iter()
+    .filter(|c| names.iter().any(|n| n.starts_with(&format!("{c}::")) || n.starts_with(&format!("<{c}::"))))
+    .collect()
 }
 
 #[test]
