@@ -51,19 +51,27 @@ pub async fn aws_config() -> Result<aws_config::SdkConfig, BuildError> {
 /// the region (`AWS_REGION`), the execution role's credentials (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) and the standard endpoint variables
 /// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`, `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`),
-/// read by the SDK's own parser. Retries and timeouts are the defaults `aws_config()` gives
+/// read by the SDK's own parser, and `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`.
+/// Retries and timeouts are the defaults `aws_config()` gives
 /// (standard retries, three attempts; 3.1 s to connect).
 ///
 /// Nothing else of the default chain is read (no profile files, SSO, STS web identity, IMDS),
 /// so none of it is linked into a function: no STS client, XML parser or profile parser in
 /// any binary (`e2e::lambda` reads the symbol tables), and no file is opened at cold start.
 pub async fn lambda_aws_config() -> Result<aws_config::SdkConfig, BuildError> {
-    use aws_config::environment::{EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider};
-    use aws_config::meta::region::ProvideRegion as _;
+    Ok(lambda_sdk_config(aws_types::os_shim_internal::Env::real(), aws_https_client()?))
+}
+
+fn lambda_sdk_config(
+    env: aws_types::os_shim_internal::Env,
+    http_client: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_config::SdkConfig {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
     use aws_credential_types::provider::SharedCredentialsProvider;
-    let region = EnvironmentVariableRegionProvider::new().region().await;
-    let http_client = aws_https_client()?;
-    Ok(aws_config::SdkConfig::builder()
+    let flag = |name: &str| env.get(name).is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    // As aws-config's environment region provider reads it.
+    let region = env.get("AWS_REGION").or_else(|_| env.get("AWS_DEFAULT_REGION")).ok().map(aws_config::Region::new);
+    aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(region)
         .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()))
@@ -77,13 +85,10 @@ pub async fn lambda_aws_config() -> Result<aws_config::SdkConfig, BuildError> {
         .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(aws_smithy_async::rt::sleep::TokioSleep::new()))
         .time_source(aws_smithy_async::time::SharedTimeSource::default())
         .http_client(http_client)
-        .service_config(EnvEndpoints { ignore: ignore_configured_endpoint_urls() })
-        .build())
-}
-
-/// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true` turns the endpoint variables off.
-fn ignore_configured_endpoint_urls() -> bool {
-    std::env::var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+        .use_fips(flag("AWS_USE_FIPS_ENDPOINT"))
+        .use_dual_stack(flag("AWS_USE_DUALSTACK_ENDPOINT"))
+        .service_config(EnvEndpoints { ignore: flag("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"), env })
+        .build()
 }
 
 /// Service settings from the environment alone: `AWS_ENDPOINT_URL_<SERVICE>`, else
@@ -91,6 +96,7 @@ fn ignore_configured_endpoint_urls() -> bool {
 #[derive(Debug)]
 struct EnvEndpoints {
     ignore: bool,
+    env: aws_types::os_shim_internal::Env,
 }
 
 impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
@@ -98,11 +104,10 @@ impl aws_types::service_config::LoadServiceConfig for EnvEndpoints {
         if self.ignore && key.env() == "AWS_ENDPOINT_URL" {
             return None;
         }
-        let env = aws_types::os_shim_internal::Env::real();
         let (value, _) = aws_runtime::env_config::EnvConfigValue::new()
             .env(key.env())
             .service_id(key.service_id())
-            .load(&env, None)?;
+            .load(&self.env, None)?;
         Some(value.into_owned())
     }
 }
@@ -635,5 +640,53 @@ mod tests {
         ] {
             assert!(text.contains(&format!("# {name}\n")), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod sdk_config_tests {
+    use aws_types::os_shim_internal::Env;
+    use aws_types::service_config::ServiceConfigKey;
+
+    fn endpoint_key(service_id: &str) -> ServiceConfigKey<'_> {
+        ServiceConfigKey::builder()
+            .service_id(service_id)
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn given_lambdas_environment_then_the_sdk_reads_region_endpoints_and_flags_from_it() {
+        let http = crate::aws_http::Http1Client::trusting(super::AWS_ROOTS).unwrap().shared();
+        let env = Env::from_slice(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:5000"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:7000"),
+            ("AWS_USE_FIPS_ENDPOINT", "true"),
+        ]);
+        let sdk = super::lambda_sdk_config(env, http.clone());
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        assert_eq!((sdk.use_fips(), sdk.use_dual_stack()), (Some(true), Some(false)));
+        let endpoints = sdk.service_config().unwrap();
+        assert_eq!(endpoints.load_config(endpoint_key("DynamoDB")).as_deref(), Some("http://127.0.0.1:8000"));
+        assert_eq!(endpoints.load_config(endpoint_key("Secrets Manager")).as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(endpoints.load_config(endpoint_key("SQS")).as_deref(), Some("http://127.0.0.1:7000"));
+        assert!(sdk.credentials_provider().is_some() && sdk.http_client().is_some());
+
+        // `AWS_DEFAULT_REGION` when `AWS_REGION` is unset; the endpoint variables turned off.
+        let env = Env::from_slice(&[
+            ("AWS_DEFAULT_REGION", "us-east-2"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:7000"),
+            ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ]);
+        let sdk = super::lambda_sdk_config(env, http);
+        assert_eq!(sdk.region().map(|r| r.as_ref()), Some("us-east-2"));
+        assert_eq!(sdk.service_config().unwrap().load_config(endpoint_key("DynamoDB")), None);
+        assert_eq!((sdk.use_fips(), sdk.use_dual_stack()), (Some(false), Some(false)));
     }
 }
