@@ -75,13 +75,21 @@ impl Http1Client {
     pub fn trusting(roots_pem: &[u8]) -> Result<Self, TrustError> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject as _;
+        // As a system bundle is read: a block that does not parse, or a certificate webpki
+        // cannot use as a trust anchor, is skipped (and counted), not fatal.
         let mut roots = rustls::RootCertStore::empty();
+        let (mut added, mut ignored) = (0, 0);
         for cert in CertificateDer::pem_slice_iter(roots_pem) {
-            let cert = cert.map_err(|e| TrustError(e.to_string()))?;
-            roots.add(cert).map_err(|e| TrustError(e.to_string()))?;
+            match cert.map(|c| roots.add(c)) {
+                Ok(Ok(())) => added += 1,
+                _ => ignored += 1,
+            }
         }
-        if roots.is_empty() {
-            return Err(TrustError("no certificate in the bundle".into()));
+        if ignored > 0 {
+            tracing::warn!(added, ignored, "CA bundle: certificates skipped");
+        }
+        if added == 0 {
+            return Err(TrustError("no usable certificate in the bundle".into()));
         }
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
@@ -640,6 +648,11 @@ mod tests {
     #[test]
     fn given_a_bundle_without_certificates_then_no_client_is_built() {
         assert!(Http1Client::trusting(b"").is_err());
+        let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(Http1Client::trusting(broken).is_err());
+        // A broken block beside usable ones is skipped.
+        let mixed = [broken.as_slice(), include_bytes!("aws-roots.pem")].concat();
+        assert!(Http1Client::trusting(&mixed).is_ok());
         assert!(Http1Client::trusting(include_bytes!("aws-roots.pem")).is_ok());
     }
 }
