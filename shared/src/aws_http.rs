@@ -31,7 +31,7 @@ use tokio_rustls::rustls;
 
 /// How long an idle connection is kept for reuse. Below the idle timeouts of AWS endpoints
 /// (60 s and more), so that a reused connection has rarely been closed by the other side.
-pub const IDLE_FOR: Duration = Duration::from_secs(50);
+const IDLE_FOR: Duration = Duration::from_secs(50);
 /// Idle connections kept per origin (a function makes a few calls side by side).
 const MAX_IDLE_PER_ORIGIN: usize = 8;
 
@@ -105,8 +105,9 @@ impl Http1Client {
         SharedHttpClient::new(self)
     }
 
-    /// Idle connections in the pool (for tests).
-    pub fn idle_connections(&self) -> usize {
+    /// Idle connections in the pool.
+    #[cfg(test)]
+    fn idle_connections(&self) -> usize {
         self.pool.idle.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
     }
 }
