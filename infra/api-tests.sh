@@ -41,7 +41,7 @@ token=$(curl -sf "$MOTO_URL/moto-api/data.json" | python3 -c "
 import json, re, sys
 msgs = [m for m in json.load(sys.stdin)['ses']['Message'] if '$email' in m['destinations']['ToAddresses']]
 print(re.search(r'token=([A-Za-z0-9._-]+)', msgs[-1]['body']).group(1))")
-curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
+curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\",\"password\":\"$password\"}" "$base/auth/verify-email" >/dev/null
 access=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"$password\"}" "$base/auth/login" \
   | python3 -c "import json,sys; print(json.load(sys.stdin)['access_token'])")
 

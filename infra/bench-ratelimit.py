@@ -28,7 +28,7 @@ def run(enabled):
                 time.sleep(0.05)
         conn = http.client.HTTPConnection("127.0.0.1", port)
         out = {}
-        for name, path, body in [("verify-email (IP key)", "/auth/verify-email", {"token": "u.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+        for name, path, body in [("verify-email (IP key)", "/auth/verify-email", {"token": "u.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "password": "violet-tractor-sunrise-42"}),
                                  ("resend-verification (IP + email keys)", "/auth/resend-verification", {"email": "nobody@example.com"})]:
             xs = []
             for _ in range(N):

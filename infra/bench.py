@@ -36,7 +36,7 @@ try:
     assert call("POST", "/auth/signup", {"email": email, "password": pw})[0] == 202
     _, outbox = call("GET", "/_dev/outbox")
     token = outbox[-1]["text"].split("token=")[1].split()[0]
-    assert call("POST", "/auth/verify-email", {"token": token})[0] == 200
+    assert call("POST", "/auth/verify-email", {"token": token, "password": pw})[0] == 200
 
     def timed(fn):
         out = []

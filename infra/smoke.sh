@@ -30,7 +30,7 @@ for _ in $(seq 1 50); do
   [ -n "$token" ] && break; sleep 0.1
 done
 [ -n "$token" ] || { echo "no verification mail in the outbox"; exit 1; }
-curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\"}" "$base/auth/verify-email" >/dev/null
+curl -sf -H 'content-type: application/json' -d "{\"token\":\"$token\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/verify-email" >/dev/null
 pair=$(curl -sf -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"violet-tractor-sunrise-42\"}" "$base/auth/login")
 access=$(echo "$pair" | json "['access_token']")
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' -d "{\"email\":\"$email\",\"password\":\"wrong-password-1\"}" "$base/auth/login")

@@ -230,6 +230,16 @@ enum KeysAction {
         #[arg(long, value_enum, default_value = "es256")]
         alg: Alg,
     },
+    /// A signing key leaked: replace the current and the next key at once, and keep the
+    /// compromised pair in no stage. Tokens it signed stop verifying once each cache has read
+    /// the secret again (KEY_CACHE_SECONDS, default 300 s; the JWKS is cached as long).
+    Revoke {
+        #[arg(long, env = "SIGNING_KEY_SECRET_ID")]
+        secret_id: String,
+        /// Algorithm of the new keys (default: the compromised key's).
+        #[arg(long, value_enum)]
+        alg: Option<Alg>,
+    },
     /// Show the kid and algorithm of each stage (never key material).
     Show {
         #[arg(long, env = "SIGNING_KEY_SECRET_ID")]
@@ -261,6 +271,20 @@ async fn keys(action: KeysAction) -> Result<String, String> {
                     .map(|(c, _, _)| format!("rotated (version {version}); {}", describe("current:", Some(&c)))),
                 Err(e) => Err(e),
             }
+        }
+        KeysAction::Revoke { secret_id, alg } => {
+            let current = fetch_stages(&sm, &secret_id).await.ok().and_then(|(c, _, _)| KeyRing::from_json(&c).ok());
+            let alg = alg.map(KeyAlg::from).or(current.map(|r| r.signing.alg)).unwrap_or(KeyAlg::ES256);
+            shared::rotation::revoke(&sm, &secret_id, alg).await.map(|kid| {
+                format!(
+                    "revoked: the current and next keys are new (signing key {kid}); the compromised pair is in no stage.\n\
+                     Tokens it signed are refused by each function once its key cache expires (KEY_CACHE_SECONDS, \
+                     default 300 s) and drop out of the JWKS, which is cached as long; every access token expires \
+                     within ACCESS_TOKEN_TTL (default 15 min) in any case. Refresh tokens are not signed and keep \
+                     working. Until a warm function has read the new keys (at most KEY_CACHE_SECONDS) it may refuse \
+                     tokens signed with the new key too: clients refresh and retry."
+                )
+            })
         }
         KeysAction::Show { secret_id } => fetch_stages(&sm, &secret_id).await.map(|(c, n, p)| {
             [

@@ -172,6 +172,8 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
             last_login_at: None,
             session_version: 1 + i,
             mfa_enabled: false,
+            pending_signup: false,
+            registrations: Vec::new(),
         };
         store.create_user(&user).await.unwrap();
         // A verification token as the previous release wrote it: no `sv`, no `schema_version`.
@@ -191,7 +193,7 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
     // Unmigrated, an old token binds to no session version: it cannot be spent.
     let u0 = store.get_user(&ids[0]).await.unwrap().unwrap();
     assert!(store.peek_one_time(OneTimeKind::VerifyEmail, &ids[0], "hash-0", now).await.unwrap().is_none());
-    assert!(!store.verify_email(&ids[0], "hash-0", now, u0.session_version).await.unwrap());
+    assert!(!store.verify_email(&ids[0], "hash-0", now, u0.session_version, None).await.unwrap());
 
     let (ok, out) = migrate(&table, &["--dry-run"]);
     assert!(ok && out.contains("3 found, would migrate 3"), "{out}");
@@ -214,7 +216,7 @@ async fn given_one_time_tokens_in_the_old_format_then_migrate_binds_them_once_an
         .unwrap();
     assert_eq!(item["schema_version"], V::N(shared::store::migrate::SCHEMA_VERSION.to_string()));
     // The link works after the upgrade, and only while the user's version stands.
-    assert!(store.verify_email(&ids[0], "hash-0", now, u0.session_version).await.unwrap());
+    assert!(store.verify_email(&ids[0], "hash-0", now, u0.session_version, None).await.unwrap());
     // Idempotent: a second run (or one after an interruption) finds nothing left.
     let (ok, out) = migrate(&table, &[]);
     assert!(ok && out.contains("0 found, migrated 0"), "{out}");
@@ -316,7 +318,7 @@ async fn given_users_and_rate_items_in_the_schema_2_format_then_migrate_moves_us
     assert!(login_index_writes(&ddb, &table, &first).await.0.is_empty(), "a login writes no index any more");
     // Idempotent: nothing is left for a second run (or a run after an interruption).
     let (ok, out) = migrate(&table, &[]);
-    assert!(ok && out.matches(": 0 found, migrated 0").count() == 3, "{out}");
+    assert!(ok && out.matches(": 0 found, migrated 0").count() == 4, "{out}");
 }
 
 /// The indexes that the write a login makes to a user item (`SET last_login_at` to a new time)
@@ -343,4 +345,132 @@ async fn login_index_writes(ddb: &aws_sdk_dynamodb::Client, table: &str, pk: &st
         .unwrap_or_default();
     names.sort();
     (names, at)
+}
+
+#[tokio::test]
+async fn given_pending_registrations_locks_sessions_and_counters_of_schema_3_then_migrate_keeps_them_working() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    use shared::store::{
+        LockGate, LockoutStore, NewRegistration, OneTimeKind, OneTimeTokenStore, Registration, SessionStore,
+        UserLookup, UserRegistry,
+    };
+    let sdk = shared::wiring::aws_config().await.unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("migrate-{}", uuid::Uuid::new_v4().simple());
+    shared::store::dynamo::DynamoStore::create_table(&ddb, &table).await.unwrap();
+    let store = shared::store::dynamo::DynamoStore::new(ddb.clone(), &table);
+    let now = shared::now();
+    let email = format!("pending-{}@example.com", uuid::Uuid::new_v4().simple());
+    // A pending registration as schema 3 wrote it: an unverified user with no `pending_signup`
+    // or `registrations`, and its verification link.
+    let user = shared::store::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        email: email.clone(),
+        name: Some("Old".into()),
+        password_hash: "$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+        is_active: true,
+        is_verified: false,
+        is_superuser: false,
+        created_at: now,
+        updated_at: now,
+        last_login_at: None,
+        session_version: 1,
+        mfa_enabled: false,
+        pending_signup: false,
+        registrations: Vec::new(),
+    };
+    store.create_user(&user).await.unwrap();
+    let user_key = |sk: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), V::S(format!("USER#{}", user.id))),
+            ("sk".to_owned(), V::S(sk.to_owned())),
+        ])
+    };
+    ddb.update_item()
+        .table_name(&table)
+        .set_key(Some(user_key("PROFILE")))
+        .update_expression("SET schema_version = :three")
+        .expression_attribute_values(":three", V::N("3".into()))
+        .send()
+        .await
+        .unwrap();
+    store.put_one_time(OneTimeKind::VerifyEmail, &user.id, "link", now + 3600, 1).await.unwrap();
+    // Lock items of the address and of one IP, and a session (of a verified user).
+    let pair = shared::store::pair_lock_key(&email, "198.51.100.7");
+    for key in [email.as_str(), pair.as_str()] {
+        store.lock_gate(key, now, 3600).await.unwrap();
+    }
+    let session = shared::store::Session {
+        user_id: user.id.clone(),
+        id: "s-old".into(),
+        current_hash: "h".into(),
+        previous_hash: None,
+        spent_hashes: vec![],
+        rotated_at: now,
+        created_at: now,
+        last_used_at: now,
+        idle_expires_at: now + 600,
+        absolute_expires_at: now + 6000,
+        ip: "198.51.100.7".into(),
+        user_agent: "old".into(),
+        session_version: 1,
+        amr: vec!["pwd".into()],
+    };
+    store.create_session(&session).await.unwrap();
+    // Counters: two of the whole address (schema 3's sign-in limits), and two that stay.
+    let counter = |key: String| {
+        ddb.put_item()
+            .table_name(&table)
+            .item("pk", V::S(format!("RATE#{key}")))
+            .item("sk", V::S("WINDOW".into()))
+            .item("ws", V::N(now.to_string()))
+            .item("hits", V::N("3".into()))
+            .item("ttl", V::N((now + 120).to_string()))
+            .send()
+    };
+    for key in [
+        format!("login#email#{email}"),
+        format!("token#email#{email}"),
+        format!("login#email#{pair}"),
+        format!("signup#email#{email}"),
+    ] {
+        counter(key).await.unwrap();
+    }
+
+    let (ok, out) = migrate(&table, &["--dry-run"]);
+    assert!(ok && out.contains("step 4") && out.contains("2 found, would migrate 2"), "{out}");
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && out.contains("2 found, migrated 2"), "{out}");
+    let rate_keys: Vec<String> = store
+        .scan_all()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["pk"].as_s().ok().filter(|k| k.starts_with("RATE#")).cloned())
+        .collect();
+    let mut rate_keys = rate_keys;
+    rate_keys.sort();
+    let mut kept = vec![format!("RATE#login#email#{pair}"), format!("RATE#signup#email#{email}")];
+    kept.sort();
+    assert_eq!(rate_keys, kept);
+    // The pending registration reads as an account no sign-up changes, and its link and
+    // password still verify it; the locks and the session stand.
+    let read = store.get_user(&user.id).await.unwrap().unwrap();
+    assert!(!read.pending_signup && read.registrations.is_empty() && !read.is_verified);
+    let all = read.with_registration(Registration { password_hash: "attacker".into(), name: None, created_at: now });
+    let sneak = NewRegistration {
+        user_id: &user.id,
+        read: &read,
+        registrations: &all,
+        token_hash: Some("attacker-link"),
+        expires_at: now + 60,
+        now,
+    };
+    assert!(!store.add_registration(&sneak).await.unwrap(), "a sign-up does not change it");
+    assert!(matches!(store.lock_gate(&pair, now, 3600).await.unwrap(), LockGate::Open { attempt: 2, .. }));
+    assert!(store.get_session(&user.id, "s-old", now).await.unwrap().is_some());
+    assert!(store.verify_email(&user.id, "link", now, 1, None).await.unwrap());
+    // Idempotent.
+    let (ok, out) = migrate(&table, &[]);
+    assert!(ok && !out.contains("migrated 1") && !out.contains("migrated 2"), "{out}");
 }

@@ -182,6 +182,76 @@ pub async fn rotate_now(client: &Client, secret_id: &str, default_alg: KeyAlg) -
     Ok(token)
 }
 
+/// Revokes a compromised key ring in one step (docs/operations.md "If a signing key leaked"):
+/// a ring of two new keys of `alg` becomes `AWSCURRENT`, and the compromised ring is kept in no
+/// stage (not `AWSPREVIOUS`, not a pending rotation's `AWSPENDING`), so neither its signing key
+/// nor its next key verifies or is published once each cache has read the secret again. Unlike
+/// a rotation, the new signing key signs at once: until a warm function's cache
+/// (`KEY_CACHE_SECONDS`) reads it, that function refuses the new tokens too, which is the price
+/// of evicting the old ones. Returns the new signing kid.
+pub async fn revoke(client: &Client, secret_id: &str, alg: KeyAlg) -> Result<String, KeyError> {
+    // A rotation under way is abandoned first: its pending ring holds the compromised ring's
+    // next key, and a version that keeps a second label is one the new current must not share.
+    if let Some(pending) = version_with_stage(client, secret_id, "AWSPENDING").await? {
+        client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(pending)
+            .send()
+            .await
+            .map_err(|e| sm_err("UpdateSecretVersionStage AWSPENDING", e))?;
+    }
+    let ring = KeyRing::generate(alg)?;
+    let out = client
+        .put_secret_value()
+        .secret_id(secret_id)
+        .client_request_token(uuid::Uuid::new_v4().to_string())
+        .secret_string(ring.to_json())
+        .version_stages("AWSCURRENT")
+        .send()
+        .await
+        .map_err(|e| sm_err("PutSecretValue", e))?;
+    let new_version = out.version_id().ok_or_else(|| KeyError("PutSecretValue returned no version".into()))?;
+    // A label is on one version at a time; where the emulator left AWSCURRENT on the ring that
+    // was current (moto does, for a version a rotation made current), move it off explicitly.
+    let d = client.describe_secret().secret_id(secret_id).send().await.map_err(|e| sm_err("DescribeSecret", e))?;
+    let stale: Vec<String> = d
+        .version_ids_to_stages()
+        .map(|m| {
+            m.iter()
+                .filter(|(v, stages)| *v != new_version && stages.iter().any(|s| s == "AWSCURRENT"))
+                .map(|(v, _)| v.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for old in stale {
+        client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(new_version)
+            .remove_from_version_id(old)
+            .send()
+            .await
+            .map_err(|e| sm_err("UpdateSecretVersionStage AWSCURRENT", e))?;
+    }
+    // Secrets Manager labels the ring it replaced AWSPREVIOUS (the compromised one): the new
+    // ring takes that label too, so whatever verifies as "previous" is a new key.
+    let labelled = version_with_stage(client, secret_id, "AWSPREVIOUS").await?;
+    let mut previous = client
+        .update_secret_version_stage()
+        .secret_id(secret_id)
+        .version_stage("AWSPREVIOUS")
+        .move_to_version_id(new_version);
+    if let Some(old) = labelled.as_deref().filter(|v| *v != new_version) {
+        previous = previous.remove_from_version_id(old);
+    }
+    previous.send().await.map_err(|e| sm_err("UpdateSecretVersionStage AWSPREVIOUS", e))?;
+    tracing::info!(event = "signing_key_revoked", version = %new_version, "signing keys replaced");
+    Ok(ring.signing.kid)
+}
+
 /// Creates the secret with a first key ring of `alg` (signing and next), or gives it one if it
 /// has no usable current ring. Returns the current signing kid.
 pub async fn init(client: &Client, secret_id: &str, alg: KeyAlg) -> Result<String, KeyError> {

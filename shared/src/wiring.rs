@@ -13,18 +13,19 @@ use tokio::sync::OnceCell;
 
 use crate::clock::{self, SharedClock};
 use crate::config::{Config, EndpointLimits, MailerKind};
-use crate::domain::account::{Account, Profile};
+use crate::domain::account::{Account, EmailConfirmation, Profile};
 use crate::domain::admin::Admin;
 use crate::domain::authn::Authenticator;
 use crate::domain::discovery::Publisher;
 use crate::domain::lockout::Lockout;
 use crate::domain::login::Login;
-use crate::domain::mfa::{MfaLogin, MfaReset, MfaSettings};
+use crate::domain::mfa::{MfaLogin, MfaReset, MfaSettings, StepUp};
 use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, RateLimiter, Scope};
 use crate::domain::recovery::Recovery;
 use crate::domain::sessions::{Refresh, SessionIssuer, Sessions};
-use crate::domain::signup::{Signup, Verification};
+use crate::domain::signup::{Signup, Verification, VerificationLinks};
+use crate::domain::unlock::Unlock;
 use crate::keys::{KeyProvider, KeySet};
 use crate::mail::Mailer;
 use crate::password::Hasher;
@@ -187,6 +188,8 @@ macro_rules! from_store {
 from_store!(
     crate::store::SignupPort,
     crate::store::TokenPort,
+    crate::store::BearerPort,
+    crate::store::MfaStore,
     crate::store::LoginPort,
     crate::store::LockoutPort,
     crate::store::SessionPort,
@@ -525,7 +528,7 @@ impl Deps {
     }
 
     pub async fn authenticator(&self) -> Result<Arc<Authenticator>, BuildError> {
-        Ok(Arc::new(Authenticator::new(self.store().await?, self.jwt().await?)))
+        Ok(Arc::new(Authenticator::new(self.store().await?, self.jwt().await?, self.clock())))
     }
 
     pub async fn rate_limiter(&self) -> Result<Arc<RateLimiter>, BuildError> {
@@ -555,7 +558,9 @@ impl Deps {
     }
 
     pub async fn verification(&self) -> Result<Arc<Verification>, BuildError> {
-        Ok(Arc::new(Verification::new(self.store().await?, self.clock())))
+        // A wrong password at verification counts like a failed login.
+        let hasher = self.hasher()?;
+        Ok(Arc::new(Verification::new(self.store().await?, hasher, self.lockout().await?, self.clock())))
     }
 
     pub async fn login(&self, gate: Option<Gate>) -> Result<Arc<Login>, BuildError> {
@@ -563,10 +568,17 @@ impl Deps {
         // The dummy hash an unknown email is verified against, made now rather than on the
         // first such login (in Lambda: during init).
         hasher.warm().await.map_err(|e| BuildError(e.to_string()))?;
+        let links = VerificationLinks::new(self.notifier().await?, self.config()?, self.clock());
+        let (store, lockout, issuer) = (self.store().await?, self.lockout().await?, self.issuer().await?);
         Ok(Arc::new(
-            Login::new(self.store().await?, hasher, self.lockout().await?, self.issuer().await?, gate, self.clock())
+            Login::new(store, hasher, lockout, issuer, links, gate, self.clock())
                 .with_failure_floor(self.config()?.enumeration_floor),
         ))
+    }
+
+    pub async fn unlock(&self) -> Result<Arc<Unlock>, BuildError> {
+        let (store, hasher, issuer) = (self.store().await?, self.hasher()?, self.issuer().await?);
+        Ok(Arc::new(Unlock::new(store, hasher, issuer, self.clock())))
     }
 
     pub async fn refresh(&self) -> Result<Arc<Refresh>, BuildError> {
@@ -591,12 +603,29 @@ impl Deps {
         let cfg = self.config()?;
         let (store, hasher, notifier, lockout) =
             (self.store().await?, self.hasher()?, self.notifier().await?, self.lockout().await?);
-        Ok(Arc::new(Account::new(store, hasher, notifier, lockout, gate, cfg, self.clock())))
+        let step_up = StepUp::new(self.store().await?, self.sealer().await?, lockout, self.clock());
+        Ok(Arc::new(Account::new(store, hasher, notifier, step_up, gate, cfg, self.clock())))
     }
 
+    pub async fn email_confirmation(&self, gate: Option<Gate>) -> Result<Arc<EmailConfirmation>, BuildError> {
+        let (store, notifier) = (self.store().await?, self.notifier().await?);
+        Ok(Arc::new(EmailConfirmation::new(store, notifier, gate, self.clock())))
+    }
+
+    /// The administration use case, with the notices its changes mail to owners.
     pub async fn admin(&self, gate: Option<Gate>) -> Result<Arc<Admin>, BuildError> {
         let cfg = self.config()?;
-        Ok(Arc::new(Admin::new(self.store().await?, self.hasher()?, self.keys().await?, gate, cfg, self.clock())))
+        let (store, hasher, keys, notifier) =
+            (self.store().await?, self.hasher()?, self.keys().await?, self.notifier().await?);
+        Ok(Arc::new(Admin::new(store, hasher, keys, Some(notifier), gate, cfg, self.clock())))
+    }
+
+    /// The administration use case for the endpoints that change no account an owner must hear
+    /// about (list, read, create, unlock): no mailer, so their functions link none.
+    pub async fn admin_quiet(&self, gate: Option<Gate>) -> Result<Arc<Admin>, BuildError> {
+        let cfg = self.config()?;
+        let (store, hasher, keys) = (self.store().await?, self.hasher()?, self.keys().await?);
+        Ok(Arc::new(Admin::new(store, hasher, keys, None, gate, cfg, self.clock())))
     }
 
     pub async fn mfa_settings(&self, gate: Option<Gate>) -> Result<Arc<MfaSettings>, BuildError> {

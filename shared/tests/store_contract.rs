@@ -9,8 +9,8 @@ use futures::future::join_all;
 use shared::store::dynamo::DynamoStore;
 use shared::store::memory::MemoryStore;
 use shared::store::{
-    AdminWrite, EmailChange, LockGate, MailClaim, MfaChallenge, MfaProof, MfaSignIn, MfaSpend, OneTimeKind, RateCount,
-    Rotation, Session, Store, StoreError, User, UserChanges,
+    AdminWrite, EmailChange, LockGate, MailClaim, MfaChallenge, MfaProof, MfaSignIn, MfaSpend, NewRegistration,
+    OneTimeKind, RateCount, Registration, Rotation, Session, Store, StoreError, User, UserChanges,
 };
 
 async fn memory() -> Arc<dyn Store> {
@@ -49,6 +49,9 @@ contract!(
     given_expired_session_not_yet_deleted_then_it_is_absent_and_cannot_rotate,
     given_verification_token_when_consumed_concurrently_then_exactly_once,
     given_newer_verification_token_then_older_is_invalid,
+    given_concurrent_sign_ups_for_a_pending_address_then_each_keeps_its_registration,
+    given_a_registration_chosen_at_verification_then_it_becomes_the_account_and_the_others_go,
+    given_an_account_not_pending_sign_up_then_no_registration_is_added,
     given_expired_verification_token_not_yet_deleted_then_refused,
     given_stale_expected_hash_then_upgrade_is_refused,
     given_missing_user_then_updates_report_absence,
@@ -91,6 +94,8 @@ fn user(email: &str) -> User {
         last_login_at: None,
         session_version: 1,
         mfa_enabled: false,
+        pending_signup: false,
+        registrations: Vec::new(),
     }
 }
 
@@ -276,7 +281,7 @@ async fn given_verification_token_when_consumed_concurrently_then_exactly_once(s
     s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "th", NOW + 100, u.session_version).await.unwrap();
     let results = join_all((0..10).map(|_| {
         let (s, id) = (s.clone(), u.id.clone());
-        async move { s.verify_email(&id, "th", NOW, 1).await }
+        async move { s.verify_email(&id, "th", NOW, 1, None).await }
     }))
     .await;
     let ok = results.iter().filter(|r| matches!(r, Ok(true))).count();
@@ -290,17 +295,102 @@ async fn given_newer_verification_token_then_older_is_invalid(s: Arc<dyn Store>)
     s.create_user(&u).await.unwrap();
     s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "old", NOW + 100, u.session_version).await.unwrap();
     s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "new", NOW + 100, u.session_version).await.unwrap();
-    assert!(!s.verify_email(&u.id, "old", NOW, u.session_version).await.unwrap());
+    assert!(!s.verify_email(&u.id, "old", NOW, u.session_version, None).await.unwrap());
     assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
-    assert!(s.verify_email(&u.id, "new", NOW, u.session_version).await.unwrap());
+    assert!(s.verify_email(&u.id, "new", NOW, u.session_version, None).await.unwrap());
+}
+
+fn registration(hash: &str, at: i64) -> Registration {
+    Registration { password_hash: hash.into(), name: Some(format!("n-{hash}")), created_at: at }
+}
+
+/// Adds `r` to the account as it is stored now (one try), with a new link `token`.
+async fn add(s: &Arc<dyn Store>, id: &str, r: Registration, token: &str) -> bool {
+    let read = s.get_user(id).await.unwrap().unwrap();
+    let all = read.with_registration(r);
+    let nr = NewRegistration {
+        user_id: id,
+        read: &read,
+        registrations: &all,
+        token_hash: Some(token),
+        expires_at: NOW + 100,
+        now: NOW,
+    };
+    s.add_registration(&nr).await.unwrap()
+}
+
+async fn pending(s: &Arc<dyn Store>, email: &str) -> User {
+    let u = User { pending_signup: true, ..user(email) };
+    s.create_user(&u).await.unwrap();
+    u
+}
+
+async fn given_concurrent_sign_ups_for_a_pending_address_then_each_keeps_its_registration(s: Arc<dyn Store>) {
+    let u = pending(&s, "pend@example.com").await;
+    // Each sign-up retries on a conflict, as the use case does; none may overwrite another.
+    join_all((0..6).map(|i| {
+        let (s, id) = (s.clone(), u.id.clone());
+        async move {
+            for _ in 0..20 {
+                if add(&s, &id, registration(&format!("h{i}"), NOW + i), &format!("t{i}")).await {
+                    return;
+                }
+            }
+            panic!("registration {i} never landed");
+        }
+    }))
+    .await;
+    let stored = s.get_user(&u.id).await.unwrap().unwrap();
+    let mut hashes: Vec<_> = stored.registrations.iter().map(|r| r.password_hash.clone()).collect();
+    hashes.sort();
+    assert_eq!(hashes, ["h0", "h1", "h2", "h3", "h4", "h5"]);
+    assert_eq!(stored.password_hash, u.password_hash, "the first sign-up's password stays");
+}
+
+async fn given_a_registration_chosen_at_verification_then_it_becomes_the_account_and_the_others_go(s: Arc<dyn Store>) {
+    let u = pending(&s, "choose@example.com").await;
+    assert!(add(&s, &u.id, registration("second", NOW + 1), "t1").await);
+    assert!(add(&s, &u.id, registration("third", NOW + 2), "t2").await);
+    let stored = s.get_user(&u.id).await.unwrap().unwrap();
+    assert!(!s.verify_email(&u.id, "t1", NOW, u.session_version, None).await.unwrap(), "the newer link replaced it");
+    let chosen = stored.registrations[0].clone();
+    assert!(s.verify_email(&u.id, "t2", NOW, u.session_version, Some(&chosen)).await.unwrap());
+    let done = s.get_user(&u.id).await.unwrap().unwrap();
+    assert!(done.is_verified && !done.pending_signup && done.registrations.is_empty());
+    assert_eq!((done.password_hash.as_str(), done.name.as_deref()), ("second", Some("n-second")));
+    assert_eq!(done.session_version, u.session_version + 1);
+    // Verified: no sign-up adds to it any more.
+    assert!(!add(&s, &u.id, registration("late", NOW + 3), "t3").await);
+}
+
+async fn given_an_account_not_pending_sign_up_then_no_registration_is_added(s: Arc<dyn Store>) {
+    // An unverified account an administrator made (or one written before the flag existed).
+    let u = user("adminmade@example.com");
+    s.create_user(&u).await.unwrap();
+    assert!(!add(&s, &u.id, registration("attacker", NOW), "t").await);
+    assert_eq!(s.get_user(&u.id).await.unwrap().unwrap(), u);
+    // An administrator's change of its credentials, role or verification makes a pending
+    // sign-up the administrator's.
+    let p = pending(&s, "pend-admin@example.com").await;
+    assert!(add(&s, &p.id, registration("second", NOW), "t").await);
+    let read = s.get_user(&p.id).await.unwrap().unwrap();
+    let name = UserChanges { name: Some(Some("Set by admin".into())), is_active: Some(false), ..Default::default() };
+    assert!(matches!(s.admin_update_user(&read, &name, NOW).await.unwrap(), AdminWrite::Done(_)));
+    let still = s.get_user(&p.id).await.unwrap().unwrap();
+    assert!(still.pending_signup && still.registrations.len() == 1, "a name or an activation takes nothing over");
+    let changes = UserChanges { is_verified: Some(true), ..Default::default() };
+    assert!(matches!(s.admin_update_user(&still, &changes, NOW).await.unwrap(), AdminWrite::Done(_)));
+    let after = s.get_user(&p.id).await.unwrap().unwrap();
+    assert!(!after.pending_signup && after.registrations.is_empty());
+    assert!(!add(&s, &p.id, registration("attacker", NOW), "t2").await);
 }
 
 async fn given_expired_verification_token_not_yet_deleted_then_refused(s: Arc<dyn Store>) {
     let u = user("e@example.com");
     s.create_user(&u).await.unwrap();
     s.put_one_time(OneTimeKind::VerifyEmail, &u.id, "t", NOW + 10, u.session_version).await.unwrap();
-    assert!(!s.verify_email(&u.id, "t", NOW + 10, u.session_version).await.unwrap());
-    assert!(!s.verify_email("no-such-user", "t", NOW, 1).await.unwrap());
+    assert!(!s.verify_email(&u.id, "t", NOW + 10, u.session_version, None).await.unwrap());
+    assert!(!s.verify_email("no-such-user", "t", NOW, 1, None).await.unwrap());
     assert!(!s.get_user(&u.id).await.unwrap().unwrap().is_verified);
 }
 
@@ -602,7 +692,7 @@ async fn given_an_admin_delete_then_nothing_of_the_user_remains(s: Arc<dyn Store
     assert!(s.get_user(&u.id).await.unwrap().is_none());
     assert!(s.find_user_by_email("gone@del.example").await.unwrap().is_none());
     assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty());
-    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version).await.unwrap());
+    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version, None).await.unwrap());
     assert_eq!(
         s.lock_gate("gone@del.example", NOW, 3600).await.unwrap(),
         LockGate::Open { attempt: 1, previous_locks: 0 }
@@ -674,7 +764,7 @@ async fn given_two_item_pages_then_every_clean_up_and_listing_of_a_partition_rea
     }
     assert!(matches!(s.admin_delete_user(&u).await.unwrap(), AdminWrite::Done(_)));
     assert!(s.list_sessions(&u.id, NOW).await.unwrap().is_empty(), "every session went");
-    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version).await.unwrap());
+    assert!(!s.verify_email(&u.id, "t", NOW, u.session_version, None).await.unwrap());
     assert!(s.lockout_keys(email).await.unwrap().is_empty());
 }
 

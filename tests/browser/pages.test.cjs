@@ -61,13 +61,28 @@ async function openLink(page, link, expectedPath) {
   assert.match(h['content-security-policy'], /form-action 'self'/);
 }
 
-test('verification link: open, click the button, see the result, sign in', async () => {
+test('verification link: open, type the sign-up password, see the result, sign in', async () => {
   const email = `browser-${Date.now()}@example.com`;
   assert.equal((await api('POST', '/auth/signup', { email, password: PASSWORD })).status, 202);
   const link = await linkFromMail(email, 'verify');
   await withPage(async (page) => {
     await openLink(page, link, '/auth/verify-email');
-    assert.equal((await api('POST', '/auth/login', { email, password: PASSWORD })).status, 403, 'opening the link changed nothing');
+    // A password that is not the sign-up's: refused, and the link is not spent.
+    await page.fill('input[name=password]', 'not-the-sign-up-password-1');
+    await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+    assert.match(await page.textContent('body'), /invalid, already used or expired/);
+    assert.equal((await api('POST', '/auth/login', { email, password: PASSWORD })).status, 401, 'still unverified');
+  });
+  // The login mailed a fresh link, which replaces the first: the newest one verifies.
+  let newest = link;
+  for (let i = 0; i < 50 && newest === link; i++) {
+    newest = await linkFromMail(email, 'verify');
+    if (newest === link) await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.notEqual(newest, link, 'a fresh link was mailed');
+  await withPage(async (page) => {
+    await openLink(page, newest, '/auth/verify-email');
+    await page.fill('input[name=password]', PASSWORD);
     await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
     assert.match(await page.textContent('h1'), /verified/i);
   });
@@ -78,7 +93,7 @@ test('reset link: open, type a new password, submit, sign in with it', async () 
   const email = `browser-reset-${Date.now()}@example.com`;
   await api('POST', '/auth/signup', { email, password: PASSWORD });
   const verifyLink = new URL(await linkFromMail(email, 'verify'));
-  await api('POST', '/auth/verify-email', { token: verifyLink.searchParams.get('token') });
+  await api('POST', '/auth/verify-email', { token: verifyLink.searchParams.get('token'), password: PASSWORD });
   assert.equal((await api('POST', '/auth/forgot-password', { email })).status, 202);
   const link = await linkFromMail(email, 'reset');
   await withPage(async (page) => {
@@ -101,7 +116,7 @@ test('email-change link: open, confirm, sign in with the new address', async () 
   const newEmail = `browser-moved-${Date.now()}@example.com`;
   await api('POST', '/auth/signup', { email, password: PASSWORD });
   const verifyLink = new URL(await linkFromMail(email, 'verify'));
-  await api('POST', '/auth/verify-email', { token: verifyLink.searchParams.get('token') });
+  await api('POST', '/auth/verify-email', { token: verifyLink.searchParams.get('token'), password: PASSWORD });
   const t = (await api('POST', '/auth/login', { email, password: PASSWORD })).json;
   const r = await api('POST', '/auth/change-email', { current_password: PASSWORD, new_email: newEmail }, t.access_token);
   assert.equal(r.status, 202);

@@ -55,7 +55,7 @@ async fn given_forged_or_foreign_tokens_then_every_bearer_endpoint_answers_401_i
         let email = unique_email();
         s.post("/auth/signup", json!({"email": email, "password": PASSWORD})).await;
         let verification = token_from_mail(&email, "verify").await;
-        s.post("/auth/verify-email", json!({"token": verification})).await;
+        s.post("/auth/verify-email", json!({"token": verification, "password": PASSWORD})).await;
         let t = s.login(&email, PASSWORD).await;
         let good = t["access_token"].as_str().unwrap().to_owned();
         let claims: Value = jsonwebtoken::dangerous::insecure_decode::<Value>(&good).unwrap().claims;

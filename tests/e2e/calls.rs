@@ -46,7 +46,10 @@ async fn given_an_ip_over_its_limit_then_login_and_refresh_only_read_and_count_a
     let email = unique_email();
     signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
     let token = token_from_mail(&email, "verify").await;
-    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    assert_eq!(
+        verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await.status,
+        200
+    );
     let body = |pw: &str| json!({"email": email, "password": pw});
     let r = login.http(Event::post("/auth/login", body(PASSWORD))).await;
     assert_eq!(r.status, 200);

@@ -38,7 +38,7 @@ async fn given_ses_refusing_mail_then_signup_answers_202_and_the_local_queue_del
     ses.create_email_identity().email_identity(&sender).send().await.unwrap();
     let token = token_from_mail(&email, "verify").await;
     assert_eq!(mails_to(&email).await.len(), 1, "delivered once, without asking again");
-    assert_eq!(s.post("/auth/verify-email", json!({"token": token})).await.status(), 200);
+    assert_eq!(s.post("/auth/verify-email", json!({"token": token, "password": PASSWORD})).await.status(), 200);
 }
 
 async fn secrets_client() -> aws_sdk_secretsmanager::Client {

@@ -19,17 +19,19 @@ async fn given_new_user_when_walking_the_whole_flow_then_every_step_answers_as_a
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert!(mails[0].body.contains(&format!("{}/auth/verify-email?token=", s.base)));
 
-    // Login before verification with the right password: 403.
+    // Login before verification with the right password: the wrong password's 401, and a
+    // fresh link in the mailbox.
     let r = s.post("/auth/login", json!({"email": email, "password": PASSWORD})).await;
-    assert_eq!(r.status(), 403);
-    assert_eq!(problem(r).await["type"], "urn:secure-auth:problem:email-not-verified");
+    assert_eq!(r.status(), 401);
+    assert_eq!(problem(r).await["type"], "urn:secure-auth:problem:invalid-credentials");
+    assert_eq!(mails_to(&email).await.len(), 2, "a fresh verification link");
 
     // Verify (single use).
     let token = token_from_mail(&email, "verify").await;
-    let r = s.post("/auth/verify-email", json!({"token": token})).await;
+    let r = s.post("/auth/verify-email", json!({"token": token, "password": PASSWORD})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "verified"}));
-    let r = s.post("/auth/verify-email", json!({"token": token})).await;
+    let r = s.post("/auth/verify-email", json!({"token": token, "password": PASSWORD})).await;
     assert_eq!(r.status(), 400);
     assert_eq!(problem(r).await["type"], "urn:secure-auth:problem:invalid-token");
 
@@ -200,11 +202,11 @@ async fn given_resend_then_same_answer_for_every_account_state_and_the_old_link_
     let second = token_from_mail(&unverified, "verify").await;
     assert_ne!(first, second);
     assert_eq!(
-        s.post("/auth/verify-email", json!({"token": first})).await.status(),
+        s.post("/auth/verify-email", json!({"token": first, "password": PASSWORD})).await.status(),
         400,
         "a newer link replaces the older"
     );
-    assert_eq!(s.post("/auth/verify-email", json!({"token": second})).await.status(), 200);
+    assert_eq!(s.post("/auth/verify-email", json!({"token": second, "password": PASSWORD})).await.status(), 200);
 }
 
 #[tokio::test]

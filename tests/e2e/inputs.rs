@@ -90,7 +90,13 @@ async fn given_hostile_bodies_then_each_gets_a_4xx_problem_and_nothing_is_writte
         ("/auth/login", "application/json", "[]".into(), 400, "validation-failed"),
         ("/auth/signup", "application/json", format!(r#"["a@example.com", "{PASSWORD}"]"#), 400, "validation-failed"),
         ("/auth/signup", "application/json", "".into(), 400, "malformed-request"),
-        ("/auth/verify-email", "application/json", json!({"token": "../../etc"}).to_string(), 400, "invalid-token"),
+        (
+            "/auth/verify-email",
+            "application/json",
+            json!({"token": "../../etc", "password": PASSWORD}).to_string(),
+            400,
+            "invalid-token",
+        ),
         (
             "/auth/resend-verification",
             "application/json",
@@ -158,7 +164,7 @@ async fn given_padded_or_differently_normalized_passwords_then_they_are_taken_ex
     let r = s.post("/auth/signup", json!({"email": email, "password": padded})).await;
     assert_eq!(r.status(), 202);
     let token = token_from_mail(&email, "verify").await;
-    assert_eq!(s.post("/auth/verify-email", json!({"token": token})).await.status(), 200);
+    assert_eq!(s.post("/auth/verify-email", json!({"token": token, "password": padded})).await.status(), 200);
     let login = |pw: &str| s.post("/auth/login", json!({"email": email, "password": pw}));
     assert_eq!(login(padded).await.status(), 200);
     assert_eq!(login(padded.trim()).await.status(), 401, "padding is not trimmed");

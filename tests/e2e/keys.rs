@@ -182,3 +182,35 @@ async fn given_an_hs256_key_set_then_tokens_work_but_nothing_is_published() {
     let jwks: Value = s.http.get(s.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks, json!({"keys": []}));
 }
+
+#[tokio::test]
+async fn given_a_revoke_then_the_compromised_pair_verifies_nowhere_and_is_published_nowhere() {
+    let sm = sm().await;
+    let secret = secret_name();
+    init(&sm, &secret, KeyAlg::ES256).await.unwrap();
+    // A rotation first, so that every stage holds a ring: the revoke must empty them all of
+    // the compromised keys.
+    shared::rotation::rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
+    let (current, _, previous) = fetch_stages(&sm, &secret).await.unwrap();
+    let ring = KeyRing::from_json(&current).unwrap();
+    let mut compromised = vec![ring.signing.kid.clone(), ring.next.unwrap().kid];
+    compromised.push(KeyRing::from_json(&previous.unwrap()).unwrap().signing.kid);
+    let before = jwt(&sm, &secret, Duration::ZERO).await;
+    let (stolen_key_token, _) = before.issue(&subject(), shared::now()).unwrap();
+
+    let kid = shared::rotation::revoke(&sm, &secret, KeyAlg::ES256).await.unwrap();
+    let after = jwt(&sm, &secret, Duration::ZERO).await;
+    let jwks = after.keys().jwks().to_string();
+    for k in &compromised {
+        assert!(after.keys().find(k).is_none(), "{k} still verifies");
+        assert!(!jwks.contains(k.as_str()), "{k} still published");
+    }
+    assert!(after.verify(&stolen_key_token).is_err());
+    let (fresh, _) = after.issue(&subject(), shared::now()).unwrap();
+    assert_eq!(jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(), Some(kid.as_str()), "signs at once");
+    after.verify(&fresh).unwrap();
+    // The next rotation goes on from the new ring.
+    shared::rotation::rotate_now(&sm, &secret, KeyAlg::ES256).await.unwrap();
+    let rotated = jwt(&sm, &secret, Duration::ZERO).await;
+    rotated.verify(&fresh).unwrap();
+}

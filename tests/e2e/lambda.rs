@@ -28,7 +28,7 @@ async fn given_the_account_flow_through_its_functions_then_each_binary_serves_it
     let link = mails_to(&email).await.last().unwrap().body.clone();
     assert!(link.contains("https://auth.example.com/auth/verify-email?token="), "{link}");
 
-    let r = verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    let r = verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
     let r = login.http(Event::post("/auth/login", json!({"email": email, "password": PASSWORD}))).await;
@@ -66,7 +66,10 @@ async fn given_failures_from_one_source_ip_then_only_that_ip_is_locked_whatever_
     let email = unique_email();
     signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
     let token = token_from_mail(&email, "verify").await;
-    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    assert_eq!(
+        verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await.status,
+        200
+    );
 
     let attacker = "198.51.100.7";
     for i in 0..3 {
@@ -136,7 +139,7 @@ async fn given_base64_bodies_cookies_and_repeated_query_parameters_then_they_are
     assert_eq!(r.status, 202, "a base64 body is decoded: {}", String::from_utf8_lossy(&r.body));
     let token = token_from_mail(&email, "verify").await;
     // A form body, base64-encoded as API Gateway sends binary media.
-    let form = format!("token={token}");
+    let form = format!("token={token}&password={PASSWORD}");
     let r = verify
         .http(
             Event::new("POST", "/auth/verify-email").base64_body("application/x-www-form-urlencoded", form.as_bytes()),
@@ -271,7 +274,10 @@ async fn given_a_rotation_between_two_processes_with_the_default_cache_then_toke
     let r = signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
     assert_eq!(r.status, 202);
     let token = token_from_mail(&email, "verify").await;
-    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    assert_eq!(
+        verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await.status,
+        200
+    );
     let login = Event::post("/auth/login", json!({"email": email, "password": PASSWORD}));
     let me = |access: &str| Event::get("/auth/me").bearer(access).authorizer_claims(e2e::calls::claims_of(access));
     let kid = |access: &str| jsonwebtoken::decode_header(access).unwrap().kid.unwrap();

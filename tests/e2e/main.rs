@@ -9,6 +9,7 @@ mod docs;
 mod faults;
 mod flow;
 mod inputs;
+mod integrity;
 mod keys;
 mod lambda;
 mod lifecycle;

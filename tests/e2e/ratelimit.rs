@@ -157,7 +157,12 @@ async fn given_a_limited_signup_then_no_user_is_written_and_no_mail_sent() {
 #[tokio::test]
 async fn given_a_short_window_then_counters_expire_and_requests_pass_again() {
     let s = limited_server("verify-email", EndpointLimits { ip: limit(2, 1), email: None, user: None }).await;
-    let hit = || s.post("/auth/verify-email", json!({"token": "u.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}));
+    let hit = || {
+        s.post(
+            "/auth/verify-email",
+            json!({"token": "u.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "password": PASSWORD}),
+        )
+    };
     let mut statuses = Vec::new();
     for _ in 0..3 {
         statuses.push(hit().await.status().as_u16());
@@ -259,6 +264,13 @@ async fn given_every_declared_limit_then_its_endpoint_answers_429_past_it() {
         let email = unique_email();
         assert_ne!(email_request(&s, e.binary, &email).send().await.unwrap().status(), 429, "{}", e.binary);
         let r = email_request(&s, e.binary, &email.to_uppercase()).send().await.unwrap();
+        if e.binary == "forgot-password" {
+            // Others can spend an address's budget, so past it the request is answered as
+            // usual and does nothing new (tests/e2e/integrity.rs checks what it does not do).
+            assert_eq!(r.status(), 202, "forgot-password never answers 429 for the address's budget");
+            assert!(r.headers().get("ratelimit-remaining").is_none());
+            continue;
+        }
         assert_eq!(r.status(), 429, "{} declares an email limit but does not apply it", e.binary);
     }
 }

@@ -19,7 +19,10 @@ async fn account(stack: &Stack, email: &str) -> Value {
         202
     );
     let token = token_from_mail(email, "verify").await;
-    assert_eq!(verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await.status, 200);
+    assert_eq!(
+        verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await.status,
+        200
+    );
     let r = login.http(Event::post("/auth/login", json!({"email": email, "password": PASSWORD}))).await;
     assert_eq!(r.status, 200);
     r.json()
@@ -108,4 +111,29 @@ async fn given_a_rotation_whose_answer_was_lost_then_the_refresh_answers_the_suc
     assert_ne!(next["refresh_token"], tokens["refresh_token"]);
     let r = refresh.http(Event::post("/auth/refresh", json!({"refresh_token": next["refresh_token"]}))).await;
     assert_eq!(r.status, 200, "the stored successor is the one answered");
+}
+
+#[tokio::test]
+async fn given_a_reset_whose_transaction_landed_and_lost_its_answer_then_the_retry_answers_204_not_invalid_token() {
+    let counter = CallCounter::start(std::time::Duration::ZERO).await;
+    let stack = stack_behind(&counter).await;
+    let email = unique_email();
+    account(&stack, &email).await;
+    let (forgot, reset, login): (Function, Function, Function) =
+        tokio::join!(stack.function("forgot-password"), stack.function("reset-password"), stack.function("login"));
+    assert_eq!(forgot.http(Event::post("/auth/forgot-password", json!({"email": email}))).await.status, 202);
+    let token = token_from_mail(&email, "reset").await;
+    counter.take();
+    counter.lose_answer("TransactWriteItems", "password_hash = :new", 1);
+    let r =
+        reset.http(Event::post("/auth/reset-password", json!({"token": token, "new_password": NEW_PASSWORD}))).await;
+    assert!(landed_and_lost(&counter), "the reset landed and its answer was lost");
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let r = login.http(Event::post("/auth/login", json!({"email": email, "password": NEW_PASSWORD}))).await;
+    assert_eq!(r.status, 200);
+    // The link is spent: a second use is refused.
+    let r = reset
+        .http(Event::post("/auth/reset-password", json!({"token": token, "new_password": "quartz-falcon-harbor-63"})))
+        .await;
+    assert_eq!(r.status, 400);
 }

@@ -164,7 +164,7 @@ async fn given_a_store_failure_at_each_step_of_signup_then_nothing_half_written_
             let user = env.store.find_user_by_email(email).await.unwrap().expect("the account exists");
             assert_eq!(env.partition(&format!("EMAIL#{email}")).await, 1);
             let token = token_from_mail(email, "verify").await;
-            let r = verify.http(post("/auth/verify-email", json!({"token": token}))).await;
+            let r = verify.http(post("/auth/verify-email", json!({"token": token, "password": PASSWORD}))).await;
             assert_eq!(r.status, 200, "the newest link works at {step:?}: {r:?}");
             assert_eq!(login(&login_fn, email, PASSWORD).await.status, 200);
             assert!(env.store.get_user(&user.id).await.unwrap().is_some_and(|u| u.is_verified));

@@ -65,7 +65,10 @@ async fn main() {
     let signup = start("signup").await;
     signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
     let token = token_from_mail(&email, "verify").await;
-    start("verify-email").await.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    start("verify-email")
+        .await
+        .http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD})))
+        .await;
     let login_body = json!({"email": email, "password": PASSWORD});
     let tokens = start("login").await.http(Event::post("/auth/login", login_body.clone())).await.json();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
@@ -104,7 +107,10 @@ async fn main() {
     let email = unique_email();
     signup.http(Event::post("/auth/signup", json!({"email": email, "password": PASSWORD}))).await;
     let token = token_from_mail(&email, "verify").await;
-    start("verify-email").await.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    start("verify-email")
+        .await
+        .http(Event::post("/auth/verify-email", json!({"token": token, "password": PASSWORD})))
+        .await;
     let login_body = json!({"email": email, "password": PASSWORD});
     let login = start("login").await;
     let t = login.http(Event::post("/auth/login", login_body.clone())).await.json();

@@ -105,7 +105,7 @@ def verified_account():
             break
         time.sleep(0.1)
     token = re.search(r"token=([A-Za-z0-9._-]+)", mine[-1]["body"]).group(1)
-    assert requests.post(f"{BASE}/auth/verify-email", json={"token": token}, timeout=10).status_code == 200
+    assert requests.post(f"{BASE}/auth/verify-email", json={"token": token, "password": PASSWORD}, timeout=10).status_code == 200
     return email
 
 

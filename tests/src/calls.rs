@@ -312,7 +312,7 @@ pub async fn measure(limits_on: bool) -> Vec<Measured> {
     let r = signup.http(Event::post("/auth/signup", json!({"email": email, "password": crate::PASSWORD}))).await;
     record("signup, new address", r.status, 202);
     let token = crate::token_from_mail(&email, "verify").await;
-    let r = verify.http(Event::post("/auth/verify-email", json!({"token": token}))).await;
+    let r = verify.http(Event::post("/auth/verify-email", json!({"token": token, "password": crate::PASSWORD}))).await;
     record("verify-email", r.status, 200);
     let r = login.http(Event::post("/auth/login", json!({"email": email, "password": crate::PASSWORD}))).await;
     let tokens = r.json();

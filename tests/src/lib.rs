@@ -168,7 +168,7 @@ impl TestServer {
         let r = self.post("/auth/signup", serde_json::json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(r.status(), 202);
         let token = token_from_mail(email, "verify").await;
-        let r = self.post("/auth/verify-email", serde_json::json!({"token": token})).await;
+        let r = self.post("/auth/verify-email", serde_json::json!({"token": token, "password": PASSWORD})).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
@@ -240,6 +240,8 @@ pub async fn stored_user(store: &dyn shared::store::UserRegistry, hash: &str, su
         last_login_at: None,
         session_version: 1,
         mfa_enabled: false,
+        pending_signup: false,
+        registrations: Vec::new(),
     };
     store.create_user(&user).await.unwrap();
     user

@@ -8,6 +8,7 @@ use crate::context::RequestCtx;
 use crate::domain::authn::Caller;
 use crate::domain::error::{DomainError, DomainResult, invalid};
 use crate::domain::lockout::Lockout;
+use crate::domain::mfa::{StepUp, StepUpProof};
 use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, admit_id};
 use crate::domain::views::UserView;
@@ -17,7 +18,7 @@ use crate::logging::security_event;
 use crate::mail::templates;
 use crate::password::{Hasher, Verified, check_policy};
 use crate::secret::{Password, Token};
-use crate::store::{AccountPort, EmailChange, User, UserUpdates};
+use crate::store::{AccountPort, EmailChange, TokenPort, User, UserUpdates};
 use crate::tokens;
 
 /// The display name (`PATCH /auth/me`); sends no mail.
@@ -51,6 +52,7 @@ pub struct Account {
     policy: PasswordPolicy,
     notifier: Notifier,
     lockout: Lockout,
+    step_up: StepUp,
     gate: Option<Gate>,
     clock: SharedClock,
 }
@@ -64,17 +66,27 @@ impl Account {
         store: Arc<dyn AccountPort>,
         hasher: Hasher,
         notifier: Notifier,
-        lockout: Lockout,
+        step_up: StepUp,
         gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), notifier, lockout, gate, clock }
+        // The password is checked under the same lockout gate the step-up closes.
+        let lockout = step_up.lockout().clone();
+        Self { store, hasher, policy: cfg.password.clone(), notifier, lockout, step_up, gate, clock }
     }
 
     /// Checks `current` for `user` under the lockout gate: a wrong one counts like a failed
-    /// login, and a locked account gets the same answer as a wrong password.
-    async fn check_current(&self, user: &User, current: &Password, event: &str, ctx: &RequestCtx) -> DomainResult<()> {
+    /// login, and a locked account gets the same answer as a wrong password. Then the step-up
+    /// (`StepUp::check`): an account with an active factor also needs `proof`.
+    async fn check_current(
+        &self,
+        user: &User,
+        current: &Password,
+        proof: Option<StepUpProof<'_>>,
+        event: &str,
+        ctx: &RequestCtx,
+    ) -> DomainResult<()> {
         let Ok(attempt) = self.lockout.enter(&user.email, ctx).await? else {
             security_event(event, ctx, Some(&user.id), "locked");
             return Err(wrong_password("current_password"));
@@ -84,7 +96,7 @@ impl Account {
             security_event(event, ctx, Some(&user.id), "wrong_current_password");
             return Err(wrong_password("current_password"));
         }
-        self.lockout.succeeded(attempt).await
+        self.step_up.check(user, proof, attempt, event, ctx).await
     }
 
     /// Changes the password with the current one; every other session is revoked, the
@@ -94,12 +106,14 @@ impl Account {
         caller: &Caller,
         current: &Password,
         new_pw: &Password,
+        proof: Option<StepUpProof<'_>>,
         ctx: &RequestCtx,
     ) -> DomainResult<()> {
         let user = &caller.user;
         admit_id(&self.gate, &user.id, ctx).await?;
-        self.check_current(user, current, "password_changed", ctx).await?;
+        // The policy first: a weak new password spends no code.
         check_policy(&self.policy, new_pw, Some(&Email::from_stored(user.email.clone())), "new_password")?;
+        self.check_current(user, current, proof, "password_changed", ctx).await?;
         let new_hash = self.hasher.hash(new_pw).await?;
         // The caller's session moves to the new version in the same write: whatever fails
         // after it, the caller stays signed in and every other session is dead.
@@ -112,7 +126,7 @@ impl Account {
         security_event("password_changed", ctx, Some(&user.id), "success");
         let n = &self.notifier;
         let mail = templates::password_changed(n.product(), n.base_url(), &user.email);
-        n.send(&user.id, mail, ctx, "password_changed").await;
+        n.notice(mail, ctx, "password_changed").await;
         Ok(())
     }
 
@@ -124,15 +138,16 @@ impl Account {
         caller: &Caller,
         current: &Password,
         raw_new: &str,
+        proof: Option<StepUpProof<'_>>,
         ctx: &RequestCtx,
     ) -> DomainResult<()> {
         let new_email = email_field("new_email", raw_new)?;
         let user = &caller.user;
         admit_id(&self.gate, &user.id, ctx).await?;
-        self.check_current(user, current, "email_change_requested", ctx).await?;
         if new_email.as_str() == user.email {
             return Err(invalid("new_email", "is already your address"));
         }
+        self.check_current(user, current, proof, "email_change_requested", ctx).await?;
         let secret = tokens::random_secret()?;
         let expires = self.clock.now() + EMAIL_CHANGE_TTL_SECS;
         let hash = tokens::hash_secret(&secret);
@@ -141,11 +156,25 @@ impl Account {
         let n = &self.notifier;
         let (product, base) = (n.product(), n.base_url());
         let confirm = templates::email_change_confirm(product, base, new_email.as_str(), &token);
-        n.send(&user.id, confirm, ctx, "email_change_confirm").await;
-        n.send(&user.id, templates::email_change_notice(product, base, &user.email, false), ctx, "email_change_notice")
-            .await;
+        n.notice(confirm, ctx, "email_change_confirm").await;
+        n.notice(templates::email_change_notice(product, base, &user.email, false), ctx, "email_change_notice").await;
         security_event("email_change_requested", ctx, Some(&user.id), "sent");
         Ok(())
+    }
+}
+
+/// Confirming an email change with the link mailed to the new address: no password, no
+/// factor (the link is the proof), so this use case holds neither.
+pub struct EmailConfirmation {
+    store: Arc<dyn TokenPort>,
+    notifier: Notifier,
+    gate: Option<Gate>,
+    clock: SharedClock,
+}
+
+impl EmailConfirmation {
+    pub fn new(store: Arc<dyn TokenPort>, notifier: Notifier, gate: Option<Gate>, clock: SharedClock) -> Self {
+        Self { store, notifier, gate, clock }
     }
 
     /// Confirms an email change (single use): the unique-email claim moves in one transaction.
@@ -157,7 +186,7 @@ impl Account {
                 security_event("email_changed", ctx, Some(&user.id), "success");
                 let n = &self.notifier;
                 let mail = templates::email_change_notice(n.product(), n.base_url(), &old_email, true);
-                n.send(&user.id, mail, ctx, "email_changed").await;
+                n.notice(mail, ctx, "email_changed").await;
                 Ok(UserView::from(&user))
             }
             EmailChange::Taken => {
@@ -176,13 +205,15 @@ mod tests {
     use crate::store::{SessionStore, UserLookup};
 
     fn account(k: &Kit) -> Account {
-        Account::new(k.store.clone(), k.hasher.clone(), k.notifier(), k.lockout(), None, &k.cfg, k.clock.shared())
+        let sealer = Arc::new(crate::mfa::Sealer::ephemeral().unwrap());
+        let step_up = StepUp::new(k.store.clone(), sealer, k.lockout(), k.clock.shared());
+        Account::new(k.store.clone(), k.hasher.clone(), k.notifier(), step_up, None, &k.cfg, k.clock.shared())
     }
 
     async fn caller(k: &Kit, email: &str) -> Caller {
         let u = k.user(email, PASSWORD).await;
         let t = k.issuer().start(k.store.as_ref(), &u, &Kit::ctx("192.0.2.1"), k.clock.now()).await.unwrap();
-        let auth = crate::domain::authn::Authenticator::new(k.store.clone(), k.jwt());
+        let auth = crate::domain::authn::Authenticator::new(k.store.clone(), k.jwt(), k.clock.shared());
         auth.authenticate(&t.access_token, &Kit::ctx("192.0.2.1")).await.unwrap()
     }
 
@@ -193,9 +224,9 @@ mod tests {
         k.issuer().start(k.store.as_ref(), &c.user, &Kit::ctx("198.51.100.2"), k.clock.now()).await.unwrap();
         let uc = account(&k);
         let ctx = Kit::ctx("192.0.2.1");
-        let wrong = uc.change_password(&c, &Password::new("not-my-password"), &Password::new("x"), &ctx).await;
+        let wrong = uc.change_password(&c, &Password::new("not-my-password"), &Password::new("x"), None, &ctx).await;
         assert!(matches!(wrong, Err(DomainError::Validation(_))));
-        uc.change_password(&c, &Password::new(PASSWORD), &Password::new("granite-meadow-compass-81"), &ctx)
+        uc.change_password(&c, &Password::new(PASSWORD), &Password::new("granite-meadow-compass-81"), None, &ctx)
             .await
             .unwrap();
         let live = k.store.list_sessions(&c.user.id, k.clock.now()).await.unwrap();
@@ -210,12 +241,13 @@ mod tests {
         let c = caller(&k, "jo@example.com").await;
         let uc = account(&k);
         let ctx = Kit::ctx("192.0.2.1");
-        uc.change_email(&c, &Password::new(PASSWORD), "Jo.New@Example.com", &ctx).await.unwrap();
+        uc.change_email(&c, &Password::new(PASSWORD), "Jo.New@Example.com", None, &ctx).await.unwrap();
         assert_eq!(k.outbox.to("jo@example.com").len(), 1, "the old address is told");
         let token = Token::new(k.outbox.token_to("jo.new@example.com"));
-        let view = uc.confirm_email_change(&token, &ctx).await.unwrap();
+        let confirm = EmailConfirmation::new(k.store.clone(), k.notifier(), None, k.clock.shared());
+        let view = confirm.confirm_email_change(&token, &ctx).await.unwrap();
         assert_eq!(view.email, "jo.new@example.com");
         assert!(k.store.find_user_by_email("jo@example.com").await.unwrap().is_none());
-        assert!(matches!(uc.confirm_email_change(&token, &ctx).await, Err(DomainError::InvalidToken)));
+        assert!(matches!(confirm.confirm_email_change(&token, &ctx).await, Err(DomainError::InvalidToken)));
     }
 }

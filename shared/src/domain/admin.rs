@@ -16,11 +16,13 @@ use crate::clock::SharedClock;
 use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult, invalid};
+use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, admit_id};
 use crate::domain::validate_name;
 use crate::domain::views::UserView;
 use crate::email::{self, Email};
 use crate::keys::KeyProvider;
+use crate::mail::templates::{self, AdminNotice};
 use crate::password::{Hasher, check_policy};
 use crate::secret::Password;
 use crate::store::{AdminPort, AdminWrite, User, UserChanges};
@@ -109,6 +111,9 @@ pub struct Admin {
     policy: PasswordPolicy,
     /// The cursor MAC is keyed from the current signing key.
     keys: Arc<KeyProvider>,
+    /// Tells an account's owner what an administrator did to it. `None` only where the
+    /// endpoint's declaration says it changes nothing an owner must hear of (`admin_quiet`).
+    notifier: Option<Notifier>,
     /// The per-administrator limit of the endpoints that hash a password.
     gate: Option<Gate>,
     clock: SharedClock,
@@ -147,11 +152,21 @@ impl Admin {
         store: Arc<dyn AdminPort>,
         hasher: Hasher,
         keys: Arc<KeyProvider>,
+        notifier: Option<Notifier>,
         gate: Option<Gate>,
         cfg: &Config,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, policy: cfg.password.clone(), keys, gate, clock, examine: EXAMINED_PER_REQUEST }
+        Self { store, hasher, policy: cfg.password.clone(), keys, notifier, gate, clock, examine: EXAMINED_PER_REQUEST }
+    }
+
+    /// Tells the owner of `user` (at `to`, its address before the change) what was done.
+    async fn notify(&self, to: &str, what: AdminNotice, fields: &[&str], ctx: &RequestCtx) {
+        let Some(n) = &self.notifier else {
+            tracing::error!(request_id = %ctx.request_id, "an administrator's change mailed no notice: no mailer");
+            return;
+        };
+        n.notice(templates::admin_notice(n.product(), n.base_url(), to, what, fields), ctx, "admin_notice").await;
     }
 
     /// Looks at most at `n` users per listing request (tests).
@@ -296,6 +311,8 @@ impl Admin {
             last_login_at: None,
             session_version: 1,
             mfa_enabled: false,
+            pending_signup: false,
+            registrations: Vec::new(),
         };
         match self.store.admin_create_user(&user).await? {
             AdminWrite::Done(u) => {
@@ -371,6 +388,9 @@ impl Admin {
         }
         let user = self.admin_write(&current, changes).await?;
         admin_event("admin_user_updated", ctx, actor, id, &fields);
+        if !fields.is_empty() {
+            self.notify(&current.email, AdminNotice::Changed, &fields, ctx).await;
+        }
         Ok(user)
     }
 
@@ -387,6 +407,8 @@ impl Admin {
         let user = self.admin_write(&current, changes).await?;
         let event = if active { "admin_user_activated" } else { "admin_user_deactivated" };
         admin_event(event, ctx, actor, id, &["is_active"]);
+        let what = if active { AdminNotice::Reactivated } else { AdminNotice::Deactivated };
+        self.notify(&current.email, what, &[], ctx).await;
         Ok(user)
     }
 
@@ -405,6 +427,7 @@ impl Admin {
         self.store.bump_session_version(&user.id, self.now()).await?.ok_or(DomainError::NotFound)?;
         self.store.delete_sessions(&user.id, None).await?;
         admin_event("admin_user_sessions_revoked", ctx, actor, id, &["sessions"]);
+        self.notify(&user.email, AdminNotice::SessionsRevoked, &[], ctx).await;
         Ok(())
     }
 
@@ -425,6 +448,7 @@ impl Admin {
         match self.store.admin_delete_user(&current).await? {
             AdminWrite::Done(_) => {
                 admin_event("admin_user_deleted", ctx, actor, id, &[]);
+                self.notify(&current.email, AdminNotice::Deleted, &[], ctx).await;
                 Ok(())
             }
             AdminWrite::NotFound => Err(DomainError::NotFound),
@@ -452,7 +476,15 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn admin(k: &Kit) -> Admin {
-        Admin::new(k.store.clone(), k.hasher.clone(), k.keys.clone(), None, &k.cfg, k.clock.shared())
+        Admin::new(
+            k.store.clone(),
+            k.hasher.clone(),
+            k.keys.clone(),
+            Some(k.notifier()),
+            None,
+            &k.cfg,
+            k.clock.shared(),
+        )
     }
 
     fn new_admin(email: &str) -> NewUser {

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::clock::SharedClock;
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
-use crate::store::{User, UserLookup};
+use crate::store::{BearerPort, User};
 use crate::tokens::{AccessClaims, Jwt};
 
 /// An authenticated caller: verified token claims and the user as stored now.
@@ -17,8 +18,9 @@ pub struct Caller {
 
 /// Verifies bearer tokens.
 pub struct Authenticator {
-    users: Arc<dyn UserLookup>,
+    store: Arc<dyn BearerPort>,
     jwt: Jwt,
+    clock: SharedClock,
 }
 
 fn refused() -> DomainError {
@@ -26,19 +28,31 @@ fn refused() -> DomainError {
 }
 
 impl Authenticator {
-    pub fn new(users: Arc<dyn UserLookup>, jwt: Jwt) -> Self {
-        Self { users, jwt }
+    pub fn new(store: Arc<dyn BearerPort>, jwt: Jwt, clock: SharedClock) -> Self {
+        Self { store, jwt, clock }
     }
 
-    /// A valid access token of a user still active at that session version.
+    /// The token's user as stored now, and whether the token's session (`sid`) is still live:
+    /// the user and the session are read together (one `BatchGetItem`), so a revoked or ended
+    /// session's tokens stop at once on every bearer endpoint, for no extra round trip.
+    async fn user_of(&self, claims: &AccessClaims, ctx: &RequestCtx) -> DomainResult<(Option<User>, bool)> {
+        let (user, session) = self.store.get_user_and_session(&claims.sub, &claims.sid, self.clock.now()).await?;
+        if session.is_none() {
+            tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = "session_ended", "token rejected");
+        }
+        Ok((user, session.is_some()))
+    }
+
+    /// A valid access token of a user still active at that session version, whose session is
+    /// still live.
     pub async fn authenticate(&self, bearer: &str, ctx: &RequestCtx) -> DomainResult<Caller> {
         self.jwt.refresh_keys().await;
-        let claims = self.jwt.verify(bearer).map_err(|why| {
+        let claims = self.jwt.verify_at(bearer, self.clock.now()).map_err(|why| {
             tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = ?why, "token rejected");
             refused()
         })?;
-        match self.users.get_user(&claims.sub).await? {
-            Some(user) if user.is_active && user.session_version == claims.sv => Ok(Caller { claims, user }),
+        match self.user_of(&claims, ctx).await? {
+            (Some(user), true) if user.is_active && user.session_version == claims.sv => Ok(Caller { claims, user }),
             _ => {
                 tracing::info!(request_id = %ctx.request_id, event = "access_token_rejected", reason = "stale_session_version_or_user", "token rejected");
                 Err(refused())
@@ -50,16 +64,17 @@ impl Authenticator {
     /// someone who is not (or no longer) an administrator.
     pub async fn authenticate_admin(&self, bearer: &str, ctx: &RequestCtx) -> DomainResult<Caller> {
         self.jwt.refresh_keys().await;
-        let claims = self.jwt.verify(bearer).map_err(|_| refused())?;
-        let user = self.users.get_user(&claims.sub).await?.ok_or_else(refused)?;
+        let claims = self.jwt.verify_at(bearer, self.clock.now()).map_err(|_| refused())?;
+        let (user, live) = self.user_of(&claims, ctx).await?;
+        let user = user.ok_or_else(refused)?;
         if !user.is_active {
             return Err(refused());
         }
         let admin_scope = claims.scope.split(' ').any(|s| s == "admin");
         // A token that claims an admin its holder no longer is (demoted): 403 at once, even
-        // though its session version is stale too.
+        // though its session version is stale (and its session revoked) too.
         let demoted = admin_scope && !user.is_superuser;
-        if !demoted && user.session_version != claims.sv {
+        if !demoted && (!live || user.session_version != claims.sv) {
             return Err(refused());
         }
         if !user.is_superuser || !admin_scope {
@@ -88,7 +103,7 @@ mod tests {
         AdminStore::admin_update_user(k.store.as_ref(), &u, &changes, k.clock.now()).await.unwrap();
         u = k.stored(&u.id).await;
         let t = k.issuer().start(k.store.as_ref(), &u, &Kit::ctx("192.0.2.1"), k.clock.now()).await.unwrap();
-        let auth = Authenticator::new(k.store.clone(), k.jwt());
+        let auth = Authenticator::new(k.store.clone(), k.jwt(), k.clock.shared());
         let ctx = Kit::ctx("192.0.2.1");
         auth.authenticate(&t.access_token, &ctx).await.unwrap();
         auth.authenticate_admin(&t.access_token, &ctx).await.unwrap();
@@ -102,5 +117,22 @@ mod tests {
             Err(DomainError::Unauthorized { token_sent: true })
         ));
         assert!(auth.authenticate(&t.refresh_token, &ctx).await.is_err(), "a refresh token is no access token");
+    }
+
+    #[tokio::test]
+    async fn given_a_revoked_session_then_its_access_token_is_refused_at_once() {
+        let k = Kit::new();
+        let u = k.user("rev@example.com", PASSWORD).await;
+        let ctx = Kit::ctx("192.0.2.1");
+        let kept = k.issuer().start(k.store.as_ref(), &u, &ctx, k.clock.now()).await.unwrap();
+        let gone = k.issuer().start(k.store.as_ref(), &u, &ctx, k.clock.now()).await.unwrap();
+        let auth = Authenticator::new(k.store.clone(), k.jwt(), k.clock.shared());
+        let gone_claims = auth.authenticate(&gone.access_token, &ctx).await.unwrap().claims;
+        crate::store::SessionStore::delete_session(k.store.as_ref(), &u.id, &gone_claims.sid).await.unwrap();
+        assert!(matches!(
+            auth.authenticate(&gone.access_token, &ctx).await,
+            Err(DomainError::Unauthorized { token_sent: true })
+        ));
+        auth.authenticate(&kept.access_token, &ctx).await.unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! turns it into a status code and an RFC 9457 problem.
 
 use crate::password::{HashError, PolicyError};
+use crate::secret::Token;
 use crate::store::StoreError;
 use crate::tokens::TokenError;
 
@@ -26,16 +27,21 @@ pub enum DomainError {
     InvalidGrant,
     #[error("unsupported grant type")]
     UnsupportedGrantType,
-    #[error("email not verified")]
-    EmailNotVerified,
     /// The password was right and a second factor is active: answer the challenge
     /// `mfa_token` (single use, short-lived) with a code. Carries no access or refresh token.
     #[error("second factor required")]
-    MfaRequired { mfa_token: String },
+    MfaRequired { mfa_token: Token },
     /// A challenge answered with a wrong, used or replayed code, or a challenge that is
     /// unknown, used, expired or dead: never told apart.
     #[error("invalid second-factor code")]
     InvalidMfaCode,
+    /// A credential change on an account with an active second factor, without the factor's
+    /// proof (step-up): nothing changed.
+    #[error("step-up required")]
+    StepUpRequired,
+    /// A credential change whose step-up proof was wrong, used or replayed: nothing changed.
+    #[error("step-up refused")]
+    StepUpRefused,
     /// Enrolment while a factor is active.
     #[error("second factor already enabled")]
     MfaAlreadyEnabled,

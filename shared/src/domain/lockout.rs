@@ -16,7 +16,7 @@ use crate::domain::error::DomainResult;
 use crate::domain::notify::Notifier;
 use crate::logging::security_event;
 use crate::mail::templates;
-use crate::store::{LockGate, LockoutPort, User, pair_lock_key};
+use crate::store::{LockGate, LockoutPort, OneTimeKind, User, pair_lock_key};
 
 /// How long an attempt waits between looks at a count that checks in flight fill.
 const WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(40);
@@ -61,9 +61,25 @@ impl Lockout {
     /// lock. A count still past the limit after the whole wait holds failures whose lock never
     /// landed: it is locked then.
     pub async fn enter(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
+        self.enter_scoped(account, true, ctx).await
+    }
+
+    /// `enter`, counting only this client's (account, IP) key: for a check that only the
+    /// holder of a mailed link can reach (verification), so that the account-wide ceiling,
+    /// which anyone's traffic fills, never stands between the mailbox's owner and its account.
+    pub async fn enter_from_ip(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
+        self.enter_scoped(account, false, ctx).await
+    }
+
+    async fn enter_scoped(
+        &self,
+        account: &str,
+        account_wide: bool,
+        ctx: &RequestCtx,
+    ) -> DomainResult<Result<Attempt, Locked>> {
         let waited_until = std::time::Instant::now() + WAIT_BUDGET;
         loop {
-            let attempt = match self.count(account, ctx).await? {
+            let attempt = match self.count(account, account_wide, ctx).await? {
                 Ok(a) => a,
                 Err(Locked) => return Ok(Err(Locked)),
             };
@@ -89,11 +105,17 @@ impl Lockout {
     }
 
     /// One count of both keys (the pair first: a pair lock spares the account's count).
-    async fn count(&self, account: &str, ctx: &RequestCtx) -> DomainResult<Result<Attempt, Locked>> {
+    async fn count(
+        &self,
+        account: &str,
+        account_wide: bool,
+        ctx: &RequestCtx,
+    ) -> DomainResult<Result<Attempt, Locked>> {
         let pair_key = pair_lock_key(account, &ip_key(&ctx.ip));
         let window = self.policy.window.as_secs() as i64;
         let mut gates: Vec<(String, u32, u32, u32)> = Vec::with_capacity(2);
-        for (key, limit) in [(pair_key, self.policy.threshold), (account.to_owned(), self.policy.account_ceiling)] {
+        let keys = [(pair_key, self.policy.threshold), (account.to_owned(), self.policy.account_ceiling)];
+        for (key, limit) in keys.into_iter().take(if account_wide { 2 } else { 1 }) {
             match self.store.lock_gate(&key, self.clock.now(), window).await? {
                 LockGate::Locked { .. } => {
                     for (counted, ..) in &gates {
@@ -193,13 +215,36 @@ impl Lockout {
             crate::metrics::count("AccountLocked");
         }
         if let Some(u) = owner {
-            let mail = templates::account_locked(self.notifier.product(), &u.email, dur.as_secs() / 60);
+            // An account-wide lock holds the owner too, wherever it signs in from: its notice
+            // carries a one-time unlock link (`domain::unlock`), so no traffic of others can
+            // keep the owner out. A lock of one IP leaves the owner's own network open.
+            let unlock = match (key == account, &locked) {
+                (true, Ok(true)) if u.is_active && u.is_verified => Some(self.unlock_link(&u, now).await?),
+                _ => None,
+            };
+            let n = &self.notifier;
+            let link = unlock.as_deref().map(|t| (n.base_url(), t));
+            let mail = templates::account_locked(n.product(), &u.email, dur.as_secs() / 60, link);
             let once = notice_key(key, previous_locks, now);
-            self.notifier.send_once(&u.id, mail, &once, ctx, "account_locked").await;
+            n.notice_once(mail, &once, ctx, "account_locked").await;
         }
         locked.map(|_| ()).map_err(Into::into)
     }
 }
+
+impl Lockout {
+    /// A new unlock token for `user` (replacing an older one), as the link carries it.
+    async fn unlock_link(&self, user: &User, now: i64) -> DomainResult<String> {
+        let secret = crate::tokens::random_secret()?;
+        let hash = crate::tokens::hash_secret(&secret);
+        let expires = now + UNLOCK_TTL_SECS;
+        self.store.put_one_time(OneTimeKind::Unlock, &user.id, &hash, expires, user.session_version).await?;
+        Ok(format!("{}.{secret}", user.id))
+    }
+}
+
+/// How long an unlock link works.
+pub const UNLOCK_TTL_SECS: i64 = 3600;
 
 /// The job key of the notice for lock number `previous_locks + 1` of `key`: the same for a
 /// request and its retry (within the hour), and no address or IP in it.

@@ -7,13 +7,19 @@ use crate::context::RequestCtx;
 use crate::domain::email_field;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::lockout::Lockout;
-use crate::domain::ratelimit::{Gate, admit, admitted};
+use crate::domain::ratelimit::{Gate, admitted, email_from_ip};
 use crate::domain::sessions::{PWD, SessionIssuer};
+use crate::domain::signup::VerificationLinks;
 use crate::domain::views::TokenResponse;
 use crate::logging::security_event;
 use crate::password::{Hasher, Verified};
 use crate::secret::Password;
 use crate::store::{LoginPort, User};
+
+#[cfg(test)]
+fn links(k: &crate::domain::testkit::Kit) -> VerificationLinks {
+    VerificationLinks::new(k.notifier(), &k.cfg, k.clock.shared())
+}
 
 /// The login use case.
 pub struct Login {
@@ -21,6 +27,7 @@ pub struct Login {
     hasher: Hasher,
     lockout: Lockout,
     issuer: SessionIssuer,
+    links: VerificationLinks,
     gate: Option<Gate>,
     clock: SharedClock,
     /// The least time a refused login takes (`failure_floor`).
@@ -33,10 +40,11 @@ impl Login {
         hasher: Hasher,
         lockout: Lockout,
         issuer: SessionIssuer,
+        links: VerificationLinks,
         gate: Option<Gate>,
         clock: SharedClock,
     ) -> Self {
-        Self { store, hasher, lockout, issuer, gate, clock, floor: std::time::Duration::ZERO }
+        Self { store, hasher, lockout, issuer, links, gate, clock, floor: std::time::Duration::ZERO }
     }
 
     /// Makes every refused login (wrong password, unknown address, locked, deactivated, the
@@ -67,8 +75,12 @@ impl Login {
         let gate = async {
             // The per-email count may run alongside the per-IP one (a count, not work: the
             // email limit is the tighter one, so one IP can reach it either way); the lockout
-            // gate, which counts a password check, waits for both.
-            admit(&self.gate, &email, ctx).await?;
+            // gate, which counts a password check, waits for both. The per-email count is kept
+            // per client (the address as seen from this IP, IPv6 by /64): other clients' traffic,
+            // at any rate, never spends the owner's.
+            if let Some(g) = &self.gate {
+                g.admit(&email_from_ip(&email, ctx), ctx).await?;
+            }
             admitted(ctx).await?;
             self.lockout.enter(email.as_str(), ctx).await
         };
@@ -77,7 +89,8 @@ impl Login {
             return Err(self.failed(ctx, None, "locked"));
         };
         let user = user?;
-        let verified = self.hasher.verify(pw, user.as_ref().map(|u| u.password_hash.as_str())).await?;
+        // One hash whatever the account holds (`User::sign_in_hash`), so the timing tells nothing.
+        let verified = self.hasher.verify(pw, user.as_ref().map(User::sign_in_hash)).await?;
         let user = match (user, &verified) {
             (Some(u), Verified::Yes | Verified::YesRehashed(_)) if u.is_active => u,
             (user, _) => {
@@ -85,15 +98,19 @@ impl Login {
                 return Err(self.failed(ctx, user.as_ref(), "invalid_credentials"));
             }
         };
+        if !user.is_verified {
+            // No verified account: answered exactly like a wrong password, so a sign-up then a
+            // login tells nobody whether the address had an account. The right password of a
+            // pending registration neither adds to the lockout count nor clears it, and the
+            // address gets a fresh link (within its mail cap): the owner's way forward.
+            self.lockout.pending(attempt).await?;
+            self.links.issue(self.store.as_ref(), &user, ctx).await?;
+            return Err(self.failed(ctx, Some(&user), "email_not_verified"));
+        }
         if let Verified::YesRehashed(new_hash) = &verified
             && let Err(e) = self.store.upgrade_password_hash(&user.id, &user.password_hash, new_hash).await
         {
             tracing::warn!(request_id = %ctx.request_id, error = %e, "password hash upgrade failed");
-        }
-        if !user.is_verified {
-            self.lockout.succeeded(attempt).await?;
-            security_event("login_failed", ctx, Some(&user.id), "email_not_verified");
-            return Err(DomainError::EmailNotVerified);
         }
         if user.mfa_enabled {
             // The password is right, and it is only the first step: it does not reset the
@@ -105,7 +122,7 @@ impl Login {
             released?;
             let mfa_token = mfa_token?;
             security_event("login_mfa_required", ctx, Some(&user.id), "challenge");
-            return Err(DomainError::MfaRequired { mfa_token });
+            return Err(DomainError::MfaRequired { mfa_token: crate::secret::Token::new(mfa_token) });
         }
         let cleared = self.lockout.keys_to_clear(attempt);
         let tokens =
@@ -128,7 +145,7 @@ mod tests {
     use crate::domain::testkit::{Kit, PASSWORD};
 
     fn login(k: &Kit) -> Login {
-        Login::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.issuer(), None, k.clock.shared())
+        Login::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.issuer(), links(k), None, k.clock.shared())
     }
 
     async fn attempt(uc: &Login, email: &str, pw: &str, ip: &str) -> DomainResult<TokenResponse> {
@@ -248,7 +265,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_an_unverified_account_then_only_the_right_password_learns_it() {
+    async fn given_an_unverified_account_then_the_right_password_gets_the_wrong_passwords_answer_and_a_link() {
         let k = Kit::new();
         let u = k.user("dan@example.com", PASSWORD).await;
         let changes = crate::store::UserChanges { is_verified: Some(false), ..Default::default() };
@@ -258,9 +275,11 @@ mod tests {
             attempt(&uc, "dan@example.com", "wrong-password-1", "192.0.2.1").await,
             Err(DomainError::InvalidCredentials)
         ));
+        assert!(k.outbox.to("dan@example.com").is_empty(), "a wrong password mails nothing");
         assert!(matches!(
             attempt(&uc, "dan@example.com", PASSWORD, "192.0.2.1").await,
-            Err(DomainError::EmailNotVerified)
+            Err(DomainError::InvalidCredentials)
         ));
+        assert_eq!(k.outbox.to("dan@example.com").len(), 1, "the right one mails a fresh link");
     }
 }

@@ -19,7 +19,7 @@ use crate::context::RequestCtx;
 use crate::domain::admin::{Actor, admin_event};
 use crate::domain::authn::Caller;
 use crate::domain::error::{DomainError, DomainResult, invalid};
-use crate::domain::lockout::Lockout;
+use crate::domain::lockout::{Attempt, Lockout};
 use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, admit_id, admitted};
 use crate::domain::sessions::{MFA, OTP, PWD, SessionIssuer};
@@ -34,8 +34,9 @@ use crate::store::{
 };
 use crate::tokens;
 
-/// A new (pending) factor, as the authenticator app takes it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// A new (pending) factor, as the authenticator app takes it. `Debug` shows neither form of
+/// the secret.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Enrolment {
     /// The secret, base32 (160 bits).
     pub secret: String,
@@ -43,10 +44,22 @@ pub struct Enrolment {
     pub otpauth_uri: String,
 }
 
-/// Recovery codes, shown once.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// Recovery codes, shown once. `Debug` shows how many, not the codes.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct RecoveryCodes {
     pub recovery_codes: Vec<String>,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolment").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for RecoveryCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryCodes").field("count", &self.recovery_codes.len()).finish()
+    }
 }
 
 fn seal_err(e: mfa::MfaError) -> DomainError {
@@ -90,7 +103,77 @@ pub(crate) async fn challenge(store: &dyn MfaStore, user: &User, now: i64) -> Do
 /// What the owner is told, and the security log.
 async fn notify(notifier: &Notifier, user: &User, what: MfaNotice, codes_left: usize, ctx: &RequestCtx) {
     let mail = templates::mfa_notice(notifier.product(), notifier.base_url(), &user.email, what, codes_left);
-    notifier.send(&user.id, mail, ctx, "mfa_notice").await;
+    notifier.notice(mail, ctx, "mfa_notice").await;
+}
+
+/// What a caller offers as the second factor of a step-up. Today a code (TOTP or recovery);
+/// a passkey assertion joins as another variant, checked by the same `StepUp::check`.
+#[derive(Clone, Copy)]
+pub enum StepUpProof<'a> {
+    Code(&'a str),
+}
+
+impl std::fmt::Debug for StepUpProof<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepUpProof::Code(_) => f.write_str("Code(..)"),
+        }
+    }
+}
+
+/// Step-up (ASVS 7.5.1): for an account with an active second factor, a change of its
+/// credentials or its address needs the factor as well as the password. It runs after the
+/// password was checked under the lockout gate, and closes that attempt: no factor, success;
+/// no proof, the attempt is taken back (`Lockout::pending`) and the change refused; a wrong,
+/// used or replayed proof counts as a failure. A good proof is spent before the change is
+/// written, so a code works once.
+#[derive(Clone)]
+pub struct StepUp {
+    store: Arc<dyn MfaStore>,
+    sealer: Arc<Sealer>,
+    lockout: Lockout,
+    clock: SharedClock,
+}
+
+impl StepUp {
+    pub fn new(store: Arc<dyn MfaStore>, sealer: Arc<Sealer>, lockout: Lockout, clock: SharedClock) -> Self {
+        Self { store, sealer, lockout, clock }
+    }
+
+    /// The lockout gate the password check before the step-up passes.
+    pub fn lockout(&self) -> &Lockout {
+        &self.lockout
+    }
+
+    /// Closes `attempt` (the password of `user` was right) with the step-up's outcome.
+    pub async fn check(
+        &self,
+        user: &User,
+        proof: Option<StepUpProof<'_>>,
+        attempt: Attempt,
+        event: &str,
+        ctx: &RequestCtx,
+    ) -> DomainResult<()> {
+        if !user.mfa_enabled {
+            return self.lockout.succeeded(attempt).await;
+        }
+        let factor = self.store.get_mfa(&user.id).await?.unwrap_or_default();
+        let Some(StepUpProof::Code(code)) = proof else {
+            self.lockout.pending(attempt).await?;
+            security_event(event, ctx, Some(&user.id), "step_up_required");
+            return Err(DomainError::StepUpRequired);
+        };
+        let spent = match proof_of(&self.sealer, &user.id, &factor, code, self.clock.now())? {
+            Some(p) => self.store.spend_mfa_proof(&user.id, &p).await? == MfaSpend::Spent,
+            None => false,
+        };
+        if !spent {
+            self.lockout.failed(attempt, Some(user), ctx).await?;
+            security_event(event, ctx, Some(&user.id), "step_up_wrong_code");
+            return Err(DomainError::StepUpRefused);
+        }
+        self.lockout.succeeded(attempt).await
+    }
 }
 
 /// Enrolment, recovery codes and disabling, by the signed-in user.
@@ -440,13 +523,21 @@ mod tests {
         }
         fn login(&self) -> Login {
             let k = &self.k;
-            Login::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.issuer(), None, k.clock.shared())
+            Login::new(
+                k.store.clone(),
+                k.hasher.clone(),
+                k.lockout(),
+                k.issuer(),
+                crate::domain::signup::VerificationLinks::new(k.notifier(), &k.cfg, k.clock.shared()),
+                None,
+                k.clock.shared(),
+            )
         }
         async fn caller(&self, user: &User) -> Caller {
             let k = &self.k;
             let user = k.stored(&user.id).await;
             let t = k.issuer().start(k.store.as_ref(), &user, &Kit::ctx("192.0.2.1"), k.clock.now()).await.unwrap();
-            Authenticator::new(k.store.clone(), k.jwt())
+            Authenticator::new(k.store.clone(), k.jwt(), k.clock.shared())
                 .authenticate(&t.access_token, &Kit::ctx("192.0.2.1"))
                 .await
                 .unwrap()
@@ -465,7 +556,7 @@ mod tests {
         }
         async fn challenge(&self, email: &str, ip: &str) -> Token {
             match self.login().login(email, &Password::new(PASSWORD), &Kit::ctx(ip)).await {
-                Err(DomainError::MfaRequired { mfa_token }) => Token::new(mfa_token),
+                Err(DomainError::MfaRequired { mfa_token }) => mfa_token,
                 other => panic!("expected the challenge, got {other:?}"),
             }
         }

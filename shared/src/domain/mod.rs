@@ -11,6 +11,8 @@ pub mod admin;
 pub mod authn;
 pub mod discovery;
 pub mod error;
+#[cfg(test)]
+mod lifecycle_model;
 pub mod lockout;
 pub mod login;
 pub mod mfa;
@@ -19,6 +21,7 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod sessions;
 pub mod signup;
+pub mod unlock;
 pub mod views;
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! Sending mail on behalf of a use case: the templates need the product name and the public
 //! base URL (never the request's Host); a delivery failure is logged without body or link and
-//! never changes the answer. With rate limits on, the mail one account causes is capped per
-//! hour (`MAIL_CAP_PER_HOUR`), so no endpoint becomes a mail relay.
+//! never changes the answer. With rate limits on, the mail that an unauthenticated caller can
+//! make an account receive (verification, reset and unlock links, the attempted sign-up notice)
+//! is capped per hour (`MAIL_CAP_PER_HOUR`), so no endpoint becomes a mail relay. Notices of a
+//! change to the account (`Notifier::notice`) are never capped: an attacker who fills the cap
+//! must not be able to silence them.
 
 use std::sync::Arc;
 
@@ -66,12 +69,16 @@ impl Notifier {
         }
     }
 
-    /// `send`, at most once per `key` (`Mailer::send_once`): for a mail that a retry of the
+    /// A notice of a change to the account (password, address, factor, lock, admin action):
+    /// never counted against the cap, never dropped by it.
+    pub async fn notice(&self, mail: Mail, ctx: &RequestCtx, what: &str) {
+        self.deliver(mail, ctx, what).await;
+    }
+
+    /// `notice`, at most once per `key` (`Mailer::send_once`): for a notice that a retry of the
     /// same request may ask for again.
-    pub async fn send_once(&self, account: &str, mail: Mail, key: &str, ctx: &RequestCtx, what: &str) {
-        if self.allowed(account, ctx, what).await {
-            self.report(self.mailer.send_once(&mail, key).await, ctx, what);
-        }
+    pub async fn notice_once(&self, mail: Mail, key: &str, ctx: &RequestCtx, what: &str) {
+        self.report(self.mailer.send_once(&mail, key).await, ctx, what);
     }
 
     /// Sends `mail` (already counted by `allowed`); a failure is logged.

@@ -126,6 +126,34 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Counts the request for `id` like `admit`, but a spent budget is not the caller's error:
+    /// `false`, with no `RateLimit-*` headers and no 429 (forgot-password, whose per-address
+    /// budget others can spend: the request is answered as usual and does nothing new).
+    pub async fn within(&self, id: &str, ctx: &RequestCtx) -> DomainResult<bool> {
+        let d = self.limiter.check(self.binary, self.scope.name(), id, self.limit).await?;
+        if d.limited {
+            crate::logging::security_event("rate_limited", ctx, None, self.binary);
+            crate::metrics::count("RateLimited");
+        }
+        Ok(!d.limited)
+    }
+}
+
+/// Applies `gate`, if any, to `id` without refusing (`Gate::within`): `false` past the limit.
+pub(crate) async fn within(gate: &Option<Gate>, id: &str, ctx: &RequestCtx) -> DomainResult<bool> {
+    match gate {
+        Some(g) => g.within(id, ctx).await,
+        None => Ok(true),
+    }
+}
+
+/// The per-email key of a password sign-in: the address as seen from the client's IP (IPv6 by
+/// /64), so that the traffic of other clients never spends the owner's budget.
+pub(crate) fn email_from_ip(email: &Email, ctx: &RequestCtx) -> String {
+    crate::store::pair_lock_key(email.as_str(), &crate::context::ip_key(&ctx.ip))
+}
+
 /// Waits until the per-IP rate limit admitted the request (`context::Admission`): what a use
 /// case whose endpoint reads while the limit is counted calls before its first write.
 pub(crate) async fn admitted(ctx: &RequestCtx) -> DomainResult<()> {

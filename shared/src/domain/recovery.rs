@@ -9,7 +9,7 @@ use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
 use crate::domain::notify::Notifier;
-use crate::domain::ratelimit::{Gate, admit, admit_id};
+use crate::domain::ratelimit::{Gate, admit_id, within};
 use crate::domain::{RESET_TTL_SECS, email_field, with_floor};
 use crate::email::Email;
 use crate::logging::security_event;
@@ -54,22 +54,34 @@ impl Recovery {
     }
 
     /// Mails a reset link if the account exists; the same 202 and timing either way.
+    ///
+    /// The address's budget (its per-email limit, and the account's mail cap) is shared by
+    /// every client, so spending it is not this caller's error: past it the request is answered
+    /// 202 as usual and does nothing new. In particular no new token is written, so the newest
+    /// link already in the mailbox stays valid and the owner can always use it.
     pub async fn forgot_password(&self, raw_email: &str, ctx: &RequestCtx) -> DomainResult<()> {
         let email = email_field("email", raw_email)?;
-        admit(&self.gate, &email, ctx).await?;
         with_floor(self.floor, async {
+            if !within(&self.gate, email.as_str(), ctx).await? {
+                security_event("password_reset_requested", ctx, None, "address_budget_spent");
+                return Ok(());
+            }
             let Some(u) = self.store.find_user_by_email(email.as_str()).await?.filter(|u| u.is_active) else {
                 security_event("password_reset_requested", ctx, None, "unknown_address");
                 return Ok(());
             };
+            let n = &self.notifier;
+            if !n.allowed(&u.id, ctx, "password_reset").await {
+                security_event("password_reset_requested", ctx, Some(&u.id), "mail_cap_reached");
+                return Ok(());
+            }
             let secret = tokens::random_secret()?;
             let expires = self.clock.now() + RESET_TTL_SECS;
             let hash = tokens::hash_secret(&secret);
             self.store.put_one_time(OneTimeKind::ResetPassword, &u.id, &hash, expires, u.session_version).await?;
             let token = format!("{}.{}", u.id, secret);
-            let n = &self.notifier;
             let mail = templates::password_reset(n.product(), n.base_url(), &u.email, &token);
-            n.send(&u.id, mail, ctx, "password_reset").await;
+            n.deliver(mail, ctx, "password_reset").await;
             security_event("password_reset_requested", ctx, Some(&u.id), "sent");
             Ok(())
         })
@@ -107,7 +119,7 @@ impl Recovery {
         security_event("password_reset", ctx, Some(&user_id), "success");
         let n = &self.notifier;
         let mail = templates::password_changed(n.product(), n.base_url(), &user.email);
-        n.send(&user.id, mail, ctx, "password_changed").await;
+        n.notice(mail, ctx, "password_changed").await;
         Ok(())
     }
 }

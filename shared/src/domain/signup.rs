@@ -1,5 +1,14 @@
 //! Sign-up and email verification: the same answer, in the same time, whether or not the
 //! address is registered.
+//!
+//! Verification proves two things: the mailbox (the link mailed to the address) and the sign-up
+//! (its password). Every self-service sign-up for an address with no verified account keeps its
+//! own password (the account's first, then `User::registrations`); none replaces another, and
+//! the link plus the password of one of them activates that one and discards the others. So
+//! whoever signs up an address first, without its mailbox, can never end up holding the account
+//! its owner activates, and the owner can never activate a password it did not choose. A sign-up
+//! never changes an account an administrator made, nor a verified one: the address is told of
+//! the attempt instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +17,61 @@ use crate::clock::SharedClock;
 use crate::config::{Config, PasswordPolicy};
 use crate::context::RequestCtx;
 use crate::domain::error::{DomainError, DomainResult};
+use crate::domain::lockout::Lockout;
 use crate::domain::notify::Notifier;
 use crate::domain::ratelimit::{Gate, admit};
 use crate::domain::{email_field, validate_name, with_floor};
 use crate::email::Email;
 use crate::logging::security_event;
 use crate::mail::templates;
-use crate::password::{Hasher, PolicyError, check_policy};
+use crate::password::{Hasher, PolicyError, Verified, check_policy};
 use crate::secret::{Password, Token};
-use crate::store::{OneTimeKind, SignupPort, StoreError, TokenPort, User};
+use crate::store::{
+    NewRegistration, OneTimeKind, OneTimeTokenStore, Registration, SignupPort, StoreError, TokenPort, User,
+};
 use crate::tokens;
+
+/// How often a sign-up re-reads an unverified account whose registrations a concurrent sign-up
+/// changed before it gives up (and mails the attempted-sign-up notice instead).
+const REGISTRATION_TRIES: usize = 3;
+
+/// Mails verification links: a new link replaces the address's older one only when it is
+/// actually sent (within the account's mail cap), so a capped request never kills the link
+/// already in the mailbox.
+#[derive(Clone)]
+pub struct VerificationLinks {
+    notifier: Notifier,
+    ttl: Duration,
+    clock: SharedClock,
+}
+
+impl VerificationLinks {
+    pub fn new(notifier: Notifier, cfg: &Config, clock: SharedClock) -> Self {
+        Self { notifier, ttl: cfg.verify_token_ttl, clock }
+    }
+
+    fn expires_at(&self) -> i64 {
+        self.clock.now() + self.ttl.as_secs() as i64
+    }
+
+    fn mail(&self, user: &User, secret: &str) -> crate::mail::Mail {
+        let n = &self.notifier;
+        templates::verification(n.product(), n.base_url(), &user.email, &format!("{}.{secret}", user.id))
+    }
+
+    /// Mails a fresh link for `user` (resend, or a sign-in with the right password of an
+    /// unverified address), if the mail cap allows it; otherwise nothing changes.
+    pub async fn issue(&self, store: &dyn OneTimeTokenStore, user: &User, ctx: &RequestCtx) -> DomainResult<()> {
+        if !self.notifier.allowed(&user.id, ctx, "verification").await {
+            return Ok(());
+        }
+        let secret = tokens::random_secret()?;
+        let hash = tokens::hash_secret(&secret);
+        store.put_one_time(OneTimeKind::VerifyEmail, &user.id, &hash, self.expires_at(), user.session_version).await?;
+        self.notifier.deliver(self.mail(user, &secret), ctx, "verification").await;
+        Ok(())
+    }
+}
 
 /// Sign-up and re-sending the verification mail.
 pub struct Signup {
@@ -25,7 +79,7 @@ pub struct Signup {
     hasher: Hasher,
     policy: PasswordPolicy,
     notifier: Notifier,
-    verify_ttl: Duration,
+    links: VerificationLinks,
     floor: Duration,
     gate: Option<Gate>,
     clock: SharedClock,
@@ -44,34 +98,18 @@ impl Signup {
             store,
             hasher,
             policy: cfg.password.clone(),
+            links: VerificationLinks::new(notifier.clone(), cfg, clock.clone()),
             notifier,
-            verify_ttl: cfg.verify_token_ttl,
             floor: cfg.enumeration_floor,
             gate,
             clock,
         }
     }
 
-    async fn issue_verification(&self, user: &User, ctx: &RequestCtx) -> DomainResult<()> {
-        let secret = tokens::random_secret()?;
-        let expires = self.clock.now() + self.verify_ttl.as_secs() as i64;
-        let hash = tokens::hash_secret(&secret);
-        self.store.put_one_time(OneTimeKind::VerifyEmail, &user.id, &hash, expires, user.session_version).await?;
-        self.mail_link(user, &secret, ctx).await;
-        Ok(())
-    }
-
-    async fn mail_link(&self, user: &User, secret: &str, ctx: &RequestCtx) {
-        let token = format!("{}.{}", user.id, secret);
-        let n = &self.notifier;
-        n.send(&user.id, templates::verification(n.product(), n.base_url(), &user.email, &token), ctx, "verification")
-            .await;
-    }
-
-    /// A sign-up for an address that is taken. An unverified account's pending registration
-    /// is replaced by this one (its password, and a new link that alone works), so that
-    /// whoever registered the address first can never sign in once its owner has signed up;
-    /// anything else gets the "attempted sign-up" notice.
+    /// A sign-up for an address that is taken. An unverified account that a sign-up made gains
+    /// this registration beside its others (none is replaced) and the address a new link;
+    /// anything else (a verified account, one an administrator made) is left as it is and the
+    /// address gets the "attempted sign-up" notice.
     async fn signup_taken(
         &self,
         email: &Email,
@@ -79,16 +117,30 @@ impl Signup {
         name: Option<&str>,
         ctx: &RequestCtx,
     ) -> DomainResult<()> {
-        let now = self.clock.now();
-        if let Some(u) = self.store.find_user_by_email(email.as_str()).await?.filter(|u| u.is_active && !u.is_verified)
-        {
+        let registration =
+            Registration { password_hash: hash, name: name.map(str::to_owned), created_at: self.clock.now() };
+        for _ in 0..REGISTRATION_TRIES {
+            let Some(u) = self.store.find_user_by_email(email.as_str()).await? else { break };
+            if !(u.is_active && !u.is_verified && u.pending_signup) {
+                break;
+            }
+            let mail = self.notifier.allowed(&u.id, ctx, "verification").await;
             let secret = tokens::random_secret()?;
-            let expires = now + self.verify_ttl.as_secs() as i64;
             let token_hash = tokens::hash_secret(&secret);
-            if self.store.replace_registration(&u.id, u.session_version, &hash, name, &token_hash, expires, now).await?
-            {
-                security_event("signup", ctx, Some(&u.id), "pending_registration_replaced");
-                self.mail_link(&u, &secret, ctx).await;
+            let all = u.with_registration(registration.clone());
+            let r = NewRegistration {
+                user_id: &u.id,
+                read: &u,
+                registrations: &all,
+                token_hash: mail.then_some(token_hash.as_str()),
+                expires_at: self.links.expires_at(),
+                now: self.clock.now(),
+            };
+            if self.store.add_registration(&r).await? {
+                security_event("signup", ctx, Some(&u.id), "registration_added");
+                if mail {
+                    self.notifier.deliver(self.links.mail(&u, &secret), ctx, "verification").await;
+                }
                 return Ok(());
             }
         }
@@ -142,15 +194,16 @@ impl Signup {
                 last_login_at: None,
                 session_version: 1,
                 mfa_enabled: false,
+                pending_signup: true,
+                registrations: Vec::new(),
             };
             let secret = tokens::random_secret()?;
             let token_hash = tokens::hash_secret(&secret);
-            let expires = now + self.verify_ttl.as_secs() as i64;
             // One round trip: the account with its verification token (one write), the lockout
             // keys counted against the address before it had an account (a read), and the new
             // account's mail cap.
             let (registered, stale_locks, mail_allowed) = tokio::join!(
-                self.store.register(&user, &token_hash, expires),
+                self.store.register(&user, &token_hash, self.links.expires_at()),
                 self.store.lockout_keys(&user.email),
                 self.notifier.allowed(&user.id, ctx, "verification"),
             );
@@ -168,10 +221,7 @@ impl Signup {
                         Err(_) => self.store.clear_all_lockouts(&user.email).await?,
                     }
                     if mail_allowed {
-                        let n = &self.notifier;
-                        let token = format!("{}.{}", user.id, secret);
-                        let mail = templates::verification(n.product(), n.base_url(), &user.email, &token);
-                        n.deliver(mail, ctx, "verification").await;
+                        self.notifier.deliver(self.links.mail(&user, &secret), ctx, "verification").await;
                     }
                     Ok(())
                 }
@@ -190,7 +240,7 @@ impl Signup {
             match self.store.find_user_by_email(email.as_str()).await? {
                 Some(u) if u.is_active && !u.is_verified => {
                     security_event("verification_resent", ctx, Some(&u.id), "sent");
-                    self.issue_verification(&u, ctx).await
+                    self.links.issue(self.store.as_ref(), &u, ctx).await
                 }
                 _ => Ok(()),
             }
@@ -199,27 +249,62 @@ impl Signup {
     }
 }
 
-/// Email verification: consuming the link's token. Sends no mail.
+/// Email verification: the link's token and the password of one of the address's pending
+/// registrations. Sends no mail but the lock notice of the lockout gate it passes.
 pub struct Verification {
     store: Arc<dyn TokenPort>,
+    hasher: Hasher,
+    lockout: Lockout,
     clock: SharedClock,
 }
 
 impl Verification {
-    pub fn new(store: Arc<dyn TokenPort>, clock: SharedClock) -> Self {
-        Self { store, clock }
+    pub fn new(store: Arc<dyn TokenPort>, hasher: Hasher, lockout: Lockout, clock: SharedClock) -> Self {
+        Self { store, hasher, lockout, clock }
     }
 
-    /// Consumes a verification token (single use).
-    pub async fn verify_email(&self, token: &Token, ctx: &RequestCtx) -> DomainResult<()> {
-        let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or(DomainError::InvalidToken)?;
-        let Some(user) = self.store.get_user(&user_id).await? else { return Err(DomainError::InvalidToken) };
-        if self.store.verify_email(&user_id, &hash, self.clock.now(), user.session_version).await? {
+    /// Consumes a verification token (single use) with the password of one of the address's
+    /// registrations, which becomes the account's. An unknown, used or expired token and a
+    /// password that matches no registration get the same `InvalidToken`; a wrong password
+    /// counts toward the lockout like a failed login (and does not spend the link).
+    pub async fn verify_email(&self, token: &Token, pw: &Password, ctx: &RequestCtx) -> DomainResult<()> {
+        let invalid = |user: Option<&str>, outcome: &str| {
+            security_event("email_verified", ctx, user, outcome);
+            DomainError::InvalidToken
+        };
+        let (user_id, hash) = tokens::parse_one_time(token.expose()).ok_or_else(|| invalid(None, "invalid_token"))?;
+        let Some(user) = self.store.get_user(&user_id).await? else { return Err(invalid(None, "invalid_token")) };
+        let now = self.clock.now();
+        // The link is checked before any password: a made-up token costs no argon2 run.
+        let pending = self.store.peek_one_time(OneTimeKind::VerifyEmail, &user_id, &hash, now).await?;
+        if user.is_verified || pending.is_none_or(|t| t.session_version != user.session_version) {
+            return Err(invalid(None, "invalid_token"));
+        }
+        let Ok(attempt) = self.lockout.enter_from_ip(&user.email, ctx).await? else {
+            return Err(invalid(Some(&user.id), "locked"));
+        };
+        // The account's own password first, then the later sign-ups, newest first.
+        let mut chosen = None;
+        let mut matched = self.hasher.verify(pw, Some(&user.password_hash)).await? != Verified::No;
+        for r in user.registrations.iter().rev() {
+            if matched {
+                break;
+            }
+            if self.hasher.verify(pw, Some(&r.password_hash)).await? != Verified::No {
+                matched = true;
+                chosen = Some(r);
+            }
+        }
+        if !matched {
+            self.lockout.failed(attempt, Some(&user), ctx).await?;
+            return Err(invalid(Some(&user.id), "wrong_password"));
+        }
+        self.lockout.succeeded(attempt).await?;
+        if self.store.verify_email(&user_id, &hash, now, user.session_version, chosen).await? {
             security_event("email_verified", ctx, Some(&user_id), "success");
             Ok(())
         } else {
-            security_event("email_verified", ctx, None, "invalid_token");
-            Err(DomainError::InvalidToken)
+            Err(invalid(None, "invalid_token"))
         }
     }
 }
@@ -228,22 +313,38 @@ impl Verification {
 mod tests {
     use super::*;
     use crate::domain::testkit::{Kit, PASSWORD};
+    use crate::store::UserLookup;
+
+    const ATTACKERS: &str = "attacker-chose-this-1";
 
     fn signup(k: &Kit) -> Signup {
         Signup::new(k.store.clone(), k.hasher.clone(), k.notifier(), None, &k.cfg, k.clock.shared())
     }
 
+    fn verification(k: &Kit) -> Verification {
+        Verification::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.clock.shared())
+    }
+
+    async fn verify(k: &Kit, token: &Token, pw: &str) -> DomainResult<()> {
+        verification(k).verify_email(token, &Password::new(pw), &Kit::ctx("192.0.2.1")).await
+    }
+
+    async fn holds(k: &Kit, email: &str, pw: &str) -> bool {
+        let u = k.store.find_user_by_email(email).await.unwrap().unwrap();
+        k.hasher.verify(&Password::new(pw), Some(&u.password_hash)).await.unwrap() != Verified::No
+    }
+
     #[tokio::test]
-    async fn given_a_new_address_when_signing_up_then_the_mailed_link_verifies_it_once() {
+    async fn given_a_new_address_when_signing_up_then_the_link_with_the_password_verifies_it_once() {
         let k = Kit::new();
         let ctx = Kit::ctx("192.0.2.1");
         signup(&k).signup(" Ada@Example.COM ", &Password::new(PASSWORD), Some("Ada"), &ctx).await.unwrap();
         let token = Token::new(k.outbox.token_to("ada@example.com"));
-        let v = Verification::new(k.store.clone(), k.clock.shared());
-        v.verify_email(&token, &ctx).await.unwrap();
-        assert!(matches!(v.verify_email(&token, &ctx).await, Err(DomainError::InvalidToken)));
-        let user = crate::store::UserLookup::find_user_by_email(k.store.as_ref(), "ada@example.com").await.unwrap();
-        assert!(user.is_some_and(|u| u.is_verified && u.name.as_deref() == Some("Ada")));
+        assert!(matches!(verify(&k, &token, "not-the-password-1").await, Err(DomainError::InvalidToken)));
+        verify(&k, &token, PASSWORD).await.unwrap();
+        assert!(matches!(verify(&k, &token, PASSWORD).await, Err(DomainError::InvalidToken)));
+        let user = k.store.find_user_by_email("ada@example.com").await.unwrap();
+        assert!(user.is_some_and(|u| u.is_verified && u.name.as_deref() == Some("Ada") && !u.pending_signup));
     }
 
     #[tokio::test]
@@ -257,31 +358,69 @@ mod tests {
         assert_eq!(mails.len(), 1);
         assert!(mails[0].subject.to_lowercase().contains("sign-up attempt"), "{:?}", mails[0].subject);
         assert!(!mails[0].text.contains("token="));
+        assert!(holds(&k, "bob@example.com", PASSWORD).await);
     }
 
     #[tokio::test]
-    async fn given_an_unverified_address_when_its_owner_signs_up_then_the_first_registrants_link_and_password_die() {
+    async fn given_an_attackers_sign_up_first_then_the_owner_activates_only_its_own_password() {
         let k = Kit::new();
         let ctx = Kit::ctx("192.0.2.1");
         let uc = signup(&k);
-        uc.signup("eva@example.com", &Password::new("attacker-chose-this-1"), None, &ctx).await.unwrap();
-        let attackers_link = Token::new(k.outbox.token_to("eva@example.com"));
+        uc.signup("eva@example.com", &Password::new(ATTACKERS), None, &ctx).await.unwrap();
+        let first_link = Token::new(k.outbox.token_to("eva@example.com"));
         uc.signup("eva@example.com", &Password::new(PASSWORD), Some("Eva"), &ctx).await.unwrap();
-        let owners_link = Token::new(k.outbox.token_to("eva@example.com"));
-        let v = Verification::new(k.store.clone(), k.clock.shared());
-        assert!(matches!(v.verify_email(&attackers_link, &ctx).await, Err(DomainError::InvalidToken)));
-        v.verify_email(&owners_link, &ctx).await.unwrap();
-        let u =
-            crate::store::UserLookup::find_user_by_email(k.store.as_ref(), "eva@example.com").await.unwrap().unwrap();
-        assert!(u.is_verified && u.name.as_deref() == Some("Eva"));
-        assert_eq!(
-            k.hasher.verify(&Password::new(PASSWORD), Some(&u.password_hash)).await.unwrap(),
-            crate::password::Verified::Yes
-        );
-        assert_eq!(
-            k.hasher.verify(&Password::new("attacker-chose-this-1"), Some(&u.password_hash)).await.unwrap(),
-            crate::password::Verified::No
-        );
+        let newest = Token::new(k.outbox.token_to("eva@example.com"));
+        // The older link is superseded; the newest with the attacker's password is refused too
+        // (the owner, who holds the mailbox, would have to type the attacker's password).
+        assert!(matches!(verify(&k, &first_link, PASSWORD).await, Err(DomainError::InvalidToken)));
+        verify(&k, &newest, PASSWORD).await.unwrap();
+        let u = k.store.find_user_by_email("eva@example.com").await.unwrap().unwrap();
+        assert!(u.is_verified && u.name.as_deref() == Some("Eva") && u.registrations.is_empty());
+        assert!(holds(&k, "eva@example.com", PASSWORD).await);
+        assert!(!holds(&k, "eva@example.com", ATTACKERS).await);
+    }
+
+    #[tokio::test]
+    async fn given_the_owners_sign_up_first_then_a_later_one_replaces_nothing() {
+        let k = Kit::new();
+        let ctx = Kit::ctx("192.0.2.1");
+        let uc = signup(&k);
+        uc.signup("ola@example.com", &Password::new(PASSWORD), Some("Ola"), &ctx).await.unwrap();
+        uc.signup("ola@example.com", &Password::new(ATTACKERS), Some("Mallory"), &ctx).await.unwrap();
+        let newest = Token::new(k.outbox.token_to("ola@example.com"));
+        verify(&k, &newest, PASSWORD).await.unwrap();
+        let u = k.store.find_user_by_email("ola@example.com").await.unwrap().unwrap();
+        assert_eq!(u.name.as_deref(), Some("Ola"));
+        assert!(holds(&k, "ola@example.com", PASSWORD).await);
+        assert!(!holds(&k, "ola@example.com", ATTACKERS).await);
+    }
+
+    #[tokio::test]
+    async fn given_an_account_an_admin_made_unverified_then_a_sign_up_changes_nothing() {
+        let k = Kit::new();
+        let ctx = Kit::ctx("192.0.2.1");
+        let u = k.user("adm@example.com", PASSWORD).await;
+        let changes = crate::store::UserChanges { is_verified: Some(false), ..Default::default() };
+        crate::store::AdminStore::admin_update_user(k.store.as_ref(), &u, &changes, k.clock.now()).await.unwrap();
+        let before = k.stored(&u.id).await;
+        signup(&k).signup("adm@example.com", &Password::new(ATTACKERS), None, &ctx).await.unwrap();
+        assert_eq!(k.stored(&u.id).await, before);
+        let mails = k.outbox.to("adm@example.com");
+        assert_eq!(mails.len(), 1);
+        assert!(mails[0].subject.to_lowercase().contains("sign-up attempt"));
+    }
+
+    #[tokio::test]
+    async fn given_wrong_passwords_at_verification_then_they_count_toward_the_lockout() {
+        let k = Kit::new();
+        let ctx = Kit::ctx("192.0.2.1");
+        signup(&k).signup("lok@example.com", &Password::new(PASSWORD), None, &ctx).await.unwrap();
+        let token = Token::new(k.outbox.token_to("lok@example.com"));
+        for _ in 0..k.cfg.lockout.threshold {
+            assert!(matches!(verify(&k, &token, ATTACKERS).await, Err(DomainError::InvalidToken)));
+        }
+        // Locked for that IP: even the right password is refused there.
+        assert!(matches!(verify(&k, &token, PASSWORD).await, Err(DomainError::InvalidToken)));
     }
 
     #[tokio::test]
@@ -291,8 +430,7 @@ mod tests {
         signup(&k).signup("cy@example.com", &Password::new(PASSWORD), None, &ctx).await.unwrap();
         let token = Token::new(k.outbox.token_to("cy@example.com"));
         k.clock.advance(k.cfg.verify_token_ttl.as_secs() as i64 + 1);
-        let v = Verification::new(k.store.clone(), k.clock.shared());
-        assert!(matches!(v.verify_email(&token, &ctx).await, Err(DomainError::InvalidToken)));
+        assert!(matches!(verify(&k, &token, PASSWORD).await, Err(DomainError::InvalidToken)));
     }
 
     #[tokio::test]
@@ -304,8 +442,7 @@ mod tests {
         let old = Token::new(k.outbox.token_to("di@example.com"));
         uc.resend_verification("di@example.com", &ctx).await.unwrap();
         let new = Token::new(k.outbox.token_to("di@example.com"));
-        let v = Verification::new(k.store.clone(), k.clock.shared());
-        assert!(matches!(v.verify_email(&old, &ctx).await, Err(DomainError::InvalidToken)));
-        v.verify_email(&new, &ctx).await.unwrap();
+        assert!(matches!(verify(&k, &old, PASSWORD).await, Err(DomainError::InvalidToken)));
+        verify(&k, &new, PASSWORD).await.unwrap();
     }
 }

@@ -20,6 +20,11 @@ use crate::tokens::Jwt;
 pub struct Outbox(Mutex<Vec<Mail>>);
 
 impl Outbox {
+    /// A copy of the mail so far.
+    pub fn snapshot(&self) -> Self {
+        Self(Mutex::new(self.0.lock().unwrap().clone()))
+    }
+
     pub fn to(&self, addr: &str) -> Vec<Mail> {
         self.0.lock().unwrap().iter().filter(|m| m.to == addr).cloned().collect()
     }
@@ -65,6 +70,18 @@ impl Kit {
         }
     }
 
+    /// A copy of the kit's state (store, mail, clock) that acts apart from it.
+    pub fn snapshot(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            store: Arc::new(self.store.snapshot()),
+            clock: ManualClock::at(self.clock.now()),
+            outbox: Arc::new(self.outbox.snapshot()),
+            hasher: self.hasher.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+
     pub fn notifier(&self) -> Notifier {
         Notifier::new(self.outbox.clone(), &self.cfg, None)
     }
@@ -103,6 +120,8 @@ impl Kit {
             last_login_at: None,
             session_version: 1,
             mfa_enabled: false,
+            pending_signup: false,
+            registrations: Vec::new(),
         };
         crate::store::AdminStore::admin_create_user(self.store.as_ref(), &user).await.unwrap();
         user
@@ -140,5 +159,31 @@ mod redaction {
             assert!(!printed.contains(needle), "Debug printed {needle}: {printed}");
         }
         assert!(printed.contains(&u.id), "ids still print: {printed}");
+    }
+
+    #[test]
+    fn given_second_factor_types_then_debug_prints_no_secret_code_or_challenge() {
+        use crate::domain::error::DomainError;
+        use crate::domain::mfa::{Enrolment, RecoveryCodes, StepUpProof};
+        use crate::store::{MfaProof, Registration};
+        let enrolment = Enrolment {
+            secret: "JBSWY3DPEHPK3PXPSECRET".into(),
+            otpauth_uri: "otpauth://totp/x:y?secret=JBSWY3DPEHPK3PXPSECRET".into(),
+        };
+        let codes = RecoveryCodes { recovery_codes: vec!["abcd-efgh-ijkl-mnop".into()] };
+        let challenge = DomainError::MfaRequired { mfa_token: crate::secret::Token::new("user.CHALLENGESECRET") };
+        let proofs = [
+            MfaProof::Totp { sealed: "v1.SEALEDSECRET".into(), step: 7 },
+            MfaProof::Recovery { hash: "RECOVERYHASH".into() },
+        ];
+        let step_up = StepUpProof::Code("123456");
+        let registration = Registration { password_hash: "$argon2id$REGHASH".into(), name: None, created_at: 1 };
+        let printed = format!("{enrolment:?} {codes:?} {challenge:?} {proofs:?} {step_up:?} {registration:?}");
+        for needle in
+            ["JBSWY3DPEHPK3PXP", "abcd-efgh", "CHALLENGESECRET", "SEALEDSECRET", "RECOVERYHASH", "123456", "REGHASH"]
+        {
+            assert!(!printed.contains(needle), "Debug printed {needle}: {printed}");
+        }
+        assert!(printed.contains("step: 7") && printed.contains("count: 1"), "{printed}");
     }
 }

@@ -15,7 +15,8 @@ use super::problem::{ApiResult, Problem};
 use super::ratelimit::limited;
 use super::{Endpoint, ErrorStyle, PROBLEM, StatusBody, Uc, Uses, authenticated, json_response, mounted};
 use crate::config::{EndpointLimits, per};
-use crate::domain::account::{Account, Profile};
+use crate::domain::account::{Account, EmailConfirmation, Profile};
+use crate::domain::mfa::StepUpProof;
 use crate::domain::views::UserView;
 use crate::secret::Password;
 
@@ -28,7 +29,7 @@ pub const ME: Endpoint = Endpoint {
     routes: &[("GET", "/auth/me"), ("PATCH", "/auth/me")],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "UpdateItem"], mail: false, keys: true, mfa_key: false },
+    uses: Uses { table: &["GetItem", "UpdateItem", "BatchGetItem"], mail: false, keys: true, mfa_key: false },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
@@ -46,10 +47,10 @@ pub const CHANGE_PASSWORD: Endpoint = Endpoint {
     limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
     uses: Uses {
-        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
         mail: true,
         keys: true,
-        mfa_key: false,
+        mfa_key: true,
     },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
@@ -72,7 +73,12 @@ pub const CHANGE_EMAIL: Endpoint = Endpoint {
     routes: &[("POST", "/auth/change-email")],
     limits: EndpointLimits { ip: per(10, 60), email: None, user: per(5, 3600) },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: true, mfa_key: false },
+    uses: Uses {
+        table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "BatchGetItem"],
+        mail: true,
+        keys: true,
+        mfa_key: true,
+    },
     use_case: "shared/src/domain/account.rs",
     source: file!(),
     mount: |deps| {
@@ -100,7 +106,7 @@ pub const CONFIRM_EMAIL_CHANGE: Endpoint = Endpoint {
         mounted(async move {
             let r = OpenApiRouter::new()
                 .routes(routes!(confirm_email_change))
-                .with_state(deps.account(CONFIRM_EMAIL_CHANGE.user_gate(&deps).await?).await?);
+                .with_state(deps.email_confirmation(CONFIRM_EMAIL_CHANGE.user_gate(&deps).await?).await?);
             Ok(limited(r, &CONFIRM_EMAIL_CHANGE, deps.rate_limiter().await?))
         })
     },
@@ -152,6 +158,16 @@ struct ChangePasswordBody {
     current_password: Password,
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Password,
+    /// Required when the account has an active second factor (step-up): a current
+    /// authenticator code or an unused recovery code.
+    #[serde(default)]
+    #[schema(max_length = 32, example = "123456")]
+    code: Option<String>,
+}
+
+/// The step-up proof a body carries, if any.
+fn step_up(code: &Option<String>) -> Option<StepUpProof<'_>> {
+    code.as_deref().map(StepUpProof::Code)
 }
 
 /// Change the password. Every other session is revoked and older access tokens stop working;
@@ -160,6 +176,7 @@ struct ChangePasswordBody {
     request_body = ChangePasswordBody, responses(
         (status = 204, description = "Changed"),
         (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (wrong current password or policy)"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "mfa-required (the account has a second factor and no `code` was sent) or invalid-mfa-code; nothing changed"),
         (status = 409, body = Problem, content_type = PROBLEM, description = "conflict: changed concurrently"),
 ))]
 async fn change_password(
@@ -167,7 +184,7 @@ async fn change_password(
     Bearer(caller, ctx): Bearer,
     Json(b): Json<ChangePasswordBody>,
 ) -> ApiResult<Response> {
-    uc.change_password(&caller, &b.current_password, &b.new_password, &ctx).await?;
+    uc.change_password(&caller, &b.current_password, &b.new_password, step_up(&b.code), &ctx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -178,6 +195,10 @@ struct ChangeEmailBody {
     current_password: Password,
     #[schema(format = Email, max_length = 254)]
     new_email: String,
+    /// Required when the account has an active second factor (step-up).
+    #[serde(default)]
+    #[schema(max_length = 32, example = "123456")]
+    code: Option<String>,
 }
 
 /// Ask to change the sign-in address: a link goes to the new address, a notice to the old one.
@@ -185,13 +206,14 @@ struct ChangeEmailBody {
     request_body = ChangeEmailBody, responses(
         (status = 202, body = StatusBody, example = json!({"status": "confirmation_sent"})),
         (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (wrong current password, bad address)"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "mfa-required (the account has a second factor and no `code` was sent) or invalid-mfa-code; nothing changed"),
 ))]
 async fn change_email(
     State(uc): Uc<Account>,
     Bearer(caller, ctx): Bearer,
     Json(b): Json<ChangeEmailBody>,
 ) -> ApiResult<Response> {
-    uc.change_email(&caller, &b.current_password, &b.new_email, &ctx).await?;
+    uc.change_email(&caller, &b.current_password, &b.new_email, step_up(&b.code), &ctx).await?;
     Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "confirmation_sent"})))
 }
 
@@ -205,7 +227,7 @@ async fn change_email(
             content((Problem = "application/problem+json"), (String = "text/html"))),
 ))]
 async fn confirm_email_change(
-    State(uc): Uc<Account>,
+    State(uc): Uc<EmailConfirmation>,
     Ctx(ctx): Ctx,
     body: ApiResult<FormOrJson<TokenBody>>,
 ) -> Response {

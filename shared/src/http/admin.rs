@@ -39,27 +39,32 @@ const HASHING: EndpointLimits = EndpointLimits { ip: per(30, 60), email: None, u
 /// zxcvbn's dictionaries built at mount, in Lambda during init).
 macro_rules! admin_endpoint {
     ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident) => {
-        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, EndpointLimits::NONE, {});
+        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, false, admin_quiet, EndpointLimits::NONE, {});
     };
-    ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $limits:expr) => {
-        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, $limits, {
+    ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, NOTICE) => {
+        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, true, admin, EndpointLimits::NONE, {});
+    };
+    ($name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $mail:expr, $build:ident, $limits:expr) => {
+        admin_endpoint!(@ $name, $binary, $method, $path, $table, $handler, $mail, $build, $limits, {
             crate::domain::warm_password_policy();
         });
     };
-    (@ $name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $limits:expr, $warm:block) => {
+    (@ $name:ident, $binary:literal, $method:literal, $path:literal, $table:expr, $handler:ident, $mail:expr, $build:ident, $limits:expr, $warm:block) => {
         #[doc = concat!("`", $method, " ", $path, "`.")]
         pub const $name: Endpoint = Endpoint {
             binary: $binary,
             routes: &[($method, $path)],
             limits: $limits,
             errors: ErrorStyle::Plain,
-            uses: Uses { table: $table, mail: false, keys: true, mfa_key: false },
+            // `mail`: the endpoint changes an account, and its owner is told (`domain::admin`).
+            uses: Uses { table: $table, mail: $mail, keys: true, mfa_key: false },
             use_case: "shared/src/domain/admin.rs",
             source: file!(),
             mount: |deps| {
                 mounted(async move {
                     $warm
-                    let admin = deps.admin($name.user_gate(&deps).await?).await?;
+                    // Only the endpoints that mail build the mailer, so the others link no SQS.
+                    let admin = deps.$build($name.user_gate(&deps).await?).await?;
                     let r = OpenApiRouter::new().routes(routes!($handler)).with_state(admin);
                     let r = authenticated(r, deps.authenticator().await?);
                     if $name.limits.is_none() { Ok(r) } else { Ok(limited(r, &$name, deps.rate_limiter().await?)) }
@@ -75,18 +80,22 @@ admin_endpoint!(
     "users-create",
     "POST",
     "/users",
-    &["GetItem", "PutItem", "UpdateItem"],
+    &["GetItem", "PutItem", "UpdateItem", "BatchGetItem"],
     users_create,
+    false,
+    admin_quiet,
     HASHING
 );
-admin_endpoint!(USERS_GET, "users-get", "GET", "/users/{id}", &["GetItem"], users_get);
+admin_endpoint!(USERS_GET, "users-get", "GET", "/users/{id}", &["GetItem", "BatchGetItem"], users_get);
 admin_endpoint!(
     USERS_UPDATE,
     "users-update",
     "PUT",
     "/users/{id}",
-    &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"],
+    &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
     users_update,
+    true,
+    admin,
     HASHING
 );
 admin_endpoint!(
@@ -94,23 +103,25 @@ admin_endpoint!(
     "users-activate",
     "POST",
     "/users/{id}/activate",
-    &["GetItem", "UpdateItem"],
-    users_activate
+    &["GetItem", "UpdateItem", "BatchGetItem"],
+    users_activate,
+    NOTICE
 );
 admin_endpoint!(
     USERS_DEACTIVATE,
     "users-deactivate",
     "POST",
     "/users/{id}/deactivate",
-    &["GetItem", "UpdateItem", "DeleteItem", "Query"],
-    users_deactivate
+    &["GetItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
+    users_deactivate,
+    NOTICE
 );
 admin_endpoint!(
     USERS_UNLOCK,
     "users-unlock",
     "POST",
     "/users/{id}/unlock",
-    &["GetItem", "DeleteItem", "Query"],
+    &["GetItem", "DeleteItem", "Query", "BatchGetItem"],
     users_unlock
 );
 admin_endpoint!(
@@ -118,16 +129,18 @@ admin_endpoint!(
     "users-revoke-sessions",
     "POST",
     "/users/{id}/revoke-sessions",
-    &["GetItem", "UpdateItem", "DeleteItem", "Query"],
-    users_revoke_sessions
+    &["GetItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
+    users_revoke_sessions,
+    NOTICE
 );
 admin_endpoint!(
     USERS_DELETE,
     "users-delete",
     "DELETE",
     "/users/{id}",
-    &["GetItem", "UpdateItem", "DeleteItem", "Query"],
-    users_delete
+    &["GetItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
+    users_delete,
+    NOTICE
 );
 
 /// `GET /users` query parameters.

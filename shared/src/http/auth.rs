@@ -141,7 +141,7 @@ struct LoginBody {
     (status = 400, body = Problem, content_type = PROBLEM, description = "validation-failed (`error`: invalid_request)"),
     (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials (`error`: invalid_grant)",
         headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
-    (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, or mfa-required (`error`: mfa_required, with `mfa_token` and `factors`), only after a correct password"),
+    (status = 403, body = Problem, content_type = PROBLEM, description = "mfa-required (`error`: mfa_required, with `mfa_token` and `factors`), only after a correct password of a verified account"),
 ))]
 async fn login(State(uc): Uc<Login>, Ctx(ctx): Ctx, body: ApiResult<Json<LoginBody>>) -> Response {
     token_result(
@@ -203,7 +203,7 @@ fn bad_request(msg: &str) -> ApiError {
         (status = 400, body = Problem, content_type = PROBLEM, description = "invalid_request or unsupported_grant_type"),
         (status = 401, body = Problem, content_type = PROBLEM, description = "invalid-credentials / invalid-grant (`error`: invalid_grant)",
             headers(("WWW-Authenticate" = String, description = "Bearer realm=\"secure-auth\""))),
-        (status = 403, body = Problem, content_type = PROBLEM, description = "email-not-verified, or mfa-required (`error`: mfa_required, with `mfa_token` and `factors`)"),
+        (status = 403, body = Problem, content_type = PROBLEM, description = "mfa-required (`error`: mfa_required, with `mfa_token` and `factors`)"),
 ))]
 async fn token(State(g): Uc<Grants>, Ctx(ctx): Ctx, body: ApiResult<FormOrJson<OAuthTokenBody>>) -> Response {
     token_result(

@@ -25,7 +25,7 @@ use crate::secret::{Password, Token};
 pub const ENDPOINTS: &[&Endpoint] = &[&MFA_ENROLL, &MFA_MANAGE, &MFA_VERIFY, &USERS_MFA_RESET];
 
 /// Enrolment and management: the factor item, the user item, the caller's session, lockout.
-const SETTINGS_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"];
+const SETTINGS_TABLE: &[&str] = &["GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"];
 /// Per IP, and per account (a stolen access token is no unthrottled password oracle).
 const SETTINGS_LIMITS: EndpointLimits = EndpointLimits { ip: per(10, 60), email: None, user: per(10, 3600) };
 
@@ -93,7 +93,12 @@ pub const USERS_MFA_RESET: Endpoint = Endpoint {
     routes: &[("POST", "/users/{id}/mfa/reset")],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "UpdateItem", "DeleteItem"], mail: true, keys: true, mfa_key: false },
+    uses: Uses {
+        table: &["GetItem", "UpdateItem", "DeleteItem", "BatchGetItem"],
+        mail: true,
+        keys: true,
+        mfa_key: false,
+    },
     use_case: "shared/src/domain/mfa.rs",
     source: file!(),
     mount: |deps| {

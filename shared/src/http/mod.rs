@@ -33,6 +33,7 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod sessions;
 pub mod signup;
+pub mod unlock;
 
 use extract::{MAX_BODY, RequestId};
 
@@ -116,6 +117,7 @@ pub const AREAS: &[&[&Endpoint]] = &[
     meta::ENDPOINTS,
     signup::ENDPOINTS,
     auth::ENDPOINTS,
+    unlock::ENDPOINTS,
     account::ENDPOINTS,
     recovery::ENDPOINTS,
     sessions::ENDPOINTS,

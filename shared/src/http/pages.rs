@@ -26,7 +26,12 @@ pub const ENDPOINTS: &[&Endpoint] = &[&PAGES];
 /// The pages mail links open: rendering them touches nothing.
 pub const PAGES: Endpoint = Endpoint {
     binary: "pages",
-    routes: &[("GET", "/auth/verify-email"), ("GET", "/auth/reset-password"), ("GET", "/auth/confirm-email-change")],
+    routes: &[
+        ("GET", "/auth/verify-email"),
+        ("GET", "/auth/reset-password"),
+        ("GET", "/auth/confirm-email-change"),
+        ("GET", "/auth/unlock"),
+    ],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
     uses: Uses::NOTHING,
@@ -37,7 +42,8 @@ pub const PAGES: Endpoint = Endpoint {
             Ok(OpenApiRouter::new()
                 .routes(routes!(verify_email_page))
                 .routes(routes!(reset_password_page))
-                .routes(routes!(confirm_email_change_page)))
+                .routes(routes!(confirm_email_change_page))
+                .routes(routes!(unlock_page)))
         })
     },
 };
@@ -98,9 +104,10 @@ fn hidden_token(token: &str) -> String {
     format!("<input type=\"hidden\" name=\"token\" value=\"{}\">", escape_html(token))
 }
 
-/// Opens the verification link: one button that POSTs the token.
+/// Opens the verification link: a form that asks for the password chosen at sign-up and POSTs
+/// it with the token (the link proves the mailbox, the password the sign-up).
 #[utoipa::path(get, path = "/auth/verify-email", tag = "pages", params(LinkQuery), responses(
-    (status = 200, description = "A page with one button", content_type = "text/html", body = String),
+    (status = 200, description = "A password form", content_type = "text/html", body = String),
     (status = 400, description = "The link is malformed (an HTML page), or the query is (a problem)",
         content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
@@ -114,7 +121,11 @@ pub async fn verify_email_page(q: ApiResult<Query<LinkQuery>>) -> Response {
         StatusCode::OK,
         "Verify your email address",
         &format!(
-            "<form method=\"post\" action=\"/auth/verify-email\">{}<button type=\"submit\">Verify my email address</button></form>",
+            "<form method=\"post\" action=\"/auth/verify-email\">{}\
+             <label for=\"password\">The password you chose when you signed up</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
+             maxlength=\"128\" required>\
+             <button type=\"submit\">Verify my email address</button></form>",
             hidden_token(token)
         ),
     )
@@ -168,6 +179,35 @@ pub async fn confirm_email_change_page(q: ApiResult<Query<LinkQuery>>) -> Respon
     )
 }
 
+/// Opens the unlock link of an account-lock notice: a password form that POSTs it with the
+/// token.
+#[utoipa::path(get, path = "/auth/unlock", tag = "pages", params(LinkQuery), responses(
+    (status = 200, description = "A password form", content_type = "text/html", body = String),
+    (status = 400, description = "The link is malformed (an HTML page), or the query is (a problem)",
+        content((String = "text/html"), (Problem = "application/problem+json"))),
+))]
+pub async fn unlock_page(q: ApiResult<Query<LinkQuery>>) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return e.into_response(),
+    };
+    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
+    page(
+        StatusCode::OK,
+        "Unlock your account",
+        &format!(
+            "<p>Your account was locked after repeated failed sign-ins. Enter your password to lift the lock. \
+             The link works once.</p>\
+             <form method=\"post\" action=\"/auth/unlock\">{}\
+             <label for=\"password\">Your password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
+             maxlength=\"128\" required>\
+             <button type=\"submit\">Unlock my account</button></form>",
+            hidden_token(token)
+        ),
+    )
+}
+
 // A body carrying one mail token.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -175,6 +215,18 @@ pub(crate) struct TokenBody {
     /// The one-time token from the mail link.
     #[schema(value_type = String)]
     pub token: Token,
+}
+
+// A body carrying one mail token and the password it goes with.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenPasswordBody {
+    /// The one-time token from the mail link.
+    #[schema(value_type = String)]
+    pub token: Token,
+    /// The account's password (for verification: the one chosen at sign-up).
+    #[schema(value_type = String, format = Password, max_length = 128)]
+    pub password: crate::secret::Password,
 }
 
 /// Answers a mail page's form with HTML, an API client with JSON.

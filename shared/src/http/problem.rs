@@ -91,9 +91,10 @@ impl ApiError {
                 InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid-credentials", "Invalid credentials"),
                 InvalidGrant => (StatusCode::UNAUTHORIZED, "invalid-grant", "Invalid grant"),
                 UnsupportedGrantType => (StatusCode::BAD_REQUEST, "unsupported-grant-type", "Unsupported grant type"),
-                EmailNotVerified => (StatusCode::FORBIDDEN, "email-not-verified", "Email not verified"),
                 MfaRequired { .. } => (StatusCode::FORBIDDEN, "mfa-required", "Second factor required"),
                 InvalidMfaCode => (StatusCode::UNAUTHORIZED, "invalid-mfa-code", "Invalid second-factor code"),
+                StepUpRequired => (StatusCode::FORBIDDEN, "mfa-required", "Second factor required"),
+                StepUpRefused => (StatusCode::FORBIDDEN, "invalid-mfa-code", "Invalid second-factor code"),
                 MfaAlreadyEnabled => (StatusCode::CONFLICT, "mfa-already-enabled", "Second factor already enabled"),
                 Unauthorized { .. } => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
                 Forbidden => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
@@ -110,10 +111,7 @@ impl ApiError {
     fn oauth_error(&self) -> &'static str {
         match self {
             ApiError::Domain(
-                DomainError::InvalidCredentials
-                | DomainError::InvalidGrant
-                | DomainError::EmailNotVerified
-                | DomainError::InvalidMfaCode,
+                DomainError::InvalidCredentials | DomainError::InvalidGrant | DomainError::InvalidMfaCode,
             ) => "invalid_grant",
             ApiError::Domain(DomainError::MfaRequired { .. }) => "mfa_required",
             ApiError::Domain(DomainError::UnsupportedGrantType) => "unsupported_grant_type",
@@ -137,11 +135,15 @@ impl ApiError {
                 UnsupportedGrantType => {
                     "grant_type must be password, refresh_token or urn:secure-auth:grant-type:mfa-otp.".into()
                 }
-                EmailNotVerified => "Verify your email address before signing in.".into(),
                 MfaRequired { .. } => {
                     "Answer the challenge with a code from your authenticator app or a recovery code.".into()
                 }
                 InvalidMfaCode => "The code or the challenge is invalid, used or expired.".into(),
+                StepUpRequired => {
+                    "This change needs your second factor: send `code`, a current authenticator code or an unused recovery code."
+                        .into()
+                }
+                StepUpRefused => "The code is invalid or already used; nothing changed.".into(),
                 MfaAlreadyEnabled => "A second factor is already enabled; disable it first.".into(),
                 Unauthorized { .. } => "A valid bearer access token is required.".into(),
                 Forbidden => "You do not have access to this resource.".into(),
@@ -174,10 +176,10 @@ impl ApiError {
             error: (style == ErrorStyle::OAuth || matches!(self, ApiError::Domain(DomainError::MfaRequired { .. })))
                 .then(|| self.oauth_error().to_owned()),
             mfa_token: match self {
-                ApiError::Domain(DomainError::MfaRequired { mfa_token }) => Some(mfa_token.clone()),
+                ApiError::Domain(DomainError::MfaRequired { mfa_token }) => Some(mfa_token.expose().to_owned()),
                 _ => None,
             },
-            factors: matches!(self, ApiError::Domain(DomainError::MfaRequired { .. }))
+            factors: matches!(self, ApiError::Domain(DomainError::MfaRequired { .. } | DomainError::StepUpRequired))
                 .then(|| vec!["totp", "recovery_code"]),
         };
         let body = serde_json::to_string(&problem).unwrap_or_default();

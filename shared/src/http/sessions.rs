@@ -24,7 +24,12 @@ pub const SESSIONS: Endpoint = Endpoint {
     routes: &[("GET", "/auth/sessions"), ("DELETE", "/auth/sessions/{id}"), ("POST", "/auth/logout-all")],
     limits: EndpointLimits::NONE,
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "UpdateItem", "DeleteItem", "Query"], mail: false, keys: true, mfa_key: false },
+    uses: Uses {
+        table: &["GetItem", "UpdateItem", "DeleteItem", "Query", "BatchGetItem"],
+        mail: false,
+        keys: true,
+        mfa_key: false,
+    },
     use_case: "shared/src/domain/sessions.rs",
     source: file!(),
     mount: |deps| {

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Ctx, FormOrJson, Json};
-use super::pages::{TokenBody, form_or_json};
+use super::pages::{TokenPasswordBody, form_or_json};
 use super::problem::{ApiResult, Problem};
 use super::ratelimit::limited;
 use super::{Endpoint, ErrorStyle, PROBLEM, StatusBody, Uc, Uses, json_response, mounted};
@@ -51,7 +51,8 @@ pub const VERIFY_EMAIL: Endpoint = Endpoint {
     routes: &[("POST", "/auth/verify-email")],
     limits: EndpointLimits { ip: per(20, 60), email: None, user: None },
     errors: ErrorStyle::Plain,
-    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: false, keys: false, mfa_key: false },
+    // The password is checked under the lockout gate, whose lock mails the owner.
+    uses: Uses { table: &["GetItem", "PutItem", "UpdateItem", "DeleteItem"], mail: true, keys: false, mfa_key: false },
     use_case: "shared/src/domain/signup.rs",
     source: file!(),
     mount: |deps| {
@@ -104,20 +105,26 @@ async fn signup(State(uc): Uc<Signup>, Ctx(ctx): Ctx, Json(b): Json<SignupBody>)
     Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({"status": "verification_pending"})))
 }
 
-/// Confirm an email address with the token from the verification mail (single use). The
-/// mail page's form posts it form-encoded and gets an HTML page back.
+/// Confirm an email address with the token from the verification mail (single use) and the
+/// password of the sign-up to activate: the link proves the mailbox, the password the sign-up,
+/// so nobody can activate a password they did not choose. The mail page's form posts them
+/// form-encoded and gets an HTML page back. A wrong password counts toward the lockout.
 #[utoipa::path(post, path = "/auth/verify-email", tag = "auth",
-    request_body(content((TokenBody = "application/json"), (TokenBody = "application/x-www-form-urlencoded"))),
+    request_body(content((TokenPasswordBody = "application/json"), (TokenPasswordBody = "application/x-www-form-urlencoded"))),
     responses(
         (status = 200, content((StatusBody = "application/json", example = json!({"status": "verified"})), (String = "text/html"))),
-        (status = 400, description = "invalid-token when unknown, used or expired",
+        (status = 400, description = "invalid-token when the token is unknown, used or expired or the password matches no sign-up of the address (one answer)",
             content((Problem = "application/problem+json"), (String = "text/html"))),
 ))]
-async fn verify_email(State(uc): Uc<Verification>, Ctx(ctx): Ctx, body: ApiResult<FormOrJson<TokenBody>>) -> Response {
+async fn verify_email(
+    State(uc): Uc<Verification>,
+    Ctx(ctx): Ctx,
+    body: ApiResult<FormOrJson<TokenPasswordBody>>,
+) -> Response {
     let form = body.as_ref().is_ok_and(|b| b.1);
     let r = async {
         let FormOrJson(b, _) = body?;
-        uc.verify_email(&b.token, &ctx).await?;
+        uc.verify_email(&b.token, &b.password, &ctx).await?;
         Ok(json_response(StatusCode::OK, &serde_json::json!({"status": "verified"})))
     }
     .await;

@@ -65,15 +65,30 @@ pub fn attempted_signup(product: &str, base_url: &str, to: &str) -> Mail {
 }
 
 /// Sent when repeated failed sign-ins lock the account.
-pub fn account_locked(product: &str, to: &str, minutes: u64) -> Mail {
+/// `unlock`: the base URL and the one-time token of the unlock link (account-wide locks only),
+/// with which the owner signs in despite the lock.
+pub fn account_locked(product: &str, to: &str, minutes: u64, unlock: Option<(&str, &str)>) -> Mail {
     let intro =
         format!("Your {product} account was locked for {minutes} minutes after repeated failed sign-in attempts.");
     let advice = "If this was not you, someone may be guessing your password: choose a new, unique one.";
-    Mail {
-        to: to.to_owned(),
-        subject: format!("{product}: account temporarily locked"),
-        text: format!("{intro}\n\n{advice}\n"),
-        html: Some(html_page(product, &[&intro, advice], None)),
+    match unlock {
+        None => Mail {
+            to: to.to_owned(),
+            subject: format!("{product}: account temporarily locked"),
+            text: format!("{intro}\n\n{advice}\n"),
+            html: Some(html_page(product, &[&intro, advice], None)),
+        },
+        Some((base_url, token)) => {
+            let link = format!("{base_url}/auth/unlock?token={token}");
+            let how = "To sign in now anyway, open this link and enter your password. It works once, \
+                       for 1 hour, and only with your password.";
+            Mail {
+                to: to.to_owned(),
+                subject: format!("{product}: account temporarily locked"),
+                text: format!("{intro}\n\n{how}\n\n{link}\n\n{advice}\n"),
+                html: Some(html_page(product, &[&intro, how, advice], Some(("Unlock and sign in", &link)))),
+            }
+        }
     }
 }
 
@@ -113,6 +128,51 @@ pub enum MfaNotice {
     CodesRegenerated,
     RecoveryCodeUsed,
     ResetByAdmin,
+}
+
+/// What an administrator did to an account (`admin_notice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminNotice {
+    /// Fields named in the notice were changed (address, password, role, verification, name).
+    Changed,
+    Deactivated,
+    Reactivated,
+    SessionsRevoked,
+    Deleted,
+}
+
+/// Sent to the owner whenever an administrator changes the account (to the address it had
+/// before the change).
+pub fn admin_notice(product: &str, base_url: &str, to: &str, what: AdminNotice, fields: &[&str]) -> Mail {
+    let (subject, intro) = match what {
+        AdminNotice::Changed => (
+            "your account was changed by an administrator",
+            format!(
+                "An administrator changed your {product} account ({}).",
+                fields.iter().map(|f| f.replace('_', " ")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        AdminNotice::Deactivated => {
+            ("your account was deactivated", format!("An administrator deactivated your {product} account."))
+        }
+        AdminNotice::Reactivated => {
+            ("your account was reactivated", format!("An administrator reactivated your {product} account."))
+        }
+        AdminNotice::SessionsRevoked => (
+            "you were signed out everywhere",
+            format!("An administrator signed your {product} account out of every session."),
+        ),
+        AdminNotice::Deleted => {
+            ("your account was deleted", format!("An administrator deleted your {product} account."))
+        }
+    };
+    let advice = format!("If you did not expect this, contact your administrator ({base_url}).");
+    Mail {
+        to: to.to_owned(),
+        subject: format!("{product}: {subject}"),
+        text: format!("{intro}\n\n{advice}\n"),
+        html: Some(html_page(product, &[&intro, &advice], None)),
+    }
 }
 
 /// Sent to the owner whenever the second factor changes or a recovery code signs in.
@@ -202,7 +262,9 @@ mod tests {
         let mails = [
             verification(p, base, to, "u.t1"),
             attempted_signup(p, base, to),
-            account_locked(p, to, 15),
+            admin_notice(p, base, to, AdminNotice::Changed, &["email", "password"]),
+            account_locked(p, to, 15, None),
+            account_locked(p, to, 15, Some((base, "u.t4"))),
             password_reset(p, base, to, "u.t2"),
             password_changed(p, base, to),
             email_change_confirm(p, base, to, "u.t3"),
@@ -222,8 +284,11 @@ mod tests {
                 }
             }
         }
-        assert!(mails[3].text.contains("https://id.acme.test/auth/reset-password?token=u.t2"));
-        assert!(mails[5].text.contains("https://id.acme.test/auth/confirm-email-change?token=u.t3"));
+        assert!(mails[2].text.contains("email, password"));
+        assert!(mails[4].text.contains("https://id.acme.test/auth/unlock?token=u.t4"));
+        assert!(!mails[3].text.contains("token="), "a lock of one IP carries no link");
+        assert!(mails[5].text.contains("https://id.acme.test/auth/reset-password?token=u.t2"));
+        assert!(mails[7].text.contains("https://id.acme.test/auth/confirm-email-change?token=u.t3"));
     }
 
     #[test]

@@ -119,6 +119,12 @@ fn user_to_item(u: &User) -> Item {
     if u.mfa_enabled {
         m.insert("mfa_enabled".into(), AttributeValue::Bool(true));
     }
+    if u.pending_signup {
+        m.insert("pending_signup".into(), AttributeValue::Bool(true));
+    }
+    if !u.registrations.is_empty() {
+        m.insert("registrations".into(), registrations_value(&u.registrations));
+    }
     // Admin listing: the user's shard of gsi2, ordered by email (see `LISTING_SHARDS`).
     m.insert("gsi2pk".into(), s(listing_shard(&u.id)));
     m.insert("gsi2sk".into(), s(&u.email));
@@ -144,6 +150,36 @@ pub(crate) fn listing_shard(id: &str) -> String {
     format!("USERS#{}", u32::from(h[0]) % LISTING_SHARDS)
 }
 
+/// Pending sign-ups as a list of maps `{h, n?, at}` on the user item.
+fn registrations_value(rs: &[Registration]) -> AttributeValue {
+    AttributeValue::L(
+        rs.iter()
+            .map(|r| {
+                let mut m = HashMap::from([("h".to_owned(), s(&r.password_hash)), ("at".to_owned(), n(r.created_at))]);
+                if let Some(name) = &r.name {
+                    m.insert("n".to_owned(), s(name));
+                }
+                AttributeValue::M(m)
+            })
+            .collect(),
+    )
+}
+
+fn registrations_of(m: &Item) -> Result<Vec<Registration>, StoreError> {
+    let Some(v) = m.get("registrations") else { return Ok(Vec::new()) };
+    let list = v.as_l().map_err(|_| corrupt("user"))?;
+    list.iter()
+        .map(|r| {
+            let r = r.as_m().map_err(|_| corrupt("user"))?;
+            Ok(Registration {
+                password_hash: get_s(r, "h").ok_or_else(|| corrupt("user"))?,
+                name: get_s(r, "n"),
+                created_at: get_n(r, "at").ok_or_else(|| corrupt("user"))?,
+            })
+        })
+        .collect()
+}
+
 fn item_to_user(m: &Item) -> Result<User, StoreError> {
     Ok(User {
         id: get_s(m, "id").ok_or_else(|| corrupt("user"))?,
@@ -158,6 +194,8 @@ fn item_to_user(m: &Item) -> Result<User, StoreError> {
         last_login_at: get_n(m, "last_login_at"),
         session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
         mfa_enabled: get_b(m, "mfa_enabled"),
+        pending_signup: get_b(m, "pending_signup"),
+        registrations: registrations_of(m)?,
     })
 }
 
@@ -872,6 +910,9 @@ impl DynamoStore {
         for (k, v) in values {
             apply = apply.expression_attribute_values(k, v);
         }
+        if update.contains("#name") {
+            apply = apply.expression_attribute_names("#name", "name");
+        }
         let req = self
             .client
             .transact_write_items()
@@ -942,7 +983,21 @@ impl OneTimeTokenStore for DynamoStore {
         let values = vec![(":new", s(new_hash)), (":now", n(now)), (":one", n(1))];
         let done =
             self.consume_and_update(OneTimeKind::ResetPassword, user_id, hash, now, sv, true, set, values).await?;
-        Ok(done.then_some(sv + 1))
+        if done {
+            return Ok(Some(sv + 1));
+        }
+        // Refused: an unknown, used or stale token, or the SDK's retry of this very write after
+        // its answer was lost (the token is spent by then). The new hash's salt is unique, so a
+        // user holding it at `sv + 1` is this reset, landed: success, not `invalid-token`. (A
+        // transaction client request token would say the same without the read, but DynamoDB
+        // Local answers success to the retry of a transaction that lost a conflict, which the
+        // contract suite's concurrent resets caught.)
+        let current = self.get(key(user_pk(user_id), PROFILE)).await?;
+        Ok(current
+            .filter(|item| get_s(item, "password_hash").as_deref() == Some(new_hash))
+            .and_then(|item| get_n(&item, "sv"))
+            .map(|v| v.max(0) as u64)
+            .filter(|v| *v == sv + 1))
     }
 
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
@@ -1041,45 +1096,95 @@ impl OneTimeTokenStore for DynamoStore {
         }
     }
 
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError> {
-        let set = "SET is_verified = :t, updated_at = :now";
-        let values = vec![(":t", AttributeValue::Bool(true)), (":now", n(now))];
+    async fn verify_email(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        sv: u64,
+        chosen: Option<&Registration>,
+    ) -> Result<bool, StoreError> {
+        let mut values = vec![(":t", AttributeValue::Bool(true)), (":now", n(now))];
+        // `name` is a reserved word: the chosen registration's name is written through the
+        // `#name` placeholder that `consume_and_update` declares when it is asked to.
+        let set = match chosen {
+            None => "SET is_verified = :t, updated_at = :now REMOVE pending_signup, registrations",
+            Some(r) => {
+                values.push((":h", s(&r.password_hash)));
+                values.push((":one", n(1)));
+                match &r.name {
+                    Some(name) => {
+                        values.push((":name", s(name)));
+                        "SET is_verified = :t, updated_at = :now, password_hash = :h, #name = :name \
+                         REMOVE pending_signup, registrations ADD sv :one"
+                    }
+                    None => {
+                        "SET is_verified = :t, updated_at = :now, password_hash = :h \
+                         REMOVE pending_signup, registrations, #name ADD sv :one"
+                    }
+                }
+            }
+        };
         self.consume_and_update(OneTimeKind::VerifyEmail, user_id, hash, now, sv, false, set, values).await
     }
 
-    async fn replace_registration(
+    async fn spend_one_time(
         &self,
+        kind: OneTimeKind,
         user_id: &str,
-        sv: u64,
-        password_hash: &str,
-        name: Option<&str>,
-        token_hash: &str,
-        expires_at: i64,
+        hash: &str,
         now: i64,
+        sv: u64,
     ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), &one_time_sk(kind))))
+            .condition_expression("token_hash = :h AND expires_at > :now AND sv = :sv")
+            .expression_attribute_values(":h", s(hash))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":sv", n(sv))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn add_registration(&self, r: &NewRegistration<'_>) -> Result<bool, StoreError> {
+        let sv = r.read.session_version;
         let mut update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(user_pk(user_id), PROFILE)))
-            .condition_expression("is_verified = :f AND sv = :sv")
-            .expression_attribute_names("#name", "name")
+            .set_key(Some(key(user_pk(r.user_id), PROFILE)))
+            .update_expression("SET registrations = :regs, updated_at = :now")
             .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
             .expression_attribute_values(":sv", n(sv))
-            .expression_attribute_values(":h", s(password_hash))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":one", n(1));
-        update = match name {
-            Some(v) => update
-                .update_expression("SET password_hash = :h, #name = :name, updated_at = :now ADD sv :one")
-                .expression_attribute_values(":name", s(v)),
-            None => update.update_expression("SET password_hash = :h, updated_at = :now REMOVE #name ADD sv :one"),
+            .expression_attribute_values(":regs", registrations_value(r.registrations))
+            .expression_attribute_values(":now", n(r.now));
+        // The registrations must still be the ones read: two concurrent sign-ups both add theirs
+        // (the loser reads again), and neither replaces the other's.
+        update = if r.read.registrations.is_empty() {
+            update.condition_expression(
+                "is_verified = :f AND pending_signup = :t AND sv = :sv AND attribute_not_exists(registrations)",
+            )
+        } else {
+            update
+                .condition_expression("is_verified = :f AND pending_signup = :t AND sv = :sv AND registrations = :old")
+                .expression_attribute_values(":old", registrations_value(&r.read.registrations))
         };
-        let token = Self::token_item(OneTimeKind::VerifyEmail, user_id, token_hash, None, expires_at, sv + 1);
-        let put = Put::builder().table_name(&self.table).set_item(Some(token)).build().map_err(unavailable)?;
-        let req = self
+        let mut req = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build())
-            .transact_items(TransactWriteItem::builder().put(put).build());
+            .transact_items(TransactWriteItem::builder().update(update.build().map_err(unavailable)?).build());
+        if let Some(hash) = r.token_hash {
+            let token = Self::token_item(OneTimeKind::VerifyEmail, r.user_id, hash, None, r.expires_at, sv);
+            let put = Put::builder().table_name(&self.table).set_item(Some(token)).build().map_err(unavailable)?;
+            req = req.transact_items(TransactWriteItem::builder().put(put).build());
+        }
         match transact(req).await {
             Ok(()) => Ok(true),
             Err(e) if transaction_condition_failed(&e) => Ok(false),
@@ -1716,6 +1821,8 @@ impl AdminStore for DynamoStore {
                     last_login_at: extra.get(&id).and_then(|e| e.0),
                     session_version: 0,
                     mfa_enabled: extra.get(&id).is_some_and(|e| e.1),
+                    pending_signup: false,
+                    registrations: Vec::new(),
                     id,
                 })
             })
@@ -1752,13 +1859,15 @@ impl AdminStore for DynamoStore {
             values.push((":email", s(&next.email)));
             values.push((":shard", s(listing_shard(&current.id))));
         }
-        let mut remove = "";
+        // An account whose credentials an administrator changed is no pending sign-up any more
+        // (`UserChanges::takes_over`).
+        let mut remove = if changes.takes_over() { vec!["pending_signup", "registrations"] } else { vec![] };
         match &changes.name {
             Some(Some(name)) => {
                 set.push("#name = :name");
                 values.push((":name", s(name)));
             }
-            Some(None) => remove = " REMOVE #name",
+            Some(None) => remove.push("#name"),
             None => {}
         }
         for (field, attr, value) in [
@@ -1775,10 +1884,13 @@ impl AdminStore for DynamoStore {
             set.push("password_hash = :ph");
             values.push((":ph", s(h)));
         }
-        let mut expr = format!("SET {}{remove}", set.join(", "));
         if next.email != current.email {
             // The schema-2 listing keys go with the old address (`secure-auth migrate` step 3).
-            expr.push_str(if remove.is_empty() { " REMOVE gsi1pk, gsi1sk" } else { ", gsi1pk, gsi1sk" });
+            remove.extend(["gsi1pk", "gsi1sk"]);
+        }
+        let mut expr = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         if changes.bump_session_version {
             expr.push_str(" ADD sv :one");

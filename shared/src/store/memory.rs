@@ -24,7 +24,7 @@ struct Lock {
     expires_at: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Inner {
     users: HashMap<String, User>,
     emails: HashMap<String, String>,
@@ -76,6 +76,13 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A copy of everything stored, as it is now (the lifecycle model test checks what the
+    /// owner could do next on a copy, so that the check changes nothing).
+    #[cfg(test)]
+    pub fn snapshot(&self) -> Self {
+        Self { inner: Mutex::new(self.lock().map(|g| g.clone()).unwrap_or_default()) }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -306,39 +313,67 @@ impl OneTimeTokenStore for MemoryStore {
         Ok(EmailChange::Changed { user, old_email })
     }
 
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError> {
+    async fn verify_email(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        sv: u64,
+        chosen: Option<&Registration>,
+    ) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
-        if g.spendable(OneTimeKind::VerifyEmail, user_id, hash, now, false).is_none_or(|t| t.sv != sv) {
+        if g.spendable(OneTimeKind::VerifyEmail, user_id, hash, now, false).is_none_or(|t| t.sv != sv)
+            || g.users.get(user_id).is_none_or(|u| u.session_version != sv)
+        {
             return Ok(false);
         }
         g.take_one_time(OneTimeKind::VerifyEmail, user_id, hash, now, false);
         if let Some(u) = g.users.get_mut(user_id) {
             u.is_verified = true;
             u.updated_at = now;
+            u.pending_signup = false;
+            u.registrations.clear();
+            if let Some(r) = chosen {
+                u.password_hash = r.password_hash.clone();
+                u.name = r.name.clone();
+                u.session_version += 1;
+            }
         }
         Ok(true)
     }
 
-    async fn replace_registration(
+    async fn spend_one_time(
         &self,
+        kind: OneTimeKind,
         user_id: &str,
-        sv: u64,
-        password_hash: &str,
-        name: Option<&str>,
-        token_hash: &str,
-        expires_at: i64,
+        hash: &str,
         now: i64,
+        sv: u64,
     ) -> Result<bool, StoreError> {
         let mut g = self.lock()?;
-        let Some(u) = g.users.get_mut(user_id).filter(|u| !u.is_verified && u.session_version == sv) else {
+        if g.spendable(kind, user_id, hash, now, false).is_none_or(|t| t.sv != sv) {
+            return Ok(false);
+        }
+        Ok(g.take_one_time(kind, user_id, hash, now, false).is_some())
+    }
+
+    async fn add_registration(&self, r: &NewRegistration<'_>) -> Result<bool, StoreError> {
+        let mut g = self.lock()?;
+        let Some(u) = g.users.get_mut(r.user_id).filter(|u| {
+            !u.is_verified
+                && u.pending_signup
+                && u.session_version == r.read.session_version
+                && u.registrations == r.read.registrations
+        }) else {
             return Ok(false);
         };
-        u.password_hash = password_hash.to_owned();
-        u.name = name.map(str::to_owned);
-        u.session_version += 1;
-        u.updated_at = now;
-        let t = OneTime { hash: token_hash.to_owned(), expires_at, payload: None, sv: sv + 1 };
-        g.one_time.insert((user_id.to_owned(), OneTimeKind::VerifyEmail.as_str()), t);
+        u.registrations = r.registrations.to_vec();
+        u.updated_at = r.now;
+        if let Some(hash) = r.token_hash {
+            let t =
+                OneTime { hash: hash.to_owned(), expires_at: r.expires_at, payload: None, sv: r.read.session_version };
+            g.one_time.insert((r.user_id.to_owned(), OneTimeKind::VerifyEmail.as_str()), t);
+        }
         Ok(true)
     }
 }

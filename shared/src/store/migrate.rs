@@ -13,6 +13,16 @@
 //!   listing shows): each user item gains `gsi2pk`/`gsi2sk` and loses `gsi1pk`/`gsi1sk`.
 //!   Rate-limit items of the earlier design (one item per key and window, sort key `RATE`) are
 //!   deleted; they would expire by TTL within two windows anyway.
+//! - 4: the per-email limits of login and the password grant count per (address, client IP)
+//!   (`login#email#<address>\u{1f}<ip>`), so that other clients never spend the owner's budget:
+//!   the counters of the whole address (`login#email#<address>`, `token#email#<address>`) are
+//!   read by nothing any more and are deleted (TTL would take them within two windows).
+//!   Nothing else changes format: user items gain `pending_signup` and `registrations` only as
+//!   sign-ups write them, and an unverified user written before has neither, so it reads as an
+//!   account no sign-up changes (it may be an administrator's: the old format does not say); its
+//!   owner finishes with a verification link and its password, or forgot-password first. Lock
+//!   items, sessions and one-time tokens keep their format (the unlock link is a new kind of
+//!   one-time token in the same shape).
 
 use std::collections::HashMap;
 
@@ -26,7 +36,7 @@ use super::dynamo::{DynamoStore, unavailable};
 type Item = HashMap<String, AttributeValue>;
 
 /// The item format this code writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// What one step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +57,7 @@ pub async fn run(client: &Client, table: &str, dry_run: bool) -> Result<Vec<Step
         bind_tokens_to_session_versions(client, table, dry_run).await?,
         shard_the_listing_index(client, table, dry_run).await?,
         drop_per_window_rate_items(client, table, dry_run).await?,
+        drop_whole_address_sign_in_counters(client, table, dry_run).await?,
     ])
 }
 
@@ -173,6 +184,48 @@ async fn drop_per_window_rate_items(client: &Client, table: &str, dry_run: bool)
     let mut report = StepReport { step: 3, name: "delete per-window rate-limit items", ..Default::default() };
     let filter = "begins_with(pk, :rate) AND sk = :old";
     let values = [(":rate", AttributeValue::S("RATE#".into())), (":old", AttributeValue::S("RATE".into()))];
+    let mut start = None;
+    loop {
+        let (items, next) = scan_page(client, table, filter, &values, start).await?;
+        for item in items {
+            report.found += 1;
+            if dry_run {
+                continue;
+            }
+            client
+                .delete_item()
+                .table_name(table)
+                .key("pk", item["pk"].clone())
+                .key("sk", item["sk"].clone())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            report.migrated += 1;
+        }
+        start = next;
+        if start.is_none() {
+            return Ok(report);
+        }
+    }
+}
+
+/// Step 4: the per-address counters of login and the password grant (no client IP in the key).
+async fn drop_whole_address_sign_in_counters(
+    client: &Client,
+    table: &str,
+    dry_run: bool,
+) -> Result<StepReport, StoreError> {
+    let mut report = StepReport {
+        step: 4,
+        name: "delete per-address sign-in counters (now per address and IP)",
+        ..Default::default()
+    };
+    let filter = "(begins_with(pk, :login) OR begins_with(pk, :token)) AND NOT contains(pk, :sep)";
+    let values = [
+        (":login", AttributeValue::S("RATE#login#email#".into())),
+        (":token", AttributeValue::S("RATE#token#email#".into())),
+        (":sep", AttributeValue::S(super::LOCK_KEY_SEP.to_string())),
+    ];
     let mut start = None;
     loop {
         let (items, next) = scan_page(client, table, filter, &values, start).await?;

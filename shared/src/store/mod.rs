@@ -40,6 +40,71 @@ pub struct User {
     /// A second factor (TOTP) is active: a correct password alone starts no session. Items
     /// written before the factor existed have no such attribute and read as `false`.
     pub mfa_enabled: bool,
+    /// Made by a self-service sign-up and not verified yet: a later sign-up for the address
+    /// adds a registration (`registrations`) instead of being refused. `false` for accounts an
+    /// administrator made, verified ones, and items written before it existed (which a sign-up
+    /// therefore never changes).
+    pub pending_signup: bool,
+    /// The sign-ups for this unverified address after the first (whose password is
+    /// `password_hash`), oldest first, at most `MAX_REGISTRATIONS`. Verification activates the
+    /// one whose password it is given and discards the others; none replaces another.
+    pub registrations: Vec<Registration>,
+}
+
+/// One pending self-service sign-up beyond an unverified account's first. `Debug` never shows
+/// the hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub password_hash: String,
+    pub name: Option<String>,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("created_at", &self.created_at).finish_non_exhaustive()
+    }
+}
+
+/// How many sign-ups an unverified address keeps besides its first; a further one drops the
+/// oldest of them (the per-address sign-up limit makes that take hours).
+pub const MAX_REGISTRATIONS: usize = 8;
+
+/// A sign-up for the address of an unverified, self-registered account (`add_registration`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewRegistration<'a> {
+    pub user_id: &'a str,
+    /// The account as read: its session version and its registrations, which the write
+    /// replaces with `registrations` only if they are still exactly these.
+    pub read: &'a User,
+    /// The account's registrations after this one is added (`User::with_registration`).
+    pub registrations: &'a [Registration],
+    /// The new verification link (its hash), which replaces the address's older one; `None`
+    /// when no link can be mailed now (the account's mail cap), so the older one stays valid.
+    pub token_hash: Option<&'a str>,
+    pub expires_at: i64,
+    pub now: i64,
+}
+
+impl User {
+    /// The password hash a sign-in for this account is checked against: the newest pending
+    /// sign-up's for an unverified address that has several, else the account's. One hash, so
+    /// a login costs one argon2 verification whatever the account holds.
+    pub fn sign_in_hash(&self) -> &str {
+        match self.registrations.last() {
+            Some(r) if !self.is_verified => &r.password_hash,
+            _ => &self.password_hash,
+        }
+    }
+
+    /// The account's registrations with `r` added (the oldest dropped past `MAX_REGISTRATIONS`).
+    pub fn with_registration(&self, r: Registration) -> Vec<Registration> {
+        let mut all = self.registrations.clone();
+        all.push(r);
+        let extra = all.len().saturating_sub(MAX_REGISTRATIONS);
+        all.drain(..extra);
+        all
+    }
 }
 
 /// A refresh-token rotation family. `Debug` never shows a token hash.
@@ -138,6 +203,8 @@ pub enum OneTimeKind {
     VerifyEmail,
     ResetPassword,
     ChangeEmail,
+    /// The account-lock notice's link: the owner signs in despite the lock (1 hour).
+    Unlock,
 }
 
 impl OneTimeKind {
@@ -146,6 +213,7 @@ impl OneTimeKind {
             OneTimeKind::VerifyEmail => "VERIFY_EMAIL",
             OneTimeKind::ResetPassword => "RESET_PASSWORD",
             OneTimeKind::ChangeEmail => "CHANGE_EMAIL",
+            OneTimeKind::Unlock => "UNLOCK",
         }
     }
 }
@@ -213,14 +281,24 @@ pub struct MfaChallenge {
     pub expires_at: i64,
 }
 
-/// What answers a challenge, or proves the factor to a bearer endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What answers a challenge, or proves the factor to a bearer endpoint. `Debug` shows neither
+/// the sealed secret nor the code's hash.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MfaProof {
     /// A TOTP code of `step`, checked against the active secret `sealed` (the write is
     /// conditioned on it, so a factor replaced meanwhile refuses it).
     Totp { sealed: String, step: u64 },
     /// The hash of a recovery code.
     Recovery { hash: String },
+}
+
+impl std::fmt::Debug for MfaProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MfaProof::Totp { step, .. } => f.debug_struct("Totp").field("step", step).finish_non_exhaustive(),
+            MfaProof::Recovery { .. } => f.debug_struct("Recovery").finish_non_exhaustive(),
+        }
+    }
 }
 
 /// What the login's second step writes (`MfaStore::complete_mfa_sign_in`).
@@ -346,10 +424,29 @@ pub trait OneTimeTokenStore: Send + Sync {
         hash: &str,
         now: i64,
     ) -> Result<Option<PendingToken>, StoreError>;
+    /// Deletes the live token of `kind` whose hash is `hash` if it was issued at session
+    /// version `sv` (one conditional delete): `true` for the one call that spent it.
+    async fn spend_one_time(
+        &self,
+        kind: OneTimeKind,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        sv: u64,
+    ) -> Result<bool, StoreError>;
     /// Consumes a live verification token issued at `sv` and marks the user verified, in one
-    /// transaction, if the user is still at `sv`. `false` when the token is unknown, used,
-    /// superseded, expired or stale.
-    async fn verify_email(&self, user_id: &str, hash: &str, now: i64, sv: u64) -> Result<bool, StoreError>;
+    /// transaction, if the user is still at `sv`; the pending registrations are discarded.
+    /// With `chosen` (one of the account's `registrations`, whose password the verification
+    /// was given) its password and name become the account's and the session version moves
+    /// on. `false` when the token is unknown, used, superseded, expired or stale.
+    async fn verify_email(
+        &self,
+        user_id: &str,
+        hash: &str,
+        now: i64,
+        sv: u64,
+        chosen: Option<&Registration>,
+    ) -> Result<bool, StoreError>;
     /// Consumes a live reset token issued at `sv`, sets the new hash and bumps the session
     /// version, in one transaction, if the user is still active and at `sv`; the new version,
     /// or `None` otherwise.
@@ -365,21 +462,13 @@ pub trait OneTimeTokenStore: Send + Sync {
     /// transaction (old claim deleted, new claim created, user updated, session version bumped),
     /// if the user is active and still at the token's session version.
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError>;
-    /// A new sign-up for the address of the unverified user `user_id` (at `sv`) replaces its
-    /// pending registration: the new password hash (and name) and a new verification token, in
-    /// one transaction that also bumps the session version, so the earlier registrant's link and
-    /// password are gone. `false` if the user was verified or changed meanwhile.
-    #[allow(clippy::too_many_arguments)]
-    async fn replace_registration(
-        &self,
-        user_id: &str,
-        sv: u64,
-        password_hash: &str,
-        name: Option<&str>,
-        token_hash: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError>;
+    /// A new sign-up for the address of an unverified, self-registered account: its
+    /// registrations become `r.registrations` and a new verification link replaces the older
+    /// one, in one transaction, if the account is still unverified, self-registered, at the
+    /// session version read and holds exactly the registrations read. `false` otherwise (a
+    /// concurrent sign-up, a verification, an admin's change): nothing is written. The
+    /// account's own password and every other registration stay as they are.
+    async fn add_registration(&self, r: &NewRegistration<'_>) -> Result<bool, StoreError>;
 }
 
 /// Separates the account from the client IP in a per-(account, IP) lockout key. A control
@@ -670,8 +759,22 @@ impl UserChanges {
         if self.bump_session_version {
             u.session_version += 1;
         }
+        if self.takes_over() {
+            u.pending_signup = false;
+            u.registrations.clear();
+        }
         u.updated_at = now;
         u
+    }
+
+    /// Whether the changes make the account the administrator's: a change of its credentials,
+    /// address, role or verification. A later sign-up for the address then no longer adds
+    /// registrations to it. (A name or an activation leaves a pending sign-up pending.)
+    pub fn takes_over(&self) -> bool {
+        self.email.is_some()
+            || self.is_superuser.is_some()
+            || self.is_verified.is_some()
+            || self.password_hash.is_some()
     }
 }
 
@@ -685,17 +788,21 @@ pub trait TokenPort: UserLookup + OneTimeTokenStore {}
 impl<T: UserLookup + OneTimeTokenStore> TokenPort for T {}
 
 /// The lockout gate: its counters, and the owner to mail when it locks.
-pub trait LockoutPort: UserLookup + LockoutStore {}
-impl<T: UserLookup + LockoutStore> LockoutPort for T {}
+pub trait LockoutPort: UserLookup + LockoutStore + OneTimeTokenStore {}
+impl<T: UserLookup + LockoutStore + OneTimeTokenStore> LockoutPort for T {}
 
 /// Login: lockout, the user, the session it starts (or the challenge of its second factor).
-pub trait LoginPort: UserLookup + UserUpdates + LockoutStore + SessionStore + MfaStore {}
-impl<T: UserLookup + UserUpdates + LockoutStore + SessionStore + MfaStore> LoginPort for T {}
+pub trait LoginPort: UserLookup + UserUpdates + OneTimeTokenStore + LockoutStore + SessionStore + MfaStore {}
+impl<T: UserLookup + UserUpdates + OneTimeTokenStore + LockoutStore + SessionStore + MfaStore> LoginPort for T {}
 
 /// The second factor: enrolment and management (under the lockout gate), and the login's
 /// second step, which starts the session.
 pub trait MfaPort: UserLookup + MfaStore + LockoutStore + SessionStore {}
 impl<T: UserLookup + MfaStore + LockoutStore + SessionStore> MfaPort for T {}
+
+/// Bearer authentication: the token's user and its session, read together.
+pub trait BearerPort: UserLookup + SessionStore {}
+impl<T: UserLookup + SessionStore> BearerPort for T {}
 
 /// Refresh, logout and session management.
 pub trait SessionPort: UserLookup + UserUpdates + SessionStore {}
@@ -706,8 +813,8 @@ pub trait RecoveryPort: UserLookup + OneTimeTokenStore + SessionStore + LockoutS
 impl<T: UserLookup + OneTimeTokenStore + SessionStore + LockoutStore> RecoveryPort for T {}
 
 /// The signed-in user's own account: password and email (under the lockout gate).
-pub trait AccountPort: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore {}
-impl<T: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore> AccountPort for T {}
+pub trait AccountPort: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore + MfaStore {}
+impl<T: UserLookup + UserUpdates + OneTimeTokenStore + SessionStore + LockoutStore + MfaStore> AccountPort for T {}
 
 /// Administration.
 pub trait AdminPort: UserLookup + UserUpdates + AdminStore + LockoutStore + SessionStore {}
