@@ -33,21 +33,6 @@ async fn login_status(s: &TestServer, email: &str, password: &str) -> u16 {
     s.post("/auth/login", json!({"email": email, "password": password})).await.status().as_u16()
 }
 
-/// Status, headers (less the per-request ones) and body (less `request_id`) of an answer.
-async fn fingerprint(r: reqwest::Response) -> (u16, Vec<(String, String)>, Value) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, String)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date" | "content-length"))
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
-        .collect();
-    headers.sort();
-    let mut body: Value = r.json().await.unwrap();
-    body.as_object_mut().unwrap().remove("request_id");
-    (status, headers, body)
-}
-
 /// The newest link to `path` in the mails to `to`.
 async fn link_in_mail(to: &str, path: &str) -> Option<String> {
     let needle = format!("{path}?token=");

@@ -8,21 +8,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use e2e::*;
 use serde_json::{Value, json};
 
-/// Status, headers (but the per-request ones) and body (but `request_id`) of a response.
-async fn fingerprint(r: reqwest::Response) -> (u16, Vec<(String, String)>, Value) {
-    let status = r.status().as_u16();
-    let mut headers: Vec<(String, String)> = r
-        .headers()
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date" | "content-length"))
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
-        .collect();
-    headers.sort();
-    let mut body: Value = r.json().await.unwrap();
-    body.as_object_mut().unwrap().remove("request_id");
-    (status, headers, body)
-}
-
 #[tokio::test]
 async fn given_unknown_email_or_wrong_password_or_locked_then_login_answers_identically() {
     let s = start(|c| c.lockout.threshold = 3).await;

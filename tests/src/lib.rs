@@ -76,6 +76,21 @@ async fn start_with(tweak: impl FnOnce(&mut Config), admin: Option<local_server:
     TestServer { base, http: reqwest::Client::new(), table, ddb, admin_email }
 }
 
+/// Status, headers (but the per-request ones) and body (but `request_id`) of a response.
+pub async fn fingerprint(r: reqwest::Response) -> (u16, Vec<(String, String)>, Value) {
+    let status = r.status().as_u16();
+    let mut headers: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date" | "content-length"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    let mut body: Value = r.json().await.unwrap();
+    body.as_object_mut().unwrap().remove("request_id");
+    (status, headers, body)
+}
+
 /// A fresh address nobody else in the moto instance uses.
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())

@@ -16,11 +16,6 @@ use crate::password::{Hasher, Verified};
 use crate::secret::Password;
 use crate::store::{LoginPort, User};
 
-#[cfg(test)]
-fn links(k: &crate::domain::testkit::Kit) -> VerificationLinks {
-    VerificationLinks::new(k.notifier(), &k.cfg, k.clock.shared())
-}
-
 /// The login use case.
 pub struct Login {
     store: Arc<dyn LoginPort>,
@@ -143,6 +138,10 @@ impl Login {
 mod tests {
     use super::*;
     use crate::domain::testkit::{Kit, PASSWORD};
+
+    fn links(k: &Kit) -> VerificationLinks {
+        VerificationLinks::new(k.notifier(), &k.cfg, k.clock.shared())
+    }
 
     fn login(k: &Kit) -> Login {
         Login::new(k.store.clone(), k.hasher.clone(), k.lockout(), k.issuer(), links(k), None, k.clock.shared())

@@ -88,6 +88,17 @@ pub fn error_page(e: &ApiError) -> Response {
     page(status, title, &format!("<ul class=\"error\">{detail}</ul>"))
 }
 
+/// The page a mail link opens: `form` of the link's token, or the invalid-link page (or, for a
+/// query that does not parse, the problem).
+fn link_page(q: ApiResult<Query<LinkQuery>>, title: &str, form: impl FnOnce(&str) -> String) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return e.into_response(),
+    };
+    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
+    page(StatusCode::OK, title, &form(token))
+}
+
 /// The `?token=` of a mail link.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -112,23 +123,16 @@ fn hidden_token(token: &str) -> String {
         content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
 pub async fn verify_email_page(q: ApiResult<Query<LinkQuery>>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return e.into_response(),
-    };
-    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
-    page(
-        StatusCode::OK,
-        "Verify your email address",
-        &format!(
+    link_page(q, "Verify your email address", |token| {
+        format!(
             "<form method=\"post\" action=\"/auth/verify-email\">{}\
              <label for=\"password\">The password you chose when you signed up</label>\
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" \
              maxlength=\"128\" required>\
              <button type=\"submit\">Verify my email address</button></form>",
             hidden_token(token)
-        ),
-    )
+        )
+    })
 }
 
 /// Opens the reset link: a new-password form that POSTs the token and the password.
@@ -138,23 +142,16 @@ pub async fn verify_email_page(q: ApiResult<Query<LinkQuery>>) -> Response {
         content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
 pub async fn reset_password_page(q: ApiResult<Query<LinkQuery>>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return e.into_response(),
-    };
-    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
-    page(
-        StatusCode::OK,
-        "Choose a new password",
-        &format!(
+    link_page(q, "Choose a new password", |token| {
+        format!(
             "<form method=\"post\" action=\"/auth/reset-password\">{}\
              <label for=\"new_password\">New password (at least 12 characters)</label>\
              <input id=\"new_password\" name=\"new_password\" type=\"password\" autocomplete=\"new-password\" \
              minlength=\"8\" maxlength=\"128\" required>\
              <button type=\"submit\">Set my new password</button></form>",
             hidden_token(token)
-        ),
-    )
+        )
+    })
 }
 
 /// Opens the email-change link: one button that POSTs the token.
@@ -164,19 +161,12 @@ pub async fn reset_password_page(q: ApiResult<Query<LinkQuery>>) -> Response {
         content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
 pub async fn confirm_email_change_page(q: ApiResult<Query<LinkQuery>>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return e.into_response(),
-    };
-    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
-    page(
-        StatusCode::OK,
-        "Confirm your new email address",
-        &format!(
+    link_page(q, "Confirm your new email address", |token| {
+        format!(
             "<form method=\"post\" action=\"/auth/confirm-email-change\">{}<button type=\"submit\">Confirm my new address</button></form>",
             hidden_token(token)
-        ),
-    )
+        )
+    })
 }
 
 /// Opens the unlock link of an account-lock notice: a password form that POSTs it with the
@@ -187,15 +177,8 @@ pub async fn confirm_email_change_page(q: ApiResult<Query<LinkQuery>>) -> Respon
         content((String = "text/html"), (Problem = "application/problem+json"))),
 ))]
 pub async fn unlock_page(q: ApiResult<Query<LinkQuery>>) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return e.into_response(),
-    };
-    let Some(token) = well_formed(&q.token) else { return error_page(&ApiError::Domain(DomainError::InvalidToken)) };
-    page(
-        StatusCode::OK,
-        "Unlock your account",
-        &format!(
+    link_page(q, "Unlock your account", |token| {
+        format!(
             "<p>Your account was locked after repeated failed sign-ins. Enter your password to lift the lock. \
              The link works once.</p>\
              <form method=\"post\" action=\"/auth/unlock\">{}\
@@ -204,8 +187,8 @@ pub async fn unlock_page(q: ApiResult<Query<LinkQuery>>) -> Response {
              maxlength=\"128\" required>\
              <button type=\"submit\">Unlock my account</button></form>",
             hidden_token(token)
-        ),
-    )
+        )
+    })
 }
 
 // A body carrying one mail token.
