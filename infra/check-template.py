@@ -164,6 +164,18 @@ timeout = mailer["Properties"].get("Timeout", 10)
 if res["MailQueue"]["Properties"].get("VisibilityTimeout", 30) < 6 * timeout:
     problems.append("MailQueue: visibility timeout under six times the mailer's timeout")
 
+# Every function logs to a log group of the stack's with the retention parameter: stored logs
+# never grow without bound.
+for f in sorted(functions):
+    group = res[f]["Properties"].get("LoggingConfig", {}).get("LogGroup")
+    target = res.get(group.get("Ref", "")) if isinstance(group, dict) else None
+    if not target or target["Type"] != "AWS::Logs::LogGroup":
+        problems.append(f"{f}: logs to {group!r}, not a log group of the stack")
+    elif target["Properties"].get("RetentionInDays") != {"Ref": "LogRetentionDays"}:
+        problems.append(f"{f}: its log group keeps logs {target['Properties'].get('RetentionInDays')!r}, not LogRetentionDays")
+if template["Parameters"].get("LogRetentionDays", {}).get("Default") != 30:
+    problems.append("LogRetentionDays: the default retention is not 30 days")
+
 stage = res["HttpApiApiGatewayDefaultStage"]["Properties"]
 if "ThrottlingBurstLimit" not in stage["DefaultRouteSettings"]:
     problems.append(f"no stage throttling: {stage}")
@@ -176,4 +188,4 @@ if problems:
     sys.exit(1)
 print(f"template: SAM transform OK; {len(functions)} functions, {len(paths)} API paths; IAM actions, resource "
       f"variables, routes and the JWT authorizer match the {len(endpoints)} endpoint declarations; the mail queue is "
-      f"encrypted, dead-lettered and drained by the mailer")
+      f"encrypted, dead-lettered and drained by the mailer; every function's log group keeps logs LogRetentionDays")

@@ -318,7 +318,7 @@ async fn given_users_and_rate_items_in_the_schema_2_format_then_migrate_moves_us
     assert!(login_index_writes(&ddb, &table, &first).await.0.is_empty(), "a login writes no index any more");
     // Idempotent: nothing is left for a second run (or a run after an interruption).
     let (ok, out) = migrate(&table, &[]);
-    assert!(ok && out.matches(": 0 found, migrated 0").count() == 4, "{out}");
+    assert!(ok && out.matches(": 0 found, migrated 0").count() == 5, "{out}");
 }
 
 /// The indexes that the write a login makes to a user item (`SET last_login_at` to a new time)
@@ -417,6 +417,30 @@ async fn given_pending_registrations_locks_sessions_and_counters_of_schema_3_the
         amr: vec!["pwd".into()],
     };
     store.create_session(&session).await.unwrap();
+    // A session as schema 4 wrote it: whole spent hashes and a long user agent, no stamp.
+    let old_hashes: Vec<String> = (0..16).map(|i| shared::tokens::hash_secret(&format!("old-{i}"))).collect();
+    ddb.put_item()
+        .table_name(&table)
+        .item("pk", V::S(format!("USER#{}", user.id)))
+        .item("sk", V::S("SESSION#s-older".into()))
+        .item("type", V::S("session".into()))
+        .item("user_id", V::S(user.id.clone()))
+        .item("id", V::S("s-older".into()))
+        .item("current_hash", V::S("current".into()))
+        .item("previous_hash", V::S("previous".into()))
+        .item("spent_hashes", V::L(old_hashes.iter().map(|h| V::S(h.clone())).collect()))
+        .item("rotated_at", V::N(now.to_string()))
+        .item("created_at", V::N(now.to_string()))
+        .item("last_used_at", V::N(now.to_string()))
+        .item("idle_expires_at", V::N((now + 600).to_string()))
+        .item("absolute_expires_at", V::N((now + 6000).to_string()))
+        .item("ip", V::S("198.51.100.7".into()))
+        .item("user_agent", V::S("Mozilla/5.0 ".repeat(21)))
+        .item("sv", V::N("1".into()))
+        .item("ttl", V::N((now + 600).to_string()))
+        .send()
+        .await
+        .unwrap();
     // Counters: two of the whole address (schema 3's sign-in limits), and two that stay.
     let counter = |key: String| {
         ddb.put_item()
@@ -440,7 +464,11 @@ async fn given_pending_registrations_locks_sessions_and_counters_of_schema_3_the
     let (ok, out) = migrate(&table, &["--dry-run"]);
     assert!(ok && out.contains("step 4") && out.contains("2 found, would migrate 2"), "{out}");
     let (ok, out) = migrate(&table, &[]);
-    assert!(ok && out.contains("2 found, migrated 2"), "{out}");
+    assert!(ok && out.contains("2 found, migrated 2") && out.contains("1 found, migrated 1"), "{out}");
+    let older = store.get_session(&user.id, "s-older", now).await.unwrap().unwrap();
+    assert!(older.spent_hashes.iter().all(|h| h.len() == shared::store::SPENT_TAG_LEN));
+    assert!(older.user_agent.len() <= shared::store::USER_AGENT_KEPT);
+    assert!(older.has_spent(&old_hashes[15]), "reuse detection keeps working on the tags");
     let rate_keys: Vec<String> = store
         .scan_all()
         .await

@@ -22,7 +22,7 @@
 //! Gateway and third parties cannot verify its tokens.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -415,7 +415,9 @@ impl KeySource for SecretsManagerSource {
 pub struct KeyProvider {
     source: Option<Box<dyn KeySource>>,
     ttl: Duration,
-    state: RwLock<(Arc<KeySet>, Instant)>,
+    /// The set and when it was read, on the wall clock: a monotonic clock may not count the time
+    /// a Lambda environment spends frozen between requests, and the cache's age must.
+    state: RwLock<(Arc<KeySet>, SystemTime)>,
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -425,7 +427,7 @@ impl KeyProvider {
         Self {
             source: None,
             ttl: Duration::MAX,
-            state: RwLock::new((Arc::new(keys), Instant::now())),
+            state: RwLock::new((Arc::new(keys), SystemTime::now())),
             refreshing: tokio::sync::Mutex::new(()),
         }
     }
@@ -437,7 +439,7 @@ impl KeyProvider {
         Ok(Self {
             source: Some(source),
             ttl,
-            state: RwLock::new((Arc::new(keys), Instant::now())),
+            state: RwLock::new((Arc::new(keys), SystemTime::now())),
             refreshing: tokio::sync::Mutex::new(()),
         })
     }
@@ -461,7 +463,8 @@ impl KeyProvider {
 
     fn is_stale(&self) -> bool {
         match self.state.read() {
-            Ok(g) => g.1.elapsed() >= self.ttl,
+            // A clock that went backwards counts as stale: better one read too many.
+            Ok(g) => !g.1.elapsed().is_ok_and(|age| age < self.ttl),
             Err(_) => true,
         }
     }
@@ -491,11 +494,11 @@ impl KeyProvider {
                 if keys.current.kid != g.0.current.kid {
                     tracing::info!(event = "signing_key_changed", kid = %keys.current.kid, "new current signing key");
                 }
-                *g = (Arc::new(keys), Instant::now());
+                *g = (Arc::new(keys), SystemTime::now());
             }
             Err(e) => {
                 tracing::warn!(error = %e, "key set refresh failed; keeping the cached keys");
-                g.1 = Instant::now();
+                g.1 = SystemTime::now();
             }
         }
     }

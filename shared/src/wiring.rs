@@ -45,7 +45,39 @@ pub struct BuildError(pub String);
 /// Fails only if neither `AWS_CA_BUNDLE` nor the embedded Amazon roots give a trust store.
 pub async fn aws_config() -> Result<aws_config::SdkConfig, BuildError> {
     let http_client = aws_https_client()?;
-    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client).load().await)
+    let timeouts = call_timeouts(&aws_types::os_shim_internal::Env::real());
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client)
+        .timeout_config(timeouts)
+        .load()
+        .await)
+}
+
+/// How long one attempt of an AWS call may take before the SDK gives it up (and retries, within
+/// the operation's bound), by default: far above a DynamoDB call's usual tens of milliseconds,
+/// far below the functions' 10 s timeout.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long one AWS call may take in all, retries and their waits included, by default: a
+/// black-holed dependency costs a request at most this, and it answers 503 `unavailable` with
+/// `Retry-After` well inside the function's timeout.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The SDK's time bounds: 3.1 s to connect (aws-config's default), `ATTEMPT_TIMEOUT` per
+/// attempt and `OPERATION_TIMEOUT` per call. The SDK reads no standard variable for the last
+/// two; `SDK_ATTEMPT_TIMEOUT_MS` and `SDK_OPERATION_TIMEOUT_MS` override them.
+fn call_timeouts(env: &aws_types::os_shim_internal::Env) -> aws_config::timeout::TimeoutConfig {
+    let ms = |name: &str, default: std::time::Duration| {
+        env.get(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .map_or(default, std::time::Duration::from_millis)
+    };
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_millis(3100))
+        .operation_attempt_timeout(ms("SDK_ATTEMPT_TIMEOUT_MS", ATTEMPT_TIMEOUT))
+        .operation_timeout(ms("SDK_OPERATION_TIMEOUT_MS", OPERATION_TIMEOUT))
+        .build()
 }
 
 /// The AWS SDK configuration of a Lambda function, from what Lambda puts in its environment:
@@ -53,8 +85,8 @@ pub async fn aws_config() -> Result<aws_config::SdkConfig, BuildError> {
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) and the standard endpoint variables
 /// (`AWS_ENDPOINT_URL_<SERVICE>`, `AWS_ENDPOINT_URL`, `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`),
 /// read by the SDK's own parser, and `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`.
-/// Retries and timeouts are the defaults `aws_config()` gives
-/// (standard retries, three attempts; 3.1 s to connect).
+/// Retries are the defaults `aws_config()` gives (standard retries, three attempts), and so
+/// are the time bounds (`call_timeouts`).
 ///
 /// Nothing else of the default chain is read (no profile files, SSO, STS web identity, IMDS),
 /// so none of it is linked into a function: no STS client, XML parser or profile parser in
@@ -78,11 +110,7 @@ fn lambda_sdk_config(
         .credentials_provider(SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()))
         .identity_cache(aws_config::identity::IdentityCache::lazy().build())
         .retry_config(aws_config::retry::RetryConfig::standard())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(std::time::Duration::from_millis(3100))
-                .build(),
-        )
+        .timeout_config(call_timeouts(&env))
         .sleep_impl(aws_smithy_async::rt::sleep::SharedAsyncSleep::new(aws_smithy_async::rt::sleep::TokioSleep::new()))
         .time_source(aws_smithy_async::time::SharedTimeSource::default())
         .http_client(http_client)
@@ -699,6 +727,15 @@ mod sdk_config_tests {
         ]);
         let sdk = super::lambda_sdk_config(env, http.clone());
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("eu-west-1"));
+        let t = sdk.timeout_config().unwrap();
+        assert_eq!(
+            (t.connect_timeout(), t.operation_attempt_timeout(), t.operation_timeout()),
+            (
+                Some(std::time::Duration::from_millis(3100)),
+                Some(super::ATTEMPT_TIMEOUT),
+                Some(super::OPERATION_TIMEOUT)
+            )
+        );
         assert_eq!((sdk.use_fips(), sdk.use_dual_stack()), (Some(true), Some(false)));
         let endpoints = sdk.service_config().unwrap();
         assert_eq!(endpoints.load_config(endpoint_key("DynamoDB")).as_deref(), Some("http://127.0.0.1:8000"));
@@ -713,9 +750,18 @@ mod sdk_config_tests {
             ("AWS_ENDPOINT_URL", "http://127.0.0.1:7000"),
             ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
         ]);
-        let sdk = super::lambda_sdk_config(env, http);
+        let sdk = super::lambda_sdk_config(env, http.clone());
         assert_eq!(sdk.region().map(|r| r.as_ref()), Some("us-east-2"));
         assert_eq!(sdk.service_config().unwrap().load_config(endpoint_key("DynamoDB")), None);
         assert_eq!((sdk.use_fips(), sdk.use_dual_stack()), (Some(false), Some(false)));
+    }
+
+    #[test]
+    fn given_timeout_overrides_then_the_sdk_bounds_follow_them() {
+        let http = crate::aws_http::Http1Client::trusting(super::AWS_ROOTS).unwrap().shared();
+        let env = Env::from_slice(&[("SDK_ATTEMPT_TIMEOUT_MS", "750"), ("SDK_OPERATION_TIMEOUT_MS", "2500")]);
+        let t = super::lambda_sdk_config(env, http).timeout_config().cloned().unwrap();
+        assert_eq!(t.operation_attempt_timeout(), Some(std::time::Duration::from_millis(750)));
+        assert_eq!(t.operation_timeout(), Some(std::time::Duration::from_millis(2500)));
     }
 }

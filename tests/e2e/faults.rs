@@ -88,3 +88,40 @@ async fn given_secrets_manager_without_the_secret_then_lambda_refuses_with_503_a
     assert_common_headers(&r);
     assert_eq!(problem(r).await["type"], "urn:secure-auth:problem:unavailable");
 }
+
+/// A TCP server that accepts every connection and never answers: a black-holed endpoint.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test]
+async fn given_dynamodb_black_holed_then_a_function_gives_up_within_the_operation_bound_and_answers_503() {
+    let (url, _server) = black_hole().await;
+    // Short bounds keep the test quick; the defaults (2 s an attempt, 5 s a call) are the
+    // wiring unit test's.
+    let stack = e2e::lambda::Stack::new()
+        .await
+        .with("AWS_ENDPOINT_URL_DYNAMODB", &url)
+        .with("SDK_ATTEMPT_TIMEOUT_MS", "400")
+        .with("SDK_OPERATION_TIMEOUT_MS", "1200");
+    let login = stack.function("login").await;
+    let started = std::time::Instant::now();
+    let r = login
+        .http(e2e::lambda::Event::post("/auth/login", json!({"email": unique_email(), "password": PASSWORD})))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(r.json()["type"], "urn:secure-auth:problem:unavailable");
+    // Each call gives up at its operation bound, not at the function's 10 s timeout.
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+    assert!(login.output().to_lowercase().contains("timeout"), "the SDK's timeout error is logged");
+}

@@ -143,7 +143,7 @@ impl SessionIssuer {
             idle_expires_at: (now + self.idle_ttl.as_secs() as i64).min(absolute),
             absolute_expires_at: absolute,
             ip: ctx.ip.clone(),
-            user_agent: ctx.user_agent.chars().take(256).collect(),
+            user_agent: crate::store::kept_user_agent(&ctx.user_agent),
             session_version: user.session_version,
             amr: amr.iter().map(|m| (*m).to_owned()).collect(),
         };

@@ -199,6 +199,40 @@ fn item_to_user(m: &Item) -> Result<User, StoreError> {
     })
 }
 
+/// An item's size as DynamoDB counts it for capacity units ("Item sizes and formats" in the
+/// DynamoDB developer guide): each attribute's name (UTF-8 bytes) plus its value: a string's
+/// UTF-8 bytes, a binary's bytes, a number's one byte per two significant digits plus one, one
+/// byte for a Boolean or null, and for a list or map 3 bytes plus, per element, one byte and the
+/// element (a map element's name included). A write costs one unit per started KB of the
+/// larger of the item before and after; a strongly consistent read one unit per started 4 KB.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + value_size(v)).sum()
+}
+
+fn value_size(v: &AttributeValue) -> usize {
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => {
+            let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+            let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1);
+            significant.div_ceil(2) + 1
+        }
+        AttributeValue::B(b) => b.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::L(l) => 3 + l.iter().map(|e| 1 + value_size(e)).sum::<usize>(),
+        AttributeValue::M(m) => 3 + m.iter().map(|(k, e)| 1 + k.len() + value_size(e)).sum::<usize>(),
+        AttributeValue::Ss(s) => s.iter().map(String::len).sum(),
+        AttributeValue::Ns(ns) => ns.iter().map(|n| value_size(&AttributeValue::N(n.clone()))).sum(),
+        AttributeValue::Bs(bs) => bs.iter().map(|b| b.as_ref().len()).sum(),
+        _ => 0,
+    }
+}
+
+/// Write units of writing `item` whole (one per started KB).
+pub fn write_units(item: &Item) -> usize {
+    item_size(item).div_ceil(1024).max(1)
+}
+
 fn session_to_item(x: &Session) -> Item {
     let mut m = key(user_pk(&x.user_id), &session_sk(&x.id));
     m.insert("type".into(), s("session"));
@@ -219,6 +253,7 @@ fn session_to_item(x: &Session) -> Item {
     m.insert("sv".into(), n(x.session_version));
     m.insert("amr".into(), AttributeValue::L(x.amr.iter().map(s).collect()));
     m.insert("ttl".into(), n(x.expires_at()));
+    m.insert("schema_version".into(), n(super::migrate::SCHEMA_VERSION));
     m
 }
 
@@ -2303,6 +2338,55 @@ impl MfaStore for DynamoStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn item_sizes_follow_dynamodbs_rules() {
+        let item = Item::from([
+            ("pk".to_owned(), s("USER#1")),                                                 // 2 + 6
+            ("n".to_owned(), n(1_800_000_000)), // 1 + (1 + 1): "18" is significant
+            ("b".to_owned(), AttributeValue::Bool(true)), // 1 + 1
+            ("l".to_owned(), AttributeValue::L(vec![s("ab"), s("cde")])), // 1 + 3 + (1+2) + (1+3)
+            ("m".to_owned(), AttributeValue::M(HashMap::from([("k".to_owned(), s("v"))]))), // 1 + 3 + (1+1+1)
+        ]);
+        assert_eq!(item_size(&item), 8 + 3 + 2 + 11 + 7);
+        assert_eq!(value_size(&n(12345)), 4, "five significant digits: three bytes, and one");
+        assert_eq!(value_size(&n(100)), 2, "trailing zeros are not significant");
+    }
+
+    #[test]
+    fn given_thirty_refreshes_with_a_long_user_agent_then_the_session_item_stays_under_one_write_unit() {
+        use crate::domain::sessions::PWD;
+        let hash = |i: u32| crate::tokens::hash_secret(&format!("secret-{i}"));
+        let mut x = Session {
+            user_id: uuid::Uuid::new_v4().to_string(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            current_hash: hash(0),
+            previous_hash: None,
+            spent_hashes: vec![],
+            rotated_at: 1_800_000_000,
+            created_at: 1_800_000_000,
+            last_used_at: 1_800_000_000,
+            idle_expires_at: 1_800_604_800,
+            absolute_expires_at: 1_802_592_000,
+            ip: "2001:0db8:85a3:0000:0000:8a2e:0370:7334".into(),
+            user_agent: kept_user_agent(&"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 é".repeat(20)),
+            session_version: 12,
+            amr: vec![PWD.into(), "mfa".into()],
+        };
+        let first = hash(0);
+        for i in 1..=30 {
+            x.spent_hashes = x.next_spent();
+            x.previous_hash = Some(x.current_hash.clone());
+            x.current_hash = hash(i);
+            let size = item_size(&session_to_item(&x));
+            assert!(size < 1024, "after refresh {i}: {size} bytes");
+        }
+        assert_eq!(x.spent_hashes.len(), SPENT_HASHES_KEPT);
+        // Reuse detection is unchanged: a token rotated out 16 generations ago is still seen.
+        assert!(x.has_spent(&hash(29)) && x.has_spent(&hash(14)), "previous and the oldest kept");
+        assert!(!x.has_spent(&first) && !x.has_spent(&hash(31)));
+        assert!(x.user_agent.len() <= USER_AGENT_KEPT);
+    }
+
     use super::*;
 
     #[test]

@@ -23,6 +23,12 @@
 //!   owner finishes with a verification link and its password, or forgot-password first. Lock
 //!   items, sessions and one-time tokens keep their format (the unlock link is a new kind of
 //!   one-time token in the same shape).
+//! - 5: a session item stays under 1 KB for its whole life (one write unit per refresh): its
+//!   spent list keeps 16-character tags of the rotated-out hashes and its user agent at most 160
+//!   bytes. Sessions written before hold whole hashes (which still compare by their tag, and
+//!   which the next rotation tags) and up to 256 characters of user agent: each is rewritten
+//!   once, conditioned on its current hash (a rotation meanwhile leaves it for the next run),
+//!   and stamped.
 
 use std::collections::HashMap;
 
@@ -36,7 +42,7 @@ use super::dynamo::{DynamoStore, unavailable};
 type Item = HashMap<String, AttributeValue>;
 
 /// The item format this code writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// What one step did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +64,7 @@ pub async fn run(client: &Client, table: &str, dry_run: bool) -> Result<Vec<Step
         shard_the_listing_index(client, table, dry_run).await?,
         drop_per_window_rate_items(client, table, dry_run).await?,
         drop_whole_address_sign_in_counters(client, table, dry_run).await?,
+        shrink_sessions(client, table, dry_run).await?,
     ])
 }
 
@@ -181,12 +188,24 @@ async fn shard_the_listing_index(client: &Client, table: &str, dry_run: bool) ->
 
 /// Step 3: rate-limit items of the per-window design are deleted.
 async fn drop_per_window_rate_items(client: &Client, table: &str, dry_run: bool) -> Result<StepReport, StoreError> {
-    let mut report = StepReport { step: 3, name: "delete per-window rate-limit items", ..Default::default() };
+    let report = StepReport { step: 3, name: "delete per-window rate-limit items", ..Default::default() };
     let filter = "begins_with(pk, :rate) AND sk = :old";
     let values = [(":rate", AttributeValue::S("RATE#".into())), (":old", AttributeValue::S("RATE".into()))];
+    delete_matching(client, table, filter, &values, dry_run, report).await
+}
+
+/// Deletes every item `filter` matches (counting them only, with `dry_run`), page by page.
+async fn delete_matching(
+    client: &Client,
+    table: &str,
+    filter: &str,
+    values: &[(&str, AttributeValue)],
+    dry_run: bool,
+    mut report: StepReport,
+) -> Result<StepReport, StoreError> {
     let mut start = None;
     loop {
-        let (items, next) = scan_page(client, table, filter, &values, start).await?;
+        let (items, next) = scan_page(client, table, filter, values, start).await?;
         for item in items {
             report.found += 1;
             if dry_run {
@@ -215,7 +234,7 @@ async fn drop_whole_address_sign_in_counters(
     table: &str,
     dry_run: bool,
 ) -> Result<StepReport, StoreError> {
-    let mut report = StepReport {
+    let report = StepReport {
         step: 4,
         name: "delete per-address sign-in counters (now per address and IP)",
         ..Default::default()
@@ -226,23 +245,62 @@ async fn drop_whole_address_sign_in_counters(
         (":token", AttributeValue::S("RATE#token#email#".into())),
         (":sep", AttributeValue::S(super::LOCK_KEY_SEP.to_string())),
     ];
+    delete_matching(client, table, filter, &values, dry_run, report).await
+}
+
+/// Step 5: session items of earlier releases, cut to the tags and the user agent a session now
+/// keeps.
+async fn shrink_sessions(client: &Client, table: &str, dry_run: bool) -> Result<StepReport, StoreError> {
+    let mut report =
+        StepReport { step: 5, name: "keep sessions under 1 KB (spent tags, user agent)", ..Default::default() };
+    let filter = "begins_with(sk, :session) AND attribute_not_exists(schema_version)";
+    let values = [(":session", AttributeValue::S("SESSION#".into()))];
     let mut start = None;
     loop {
         let (items, next) = scan_page(client, table, filter, &values, start).await?;
         for item in items {
             report.found += 1;
+            let Some(current) = item.get("current_hash").cloned() else {
+                report.skipped += 1;
+                continue;
+            };
             if dry_run {
                 continue;
             }
-            client
-                .delete_item()
+            let tags: Vec<AttributeValue> = item
+                .get("spent_hashes")
+                .and_then(|v| v.as_l().ok())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|h| h.as_s().ok())
+                        .map(|h| AttributeValue::S(super::spent_tag(h).to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ua = item
+                .get("user_agent")
+                .and_then(|v| v.as_s().ok())
+                .map(|u| super::kept_user_agent(u))
+                .unwrap_or_default();
+            let res = client
+                .update_item()
                 .table_name(table)
                 .key("pk", item["pk"].clone())
                 .key("sk", item["sk"].clone())
+                .update_expression("SET spent_hashes = :tags, user_agent = :ua, schema_version = :v")
+                .condition_expression("attribute_exists(pk) AND current_hash = :current")
+                .expression_attribute_values(":tags", AttributeValue::L(tags))
+                .expression_attribute_values(":ua", AttributeValue::S(ua))
+                .expression_attribute_values(":current", current)
+                .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
                 .send()
-                .await
-                .map_err(unavailable)?;
-            report.migrated += 1;
+                .await;
+            match res.map_err(|e| e.into_service_error()) {
+                Ok(_) => report.migrated += 1,
+                // Rotated (or revoked) meanwhile: the next run finds it again if it is still there.
+                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
+                Err(e) => return Err(unavailable(e)),
+            }
         }
         start = next;
         if start.is_none() {

@@ -116,8 +116,9 @@ pub struct Session {
     pub current_hash: String,
     /// Hash of the secret it replaced (for the grace window and reuse detection).
     pub previous_hash: Option<String>,
-    /// Hashes of the generations before `previous_hash`, newest first, at most
-    /// `SPENT_HASHES_KEPT` (reuse detection).
+    /// Tags (`spent_tag`) of the generations before `previous_hash`, newest first, at most
+    /// `SPENT_HASHES_KEPT` (reuse detection). Items written before tags hold whole hashes,
+    /// which compare by their tag too.
     pub spent_hashes: Vec<String>,
     pub rotated_at: i64,
     pub created_at: i64,
@@ -179,16 +180,46 @@ impl std::fmt::Debug for Session {
 /// any of them revokes the session; an older one is only refused.
 pub const SPENT_HASHES_KEPT: usize = 16;
 
+/// How much of a rotated-out hash the spent list keeps: 16 base64url characters, 96 bits of
+/// SHA-256. Enough to recognise a replayed token (a presented secret matches a tag by chance
+/// with probability 2^-96), and small enough that a session item stays under 1 KB (one write
+/// unit per refresh) for its whole life: 16 whole hashes made it pass 1 KB at about the 11th
+/// refresh.
+pub const SPENT_TAG_LEN: usize = 16;
+
+/// The tag of a rotated-out refresh hash in the spent list.
+pub fn spent_tag(hash: &str) -> &str {
+    hash.get(..SPENT_TAG_LEN).unwrap_or(hash)
+}
+
+/// The most of a client's user agent a session keeps (bytes, cut at a character boundary), so
+/// the item stays under 1 KB.
+pub const USER_AGENT_KEPT: usize = 160;
+
+/// `ua` cut to `USER_AGENT_KEPT` bytes at a character boundary.
+pub fn kept_user_agent(ua: &str) -> String {
+    let mut end = ua.len().min(USER_AGENT_KEPT);
+    while !ua.is_char_boundary(end) {
+        end -= 1;
+    }
+    ua[..end].to_owned()
+}
+
 impl Session {
-    /// The spent list after rotating this session once more: its previous hash joins the
+    /// The spent list after rotating this session once more: its previous hash's tag joins the
     /// older ones, newest first, bounded.
     pub fn next_spent(&self) -> Vec<String> {
-        self.previous_hash.iter().chain(self.spent_hashes.iter()).take(SPENT_HASHES_KEPT).cloned().collect()
+        self.previous_hash
+            .iter()
+            .chain(self.spent_hashes.iter())
+            .take(SPENT_HASHES_KEPT)
+            .map(|h| spent_tag(h).to_owned())
+            .collect()
     }
 
     /// Whether `hash` is a refresh secret this session has already rotated out.
     pub fn has_spent(&self, hash: &str) -> bool {
-        self.previous_hash.as_deref() == Some(hash) || self.spent_hashes.iter().any(|h| h == hash)
+        self.previous_hash.as_deref() == Some(hash) || self.spent_hashes.iter().any(|h| spent_tag(h) == spent_tag(hash))
     }
 
     /// When the item stops being live (its TTL).
