@@ -54,12 +54,10 @@ impl Unlock {
         let user = self.store.get_user(&user_id).await?.filter(|u| u.is_active && u.is_verified);
         let Some(user) = user else { return Err(invalid(None)) };
         let now = self.clock.now();
-        // The link is checked before any password (a made-up one costs no argon2 run), and
-        // spent before the password is (a wrong password spends it too).
-        let live = self.store.peek_one_time(OneTimeKind::Unlock, &user.id, &hash, now).await?;
-        if live.is_none_or(|t| t.session_version != user.session_version)
-            || !self.store.spend_one_time(OneTimeKind::Unlock, &user.id, &hash, now, user.session_version).await?
-        {
+        // The link is spent before any password is checked (a made-up one costs no argon2
+        // run, and a wrong password spends it too): one conditional delete on its hash, expiry
+        // and the user's session version.
+        if !self.store.spend_one_time(OneTimeKind::Unlock, &user.id, &hash, now, user.session_version).await? {
             return Err(invalid(Some(&user.id)));
         }
         let verified = self.hasher.verify(pw, Some(&user.password_hash)).await?;

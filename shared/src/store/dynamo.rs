@@ -84,6 +84,10 @@ fn lock_key(k: &str) -> Item {
 fn session_sk(id: &str) -> String {
     format!("SESSION#{id}")
 }
+/// What spending a one-time token is conditioned on: its hash, that it has not expired, and
+/// that its user is still at the session version it was issued at.
+const SPEND_ONE_TIME: &str = "token_hash = :h AND expires_at > :now AND sv = :sv";
+
 fn one_time_sk(kind: OneTimeKind) -> String {
     format!("OTT#{}", kind.as_str())
 }
@@ -926,7 +930,7 @@ impl DynamoStore {
         let consume = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), &one_time_sk(kind))))
-            .condition_expression("token_hash = :h AND expires_at > :now AND sv = :sv")
+            .condition_expression(SPEND_ONE_TIME)
             .expression_attribute_values(":h", s(hash))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":sv", n(sv))
@@ -1176,7 +1180,7 @@ impl OneTimeTokenStore for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), &one_time_sk(kind))))
-            .condition_expression("token_hash = :h AND expires_at > :now AND sv = :sv")
+            .condition_expression(SPEND_ONE_TIME)
             .expression_attribute_values(":h", s(hash))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":sv", n(sv))

@@ -85,6 +85,20 @@ async fn scan_page(
     Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
 }
 
+/// Counts one conditional rewrite: migrated, or skipped when its condition no longer held (the
+/// item changed meanwhile).
+fn tally<O>(
+    res: Result<O, aws_sdk_dynamodb::error::SdkError<UpdateItemError>>,
+    report: &mut StepReport,
+) -> Result<(), StoreError> {
+    match res.map_err(|e| e.into_service_error()) {
+        Ok(_) => report.migrated += 1,
+        Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
+        Err(e) => return Err(unavailable(e)),
+    }
+    Ok(())
+}
+
 /// Step 2: `sv` on every one-time token item that has none.
 async fn bind_tokens_to_session_versions(
     client: &Client,
@@ -125,12 +139,8 @@ async fn bind_tokens_to_session_versions(
                 .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
                 .send()
                 .await;
-            match res.map_err(|e| e.into_service_error()) {
-                Ok(_) => report.migrated += 1,
-                // Replaced or spent meanwhile: nothing left to migrate.
-                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
-                Err(e) => return Err(unavailable(e)),
-            }
+            // Replaced or spent meanwhile: nothing left to migrate.
+            tally(res, &mut report)?;
         }
         start = next;
         if start.is_none() {
@@ -173,11 +183,8 @@ async fn shard_the_listing_index(client: &Client, table: &str, dry_run: bool) ->
                 .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
                 .send()
                 .await;
-            match res.map_err(|e| e.into_service_error()) {
-                Ok(_) => report.migrated += 1,
-                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
-                Err(e) => return Err(unavailable(e)),
-            }
+            // An address changed meanwhile: the next run finds the item again.
+            tally(res, &mut report)?;
         }
         start = next;
         if start.is_none() {
@@ -295,12 +302,8 @@ async fn shrink_sessions(client: &Client, table: &str, dry_run: bool) -> Result<
                 .expression_attribute_values(":v", AttributeValue::N(SCHEMA_VERSION.to_string()))
                 .send()
                 .await;
-            match res.map_err(|e| e.into_service_error()) {
-                Ok(_) => report.migrated += 1,
-                // Rotated (or revoked) meanwhile: the next run finds it again if it is still there.
-                Err(UpdateItemError::ConditionalCheckFailedException(_)) => report.skipped += 1,
-                Err(e) => return Err(unavailable(e)),
-            }
+            // Rotated (or revoked) meanwhile: the next run finds it again if it is still there.
+            tally(res, &mut report)?;
         }
         start = next;
         if start.is_none() {
