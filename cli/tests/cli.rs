@@ -50,6 +50,60 @@ fn given_keys_init_rotate_and_show_then_stages_move_and_no_key_material_is_print
     assert!(!ok && err.contains("signing keys"), "{err}");
 }
 
+/// A TCP relay to `upstream` (host:port) that records the first line of every connection: what
+/// an HTTP proxy sees (`POST http://host:port/ HTTP/1.1`, the absolute form a client sends to a
+/// proxy). The emulator accepts the absolute form, so the relay needs no rewriting.
+fn relay(upstream: String) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (seen, upstream) = (seen.clone(), upstream.clone());
+            std::thread::spawn(move || {
+                let mut first = [0u8; 512];
+                let mut client = client;
+                let Ok(n) = client.read(&mut first) else { return };
+                let text = String::from_utf8_lossy(&first[..n]);
+                seen.lock().unwrap().push(text.lines().next().unwrap_or_default().to_owned());
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else { return };
+                if server.write_all(&first[..n]).is_err() {
+                    return;
+                }
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+                let _ = std::io::copy(&mut client, &mut server);
+            });
+        }
+    });
+    (url, lines)
+}
+
+#[test]
+fn given_https_proxy_and_http_proxy_then_the_cli_reaches_aws_through_the_proxy() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER").expect("run through infra/test.sh");
+    let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let (proxy, lines) = relay(upstream.clone());
+    let secret = format!("cli-proxy-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_secure-auth"))
+        .args(["keys", "init", "--secret-id", &secret])
+        .env("HTTP_PROXY", &proxy)
+        .env("HTTPS_PROXY", &proxy)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.contains(&format!("http://{upstream}/"))),
+        "every call went through the proxy, in the absolute form: {lines:?}"
+    );
+}
+
 /// Runs `secure-auth users …` against `table`, feeding `stdin`.
 fn users(table: &str, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secure-auth"))

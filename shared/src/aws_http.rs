@@ -1,23 +1,31 @@
-//! The HTTP client every AWS SDK client here is given: HTTP/1.1 over hyper's connection API,
-//! TLS by rustls on aws-lc (the crypto provider everything else uses), trusting only the roots
-//! it is given, with a small per-origin pool of idle connections.
+//! The HTTP client every AWS SDK client in a function is given: hyper-util's pooled client
+//! (`legacy::Client`) with HTTP/1.1 only, over hyper-rustls with a trimmed rustls provider on
+//! aws-lc that trusts only the roots it is given. What is ours is the TLS configuration and
+//! the adapter to the SDK's `HttpClient` trait; the pool, the connection handling and the
+//! resending of a request that never left (a kept-alive connection the peer had closed) are
+//! hyper-util's.
 //!
-//! Why not the SDK's default client: it is hyper-util's pooled client with HTTP/2 compiled in
-//! (ALPN decides at run time, so the linker keeps all of `h2`, and the feature also turns
-//! HTTP/2 on in the Lambda runtime's own client), proxy support and the system's root store,
-//! about 0.6 MB of every function's code, none of which a function uses: DynamoDB, SQS and
-//! Secrets Manager answer HTTP/1.1, a Lambda function has no proxy, and the roots are Amazon's.
-//! It honours no `HTTPS_PROXY` (the local server and the CLI reach AWS directly).
+//! The adapter does what the SDK's own hyper client does: it hands the SDK each attempt's
+//! connection (`CaptureSmithyConnection`), so that the SDK's connection-poisoning interceptor
+//! can close a connection after a 5xx or a timeout and the retry goes to a new one; and it
+//! maps hyper's errors to the SDK's kinds (timeout, I/O, user), which decide the retries.
 //!
-//! Errors are classified as the SDK's client does (a timeout, an I/O failure, a user error),
-//! so the SDK's retry policy treats them alike: a refused or reset connection and a failed
-//! handshake are I/O errors, retried.
+//! Why not the SDK's default client (`aws-smithy-http-client`): it compiles HTTP/2 in (ALPN
+//! decides at run time, so the linker keeps all of `h2`), proxy support and the system's root
+//! store, none of which a function uses: DynamoDB, SQS, SES and Secrets Manager answer
+//! HTTP/1.1, a Lambda function has no proxy, and its roots are Amazon's. The CLI and the local
+//! server, which do meet proxies and private CAs, use the SDK's default client.
+//!
+//! Idle connections age on the wall clock (`WallClockTimer`), not only on the monotonic
+//! clock: a Lambda sandbox frozen between invocations may not advance the latter, and a
+//! connection idle for minutes must not look fresh after a thaw.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use aws_smithy_runtime_api::client::connection::{CaptureSmithyConnection, ConnectionMetadata};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
 };
@@ -25,9 +33,12 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector as TcpConnector, HttpInfo};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::rustls;
+
+use crate::clock::{SharedClock, SystemClock};
 
 /// How long an idle connection is kept for reuse. Below the idle timeouts of AWS endpoints
 /// (60 s and more), so that a reused connection has rarely been closed by the other side.
@@ -35,10 +46,15 @@ const IDLE_FOR: Duration = Duration::from_secs(50);
 /// Idle connections kept per origin (a function makes a few calls side by side).
 const MAX_IDLE_PER_ORIGIN: usize = 8;
 
-/// The client: cheap to clone, one pool for every SDK client built from it.
+type Pooled = Client<hyper_rustls::HttpsConnector<TcpConnector>, SdkBody>;
+
+/// The client: cheap to clone; one pool per connect timeout (every SDK client here has the
+/// same), shared by every SDK client built from it.
 #[derive(Clone)]
 pub struct Http1Client {
-    pool: Arc<Pool>,
+    tls: Arc<rustls::ClientConfig>,
+    clock: SharedClock,
+    pools: Arc<Mutex<HashMap<Option<Duration>, Pooled>>>,
 }
 
 impl std::fmt::Debug for Http1Client {
@@ -47,32 +63,20 @@ impl std::fmt::Debug for Http1Client {
     }
 }
 
-/// Where a connection goes: a pool key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Origin {
-    tls: bool,
-    host: String,
-    port: u16,
-}
-
-struct Idle {
-    sender: SendRequest<SdkBody>,
-    since: Instant,
-}
-
-struct Pool {
-    tls: tokio_rustls::TlsConnector,
-    idle: Mutex<HashMap<Origin, Vec<Idle>>>,
-}
-
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("TLS trust store: {0}")]
 pub struct TrustError(String);
 
 impl Http1Client {
-    /// A client trusting exactly the certificates in `roots_pem` (one or more PEM blocks).
+    /// A client trusting exactly the certificates in `roots_pem` (one or more PEM blocks),
+    /// aging idle connections on the system's wall clock.
     pub fn trusting(roots_pem: &[u8]) -> Result<Self, TrustError> {
+        Self::trusting_with_clock(roots_pem, Arc::new(SystemClock))
+    }
+
+    /// As `trusting`, with idle ages on `clock`.
+    pub fn trusting_with_clock(roots_pem: &[u8], clock: SharedClock) -> Result<Self, TrustError> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject as _;
         // As a system bundle is read: a block that does not parse, or a certificate webpki
@@ -91,24 +95,47 @@ impl Http1Client {
         if added == 0 {
             return Err(TrustError("no usable certificate in the bundle".into()));
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        // No ALPN: hyper-rustls offers none for an HTTP/1.1-only connector, and the endpoints
+        // then speak HTTP/1.1.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TrustError(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-        Ok(Self { pool: Arc::new(Pool { tls, idle: Mutex::new(HashMap::new()) }) })
+        Ok(Self { tls: Arc::new(config), clock, pools: Arc::default() })
     }
 
     pub fn shared(self) -> SharedHttpClient {
         SharedHttpClient::new(self)
     }
 
-    /// Idle connections in the pool.
-    #[cfg(test)]
-    fn idle_connections(&self) -> usize {
-        self.pool.idle.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+    /// The pooled client for `connect_timeout`, made on first use.
+    fn pool(&self, connect_timeout: Option<Duration>) -> Pooled {
+        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pools
+            .entry(connect_timeout)
+            .or_insert_with(|| {
+                let mut tcp = TcpConnector::new();
+                tcp.enforce_http(false);
+                tcp.set_nodelay(true);
+                // Per address tried; hyper-util races IPv6 and IPv4 (happy eyeballs, 300 ms).
+                tcp.set_connect_timeout(connect_timeout);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*self.tls).clone())
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(tcp);
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(WallClockTimer::new(self.clock.clone()))
+                    .pool_idle_timeout(IDLE_FOR)
+                    .pool_max_idle_per_host(MAX_IDLE_PER_ORIGIN)
+                    .build(https)
+            })
+            .clone()
+    }
+
+    fn connector(&self, settings: &HttpConnectorSettings) -> Adapter {
+        Adapter { client: self.pool(settings.connect_timeout()), read_timeout: settings.read_timeout() }
     }
 }
 
@@ -118,40 +145,140 @@ impl HttpClient for Http1Client {
     }
 }
 
-impl Http1Client {
-    fn connector(&self, settings: &HttpConnectorSettings) -> Connector {
-        Connector {
-            pool: self.pool.clone(),
-            connect_timeout: settings.connect_timeout(),
-            read_timeout: settings.read_timeout(),
-        }
-    }
-}
-
-struct Connector {
-    pool: Arc<Pool>,
-    connect_timeout: Option<Duration>,
+/// One SDK client's view of the pool: sends each attempt, bounded by the read timeout.
+struct Adapter {
+    client: Pooled,
     read_timeout: Option<Duration>,
 }
 
-impl std::fmt::Debug for Connector {
+impl std::fmt::Debug for Adapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector")
-            .field("connect_timeout", &self.connect_timeout)
-            .field("read_timeout", &self.read_timeout)
-            .finish_non_exhaustive()
+        f.debug_struct("Adapter").field("read_timeout", &self.read_timeout).finish_non_exhaustive()
     }
 }
 
-impl HttpConnector for Connector {
+impl HttpConnector for Adapter {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let pool = self.pool.clone();
-        let (connect_timeout, read_timeout) = (self.connect_timeout, self.read_timeout);
-        HttpConnectorFuture::new(async move { pool.send(request, connect_timeout, read_timeout).await })
+        let mut request = match request.try_into_http1x() {
+            Ok(request) => request,
+            Err(e) => return HttpConnectorFuture::ready(Err(ConnectorError::user(e.into()))),
+        };
+        // The connection this attempt goes out on, for the SDK to poison after a 5xx or a
+        // timeout.
+        let captured = hyper_util::client::legacy::connect::capture_connection(&mut request);
+        if let Some(smithy) = request.extensions().get::<CaptureSmithyConnection>() {
+            smithy.set_connection_retriever(move || connection_metadata(&captured));
+        }
+        let sent = self.client.request(request);
+        let read_timeout = self.read_timeout;
+        HttpConnectorFuture::new(async move {
+            let response = match read_timeout {
+                Some(limit) => tokio::time::timeout(limit, sent)
+                    .await
+                    .map_err(|_| ConnectorError::timeout(format!("no response within {limit:?}").into()))?,
+                None => sent.await,
+            }
+            .map_err(classify)?;
+            HttpResponse::try_from(response.map(SdkBody::from_body_1_x))
+                .map_err(|e| ConnectorError::other(e.into(), None))
+        })
     }
+}
+
+/// What the SDK learns of an attempt's connection: its addresses, and how to poison it.
+fn connection_metadata(captured: &CaptureConnection) -> Option<ConnectionMetadata> {
+    let connected = captured.connection_metadata();
+    let connected = connected.as_ref()?;
+    let mut extras = http::Extensions::new();
+    connected.get_extras(&mut extras);
+    let info = extras.get::<HttpInfo>();
+    let poisoner = captured.clone();
+    let mut builder = ConnectionMetadata::builder().proxied(false).poison_fn(move || {
+        if let Some(c) = poisoner.connection_metadata().as_ref() {
+            c.poison();
+        }
+    });
+    builder.set_local_addr(info.map(HttpInfo::local_addr)).set_remote_addr(info.map(HttpInfo::remote_addr));
+    Some(builder.build())
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Maps the pooled client's errors as the SDK's own client does: a timed-out connect is a
+/// timeout; a refused or reset connection, a failed handshake, a connection closed under a
+/// request are I/O errors (retried); a request hyper would not send is the caller's error.
+fn classify(err: hyper_util::client::legacy::Error) -> ConnectorError {
+    let timed_out = find::<std::io::Error>(&err).is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+    let boxed: BoxError = err.into();
+    if timed_out {
+        return ConnectorError::timeout(boxed);
+    }
+    if let Some(h) = find::<hyper::Error>(boxed.as_ref()) {
+        if h.is_timeout() {
+            return ConnectorError::timeout(boxed);
+        }
+        if h.is_user() {
+            return ConnectorError::user(boxed);
+        }
+        if h.is_closed() || h.is_canceled() || h.is_incomplete_message() || find::<std::io::Error>(h).is_some() {
+            return ConnectorError::io(boxed);
+        }
+        return ConnectorError::other(boxed, None);
+    }
+    let connect = boxed.downcast_ref::<hyper_util::client::legacy::Error>().is_some_and(|e| e.is_connect());
+    if connect || find::<std::io::Error>(boxed.as_ref()).is_some() {
+        ConnectorError::io(boxed)
+    } else {
+        ConnectorError::other(boxed, None)
+    }
+}
+
+/// The first error of type `E` in `err`'s chain.
+fn find<'a, E: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
+    std::iter::successors(Some(err), |e| e.source()).find_map(|e| e.downcast_ref::<E>())
+}
+
+/// The pool's timer: Tokio's sleeps, and a `now` that is never behind the wall clock, so that
+/// an idle connection ages through a freeze the monotonic clock did not count.
+#[derive(Clone)]
+struct WallClockTimer {
+    sleeps: TokioTimer,
+    clock: SharedClock,
+    /// A monotonic instant and the wall-clock second it was taken at.
+    anchor: (Instant, i64),
+}
+
+impl WallClockTimer {
+    fn new(clock: SharedClock) -> Self {
+        let anchor = (Instant::now(), clock.now());
+        Self { sleeps: TokioTimer::new(), clock, anchor }
+    }
+
+    /// How far the wall clock has run ahead of the monotonic one since the anchor.
+    fn lead(&self) -> Duration {
+        let wall = Duration::from_secs(u64::try_from(self.clock.now() - self.anchor.1).unwrap_or(0));
+        wall.saturating_sub(self.anchor.0.elapsed())
+    }
+}
+
+impl hyper::rt::Timer for WallClockTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleeps.sleep(duration)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // A deadline on this timer's clock, moved back to the monotonic one the sleep uses.
+        self.sleeps.sleep_until(deadline.checked_sub(self.lead()).unwrap_or(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
+        self.sleeps.reset(sleep, new_deadline.checked_sub(self.lead()).unwrap_or(new_deadline));
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now() + self.lead()
+    }
+}
 
 /// What TLS to AWS needs, from aws-lc, and nothing else: rustls's default provider also
 /// offers ChaCha20-Poly1305 and verifies Ed25519, P-521 and ML-DSA signatures, which no
@@ -233,385 +360,9 @@ impl rustls::crypto::KeyProvider for NoClientKeys {
     }
 }
 
-impl Pool {
-    async fn send(
-        self: Arc<Self>,
-        request: HttpRequest,
-        connect_timeout: Option<Duration>,
-        read_timeout: Option<Duration>,
-    ) -> Result<HttpResponse, ConnectorError> {
-        let mut request = request.try_into_http1x().map_err(|e| ConnectorError::user(e.into()))?;
-        let (origin, host, target) = split_uri(request.uri()).map_err(ConnectorError::user)?;
-        // The request line carries the path (origin form) and `Host` the authority, as the
-        // SDK's signature expects (the host, and the port unless it is the scheme's default).
-        if !request.headers().contains_key(http::header::HOST) {
-            let value = http::HeaderValue::from_str(&host).map_err(|e| ConnectorError::user(e.into()))?;
-            request.headers_mut().insert(http::header::HOST, value);
-        }
-        *request.uri_mut() = target;
-        let mut sender = match self.checkout(&origin) {
-            Some(sender) => sender,
-            None => self.connect(&origin, connect_timeout).await?,
-        };
-        let sent = sender.send_request(request);
-        let response = match read_timeout {
-            Some(limit) => tokio::time::timeout(limit, sent)
-                .await
-                .map_err(|_| ConnectorError::timeout(format!("no response within {limit:?}").into()))?,
-            None => sent.await,
-        }
-        .map_err(classify)?;
-        let back = Some((self, origin, sender));
-        let response = response.map(move |inner| SdkBody::from_body_1_x(Returning { inner: Some(inner), back }));
-        HttpResponse::try_from(response).map_err(|e| ConnectorError::other(e.into(), None))
-    }
-
-    fn put(&self, origin: Origin, sender: SendRequest<SdkBody>) {
-        if let Ok(mut idle) = self.idle.lock() {
-            let list = idle.entry(origin).or_default();
-            list.retain(|c| c.since.elapsed() < IDLE_FOR && !c.sender.is_closed());
-            if list.len() < MAX_IDLE_PER_ORIGIN {
-                list.push(Idle { sender, since: Instant::now() });
-            }
-        }
-    }
-
-    /// An idle connection to `origin` that can take a request now, if there is one.
-    fn checkout(&self, origin: &Origin) -> Option<SendRequest<SdkBody>> {
-        let mut idle = self.idle.lock().ok()?;
-        let list = idle.get_mut(origin)?;
-        while let Some(conn) = list.pop() {
-            if conn.since.elapsed() < IDLE_FOR && conn.sender.is_ready() {
-                return Some(conn.sender);
-            }
-        }
-        None
-    }
-
-    /// Puts the connection back once it can take another request, later (a task) if it cannot
-    /// yet; a connection that closes meanwhile is dropped.
-    fn checkin(self: Arc<Self>, origin: Origin, mut sender: SendRequest<SdkBody>, cx: &mut Context<'_>) {
-        match sender.poll_ready(cx) {
-            Poll::Ready(Ok(())) => self.put(origin, sender),
-            Poll::Ready(Err(_)) => {}
-            Poll::Pending => {
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    runtime.spawn(async move {
-                        if sender.ready().await.is_ok() {
-                            self.put(origin, sender);
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    /// A new connection: TCP, then TLS for `https`, within `limit`.
-    async fn connect(&self, origin: &Origin, limit: Option<Duration>) -> Result<SendRequest<SdkBody>, ConnectorError> {
-        let connecting = self.open(origin);
-        match limit {
-            Some(limit) => tokio::time::timeout(limit, connecting)
-                .await
-                .map_err(|_| ConnectorError::timeout(format!("no connection within {limit:?}").into()))?,
-            None => connecting.await,
-        }
-    }
-
-    async fn open(&self, origin: &Origin) -> Result<SendRequest<SdkBody>, ConnectorError> {
-        let tcp = tokio::net::TcpStream::connect((origin.host.as_str(), origin.port))
-            .await
-            .map_err(|e| ConnectorError::io(e.into()))?;
-        let _ = tcp.set_nodelay(true);
-        if origin.tls {
-            let name = rustls::pki_types::ServerName::try_from(origin.host.clone())
-                .map_err(|e| ConnectorError::user(e.into()))?;
-            let tls = self.tls.connect(name, tcp).await.map_err(|e| ConnectorError::io(e.into()))?;
-            handshake(tls).await
-        } else {
-            handshake(tcp).await
-        }
-    }
-}
-
-async fn handshake<T>(io: T) -> Result<SendRequest<SdkBody>, ConnectorError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| ConnectorError::io(e.into()))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "AWS connection closed");
-        }
-    });
-    Ok(sender)
-}
-
-/// A response body that gives its connection back to the pool as soon as it has been read to
-/// the end, so that the next call, even one made at once, finds it there. A body dropped before
-/// its end takes the connection with it (hyper closes a connection with an unread body).
-struct Returning {
-    inner: Option<hyper::body::Incoming>,
-    back: Option<(Arc<Pool>, Origin, SendRequest<SdkBody>)>,
-}
-
-impl Returning {
-    fn give_back(&mut self, cx: &mut Context<'_>) {
-        if let Some((pool, origin, sender)) = self.back.take() {
-            pool.checkin(origin, sender, cx);
-        }
-    }
-}
-
-impl http_body::Body for Returning {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
-        let polled = std::pin::Pin::new(&mut *inner).poll_frame(cx);
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-            Poll::Ready(Some(Err(_))) => {
-                self.back = None;
-                false
-            }
-            Poll::Pending => false,
-        };
-        if ended {
-            self.give_back(cx);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
-    }
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        // An empty body nobody polled still ends the message: the connection can go back.
-        if self.inner.as_ref().is_some_and(http_body::Body::is_end_stream) {
-            let waker = futures::task::noop_waker();
-            self.give_back(&mut Context::from_waker(&waker));
-        }
-    }
-}
-
-/// The pool key, the `Host` value and the origin-form target of an absolute URI.
-fn split_uri(uri: &http::Uri) -> Result<(Origin, String, http::Uri), BoxError> {
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        other => return Err(format!("unsupported scheme {other:?} in {uri}").into()),
-    };
-    let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("no host in {uri}"))?;
-    let default_port = if tls { 443 } else { 80 };
-    let port = uri.port_u16().unwrap_or(default_port);
-    let host_header = if port == default_port { host.to_owned() } else { format!("{host}:{port}") };
-    let target = uri.path_and_query().map_or("/", |p| p.as_str()).parse::<http::Uri>()?;
-    // An IPv6 literal is bracketed in a URI but not in a socket address or a server name.
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    Ok((Origin { tls, host: bare, port }, host_header, target))
-}
-
-/// Maps hyper's errors as the SDK's own client does.
-fn classify(err: hyper::Error) -> ConnectorError {
-    if err.is_timeout() {
-        ConnectorError::timeout(err.into())
-    } else if err.is_user() {
-        ConnectorError::user(err.into())
-    } else if err.is_closed()
-        || err.is_canceled()
-        || err.is_incomplete_message()
-        || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
-    {
-        ConnectorError::io(err.into())
-    } else {
-        ConnectorError::other(err.into(), None)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn given_uris_then_origin_host_header_and_target_follow_the_signature_rules() {
-        let (o, h, t) = split_uri(&"https://dynamodb.eu-west-1.amazonaws.com/".parse().unwrap()).unwrap();
-        assert_eq!(
-            (o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()),
-            (true, "dynamodb.eu-west-1.amazonaws.com", 443, "dynamodb.eu-west-1.amazonaws.com", "/")
-        );
-        let (o, h, t) = split_uri(&"http://127.0.0.1:8000/a/b?x=1".parse().unwrap()).unwrap();
-        assert_eq!(
-            (o.tls, o.host.as_str(), o.port, h.as_str(), t.to_string().as_str()),
-            (false, "127.0.0.1", 8000, "127.0.0.1:8000", "/a/b?x=1")
-        );
-        let (o, h, _) = split_uri(&"https://[::1]:4443/".parse().unwrap()).unwrap();
-        assert_eq!((o.host.as_str(), h.as_str()), ("::1", "[::1]:4443"));
-        let (_, h, _) = split_uri(&"http://localhost:80/".parse().unwrap()).unwrap();
-        assert_eq!(h, "localhost");
-        assert!(split_uri(&"ftp://example.com/".parse().unwrap()).is_err());
-        assert!(split_uri(&"/relative".parse().unwrap()).is_err());
-    }
-
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-    /// An HTTP/1.1 server on loopback answering every request `200 ok` on a kept-alive
-    /// connection after `delay`, counting connections; `close_after` answers per connection
-    /// before it closes (0: never).
-    async fn server(delay: Duration, close_after: usize) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut answered = 0;
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
-                            tokio::time::sleep(delay).await;
-                            let last = close_after > 0 && answered + 1 == close_after;
-                            let head = if last { "connection: close\r\n" } else { "" };
-                            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{head}\r\nok");
-                            if tcp.write_all(reply.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            answered += 1;
-                            if last {
-                                return;
-                            }
-                        }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                });
-            }
-        });
-        (url, connections)
-    }
-
-    fn client() -> Http1Client {
-        Http1Client::trusting(include_bytes!("aws-roots.pem")).unwrap()
-    }
-
-    fn get(url: &str) -> HttpRequest {
-        HttpRequest::try_from(http::Request::builder().uri(url).body(SdkBody::empty()).unwrap()).unwrap()
-    }
-
-    async fn call(c: &Connector, url: &str) -> Result<(u16, Vec<u8>), ConnectorError> {
-        let response = c.call(get(url)).await?;
-        let status = response.status().as_u16();
-        let body = aws_smithy_types::byte_stream::ByteStream::new(response.into_body()).collect().await.unwrap();
-        Ok((status, body.into_bytes().to_vec()))
-    }
-
-    /// Lets the check-in task put a finished connection back.
-    async fn settle() {
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test]
-    async fn given_sequential_requests_then_they_share_one_connection() {
-        let (url, connections) = server(Duration::ZERO, 0).await;
-        let c = client();
-        let conn = c.connector(&HttpConnectorSettings::builder().build());
-        for _ in 0..5 {
-            assert_eq!(call(&conn, &format!("{url}/x?y=1")).await.unwrap(), (200, b"ok".to_vec()));
-            settle().await;
-        }
-        assert_eq!(connections.load(Ordering::SeqCst), 1);
-        assert_eq!(c.idle_connections(), 1);
-    }
-
-    #[tokio::test]
-    async fn given_back_to_back_requests_then_each_reuses_the_connection_the_last_one_used() {
-        // No pause between them: a request that follows another at once (a use case's next
-        // DynamoDB call) must find the previous call's connection back in the pool.
-        let (url, connections) = server(Duration::ZERO, 0).await;
-        let conn = client().connector(&HttpConnectorSettings::builder().build());
-        for _ in 0..5 {
-            assert_eq!(call(&conn, &url).await.unwrap().0, 200);
-        }
-        assert_eq!(connections.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn given_concurrent_requests_then_each_gets_a_connection_and_all_are_kept() {
-        let (url, connections) = server(Duration::from_millis(50), 0).await;
-        let c = client();
-        let conn = c.connector(&HttpConnectorSettings::builder().build());
-        let (a, b, d) = tokio::join!(call(&conn, &url), call(&conn, &url), call(&conn, &url));
-        assert!(a.is_ok() && b.is_ok() && d.is_ok());
-        settle().await;
-        assert_eq!(connections.load(Ordering::SeqCst), 3);
-        assert_eq!(c.idle_connections(), 3);
-        call(&conn, &url).await.unwrap();
-        assert_eq!(connections.load(Ordering::SeqCst), 3, "the next request reuses one of them");
-    }
-
-    #[tokio::test]
-    async fn given_the_server_closes_a_connection_then_the_next_request_opens_another() {
-        let (url, connections) = server(Duration::ZERO, 1).await;
-        let c = client();
-        let conn = c.connector(&HttpConnectorSettings::builder().build());
-        for _ in 0..3 {
-            assert_eq!(call(&conn, &url).await.unwrap().0, 200);
-            settle().await;
-        }
-        assert_eq!(connections.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn given_faults_then_errors_are_classified_as_the_sdk_retries_them() {
-        // Nothing listens: an I/O error (retried by the SDK).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let closed = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
-        let conn = client().connector(&HttpConnectorSettings::builder().build());
-        assert!(call(&conn, &closed).await.unwrap_err().is_io());
-
-        // A TLS endpoint that never answers the handshake: the connect timeout.
-        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let silent_url = format!("https://{}", silent.local_addr().unwrap());
-        let held = tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((tcp, _)) = silent.accept().await {
-                open.push(tcp);
-            }
-        });
-        let settings = HttpConnectorSettings::builder().connect_timeout(Duration::from_millis(200)).build();
-        assert!(call(&client().connector(&settings), &silent_url).await.unwrap_err().is_timeout());
-
-        // A server slower than the read timeout: a timeout.
-        let (slow, _) = server(Duration::from_secs(5), 0).await;
-        let settings = HttpConnectorSettings::builder().read_timeout(Duration::from_millis(200)).build();
-        assert!(call(&client().connector(&settings), &slow).await.unwrap_err().is_timeout());
-
-        // Not http or https: the caller's error, not retried.
-        assert!(call(&conn, "ftp://127.0.0.1/").await.unwrap_err().is_user());
-        held.abort();
-    }
 
     #[test]
     fn given_the_amazon_roots_then_the_provider_verifies_signatures_of_each_roots_key_type() {
@@ -655,5 +406,288 @@ mod tests {
         let mixed = [broken.as_slice(), include_bytes!("aws-roots.pem")].concat();
         assert!(Http1Client::trusting(&mixed).is_ok());
         assert!(Http1Client::trusting(include_bytes!("aws-roots.pem")).is_ok());
+    }
+}
+
+/// The transport's failure modes through the SDK, against loopback servers: what a function
+/// meets after a thaw (a kept-alive connection the peer closed), after a 5xx, and when an
+/// endpoint takes a request and never answers.
+#[cfg(test)]
+mod failure_modes {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_runtime_api::client::http::{HttpConnector as _, HttpConnectorSettings};
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_types::body::SdkBody;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// How the loopback server treats a connection.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        /// Answers one request on the connection (no `connection: close`), then closes it
+        /// without a word: what a client finds after a freeze longer than the peer's idle time.
+        AnswerThenCloseSilently,
+        /// Answers the first request of the whole server with this status and a DynamoDB error
+        /// body, every later one 200; connections are kept alive.
+        FailFirstWith(u16),
+        /// Reads requests and never answers.
+        Silent,
+        /// Answers every request 200 on kept-alive connections.
+        KeepAlive,
+    }
+
+    struct Server {
+        url: String,
+        /// Rung by the server when it closes a connection silently (see `serve`).
+        doorbell: Option<tokio::net::UnixStream>,
+        connections: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    /// Reads one request (head and `content-length` body); false at end of stream.
+    async fn read_request(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    buf.drain(..end + 4 + length);
+                    return true;
+                }
+            }
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Starts the server on a thread and runtime of its own, so that it runs on while the
+    /// test's runtime is blocked (a frozen client).
+    async fn server(behaviour: Behaviour) -> Server {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (c, r) = (connections.clone(), requests.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (doorbell, bell) = tokio::net::UnixStream::pair().unwrap();
+        let bell = bell.into_std().unwrap();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let bell = Arc::new(tokio::sync::Mutex::new(tokio::net::UnixStream::from_std(bell).unwrap()));
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(format!("http://{}", listener.local_addr().unwrap())).unwrap();
+                while let Ok((tcp, _)) = listener.accept().await {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(tcp, behaviour, r.clone(), bell.clone()));
+                }
+            });
+        });
+        Server { url: rx.await.unwrap(), doorbell: Some(doorbell), connections, requests }
+    }
+
+    async fn serve(
+        mut tcp: tokio::net::TcpStream,
+        behaviour: Behaviour,
+        requests: Arc<AtomicUsize>,
+        bell: Arc<tokio::sync::Mutex<tokio::net::UnixStream>>,
+    ) {
+        let mut buf = Vec::new();
+        while read_request(&mut tcp, &mut buf).await {
+            let n = requests.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = match behaviour {
+                Behaviour::Silent => std::future::pending().await,
+                Behaviour::FailFirstWith(status) if n == 0 => {
+                    (status, r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"x"}"#)
+                }
+                _ => (200, r#"{"TableNames":[]}"#),
+            };
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if tcp.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+            if matches!(behaviour, Behaviour::AnswerThenCloseSilently) {
+                // Later than the client takes to read the answer and go idle: first the
+                // doorbell (a frozen function's next invocation), then the FIN.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = bell.lock().await.write_all(b"!").await;
+                let _ = tcp.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// A DynamoDB client on `url` with the project's HTTP client, `attempts` attempts with a
+    /// short backoff, and tight time bounds.
+    fn dynamodb(url: &str, attempts: u32) -> aws_sdk_dynamodb::Client {
+        dynamodb_with(url, attempts, super::Http1Client::trusting(include_bytes!("aws-roots.pem")).unwrap())
+    }
+
+    fn dynamodb_with(url: &str, attempts: u32, http: super::Http1Client) -> aws_sdk_dynamodb::Client {
+        let http = http.shared();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+            .endpoint_url(url)
+            .http_client(http)
+            .retry_config(
+                RetryConfig::standard().with_max_attempts(attempts).with_initial_backoff(Duration::from_millis(1)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_millis(300))
+                    .operation_timeout(Duration::from_millis(800))
+                    .build(),
+            )
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    /// Collects every ERROR event logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Errors(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Errors {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Errors {
+        fn capture(&self) -> tracing::subscriber::DefaultGuard {
+            let sink = self.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::ERROR)
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::set_default(subscriber)
+        }
+        fn lines(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn given_the_peer_closed_the_kept_alive_connection_during_a_freeze_then_the_next_call_succeeds_at_once() {
+        let errors = Errors::default();
+        let _guard = errors.capture();
+        let mut s = server(Behaviour::AnswerThenCloseSilently).await;
+        let mut doorbell = s.doorbell.take().unwrap();
+        // One attempt: a call that needed the SDK's retry (and its wait) fails here.
+        let db = dynamodb(&s.url, 1);
+        db.list_tables().send().await.unwrap();
+        // The freeze: the next invocation (the doorbell) and then the peer's FIN arrive while
+        // nothing in the client runs (this test's runtime has one thread, blocked here). On the
+        // thaw the invocation runs first: the idle connection still looks open to the pool,
+        // and the request queued on it meets the FIN before it is written.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        std::thread::sleep(Duration::from_millis(100));
+        let mut rung = [0u8; 1];
+        doorbell.read_exact(&mut rung).await.unwrap();
+        db.list_tables().send().await.unwrap();
+        assert_eq!((s.connections.load(Ordering::SeqCst), s.requests.load(Ordering::SeqCst)), (2, 2));
+        assert_eq!(errors.lines(), "", "no ERROR line");
+    }
+
+    #[tokio::test]
+    async fn given_a_server_error_then_the_retry_goes_to_a_new_connection() {
+        for status in [500, 503] {
+            let errors = Errors::default();
+            let _guard = errors.capture();
+            let s = server(Behaviour::FailFirstWith(status)).await;
+            let db = dynamodb(&s.url, 2);
+            db.list_tables().send().await.unwrap();
+            assert_eq!(s.requests.load(Ordering::SeqCst), 2, "{status}: one failure, one retry");
+            assert_eq!(s.connections.load(Ordering::SeqCst), 2, "{status}: the retry's connection is new");
+            // Later calls reuse the healthy connection.
+            db.list_tables().send().await.unwrap();
+            assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+            assert_eq!(errors.lines(), "", "{status}: no ERROR line");
+        }
+    }
+
+    #[tokio::test]
+    async fn given_calls_in_sequence_and_side_by_side_then_connections_are_reused() {
+        let s = server(Behaviour::KeepAlive).await;
+        let db = dynamodb(&s.url, 1);
+        for _ in 0..5 {
+            db.list_tables().send().await.unwrap();
+        }
+        assert_eq!(s.connections.load(Ordering::SeqCst), 1, "calls in sequence share one connection");
+        let (a, b, c) = tokio::join!(db.list_tables().send(), db.list_tables().send(), db.list_tables().send());
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        let opened = s.connections.load(Ordering::SeqCst);
+        assert!(opened <= 3, "{opened}");
+        for _ in 0..5 {
+            db.list_tables().send().await.unwrap();
+        }
+        assert_eq!(s.connections.load(Ordering::SeqCst), opened, "the kept connections serve later calls");
+    }
+
+    #[tokio::test]
+    async fn given_a_freeze_the_monotonic_clock_did_not_count_then_a_connection_idle_past_the_limit_is_not_reused() {
+        let s = server(Behaviour::KeepAlive).await;
+        let clock = crate::clock::ManualClock::at(1_800_000_000);
+        let http = super::Http1Client::trusting_with_clock(include_bytes!("aws-roots.pem"), clock.shared()).unwrap();
+        let db = dynamodb_with(&s.url, 1, http);
+        db.list_tables().send().await.unwrap();
+        clock.advance(30);
+        db.list_tables().send().await.unwrap();
+        assert_eq!(s.connections.load(Ordering::SeqCst), 1, "30 s idle on the wall clock: reused");
+        // 60 s pass on the wall clock and none on the monotonic one (a frozen sandbox).
+        clock.advance(60);
+        db.list_tables().send().await.unwrap();
+        assert_eq!(s.connections.load(Ordering::SeqCst), 2, "past the 50 s idle limit: a new connection");
+    }
+
+    #[tokio::test]
+    async fn given_faults_then_the_connector_reports_the_kinds_the_sdk_retries() {
+        let call = |url: String, settings: HttpConnectorSettings| async move {
+            let client = super::Http1Client::trusting(include_bytes!("aws-roots.pem")).unwrap();
+            let request = http::Request::builder().uri(url).body(SdkBody::empty()).unwrap();
+            client.connector(&settings).call(HttpRequest::try_from(request).unwrap()).await.map(|_| ())
+        };
+        // Nothing listens: an I/O error.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let err = call(closed, HttpConnectorSettings::builder().build()).await.unwrap_err();
+        assert!(err.is_io(), "{err:?}");
+        // No answer within the read timeout: a timeout.
+        let s = server(Behaviour::Silent).await;
+        let settings = HttpConnectorSettings::builder().read_timeout(Duration::from_millis(100)).build();
+        let err = call(format!("{}/", s.url), settings).await.unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn given_a_server_that_never_answers_then_the_call_fails_with_a_timeout_within_the_bound() {
+        let s = server(Behaviour::Silent).await;
+        let db = dynamodb(&s.url, 3);
+        let started = std::time::Instant::now();
+        let err = db.list_tables().send().await.unwrap_err();
+        assert!(matches!(err, aws_sdk_dynamodb::error::SdkError::TimeoutError(_)), "{err:?}");
+        // The operation bound (800 ms) ends it whatever the attempts; the wall time is only
+        // reported, the kind of error is the assertion.
+        eprintln!("failed after {:?}", started.elapsed());
+        assert!(s.requests.load(Ordering::SeqCst) >= 1);
     }
 }

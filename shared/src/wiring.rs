@@ -41,16 +41,47 @@ pub struct BuildError(pub String);
 /// Loads the AWS SDK configuration the way every AWS SDK does on a workstation (standard
 /// variables, `AWS_ENDPOINT_URL_<SERVICE>` included, then profiles, SSO, web identity, the
 /// container and instance metadata endpoints): for the local server, the CLI and the tests.
-///
-/// Fails only if neither `AWS_CA_BUNDLE` nor the embedded Amazon roots give a trust store.
+/// Its HTTP client is `operator_https_client`.
 pub async fn aws_config() -> Result<aws_config::SdkConfig, BuildError> {
-    let http_client = aws_https_client()?;
     let timeouts = call_timeouts(&aws_types::os_shim_internal::Env::real());
     Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(operator_https_client()?)
         .timeout_config(timeouts)
         .load()
         .await)
+}
+
+/// The SDK's own HTTP client, as aws-config builds it by default (hyper-util's pool, rustls on
+/// aws-lc, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, the system's roots), plus the CAs of the
+/// bundle `AWS_CA_BUNDLE` names: what an operator behind a proxy or a TLS-inspecting gateway
+/// needs, and what a function does not.
+#[cfg(feature = "operator-client")]
+fn operator_https_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, BuildError> {
+    use aws_smithy_http_client::{Builder, ConnectorBuilder, proxy::ProxyConfig, tls};
+    let mut trust = tls::TrustStore::default();
+    if let Some(path) = std::env::var_os("AWS_CA_BUNDLE") {
+        let pem = std::fs::read(&path)
+            .map_err(|e| BuildError(format!("AWS_CA_BUNDLE {}: {e}", std::path::Path::new(&path).display())))?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let context = tls::TlsContext::builder().with_trust_store(trust).build().map_err(|e| BuildError(e.to_string()))?;
+    Ok(Builder::new().build_with_connector_fn(move |settings, components| {
+        let mut builder = ConnectorBuilder::default()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(context.clone());
+        builder.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            builder.set_sleep_impl(components.sleep_impl());
+        }
+        builder.set_proxy_config(Some(ProxyConfig::from_env()));
+        builder.build()
+    }))
+}
+
+/// Without the `operator-client` feature (shared's own tests), the functions' client.
+#[cfg(not(feature = "operator-client"))]
+fn operator_https_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, BuildError> {
+    aws_https_client()
 }
 
 /// How long one attempt of an AWS call may take before the SDK gives it up (and retries, within
@@ -160,8 +191,9 @@ fn aws_roots() -> Vec<u8> {
     }
 }
 
-/// The SDK's HTTP client everywhere (`aws_http`: HTTP/1.1, rustls on aws-lc), trusting
-/// `aws_roots` (the Amazon roots if `AWS_CA_BUNDLE` holds no usable certificate).
+/// The functions' SDK HTTP client (`aws_http`: hyper-util's pool, HTTP/1.1, rustls on
+/// aws-lc), trusting `aws_roots` (the Amazon roots if `AWS_CA_BUNDLE` holds no usable
+/// certificate).
 fn aws_https_client() -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, BuildError> {
     let client = crate::aws_http::Http1Client::trusting(&aws_roots()).or_else(|e| {
         tracing::error!(error = %e, "AWS_CA_BUNDLE; trusting the Amazon roots");

@@ -1045,3 +1045,74 @@ async fn given_disable_reset_or_delete_then_no_factor_remains_and_the_flag_clear
     assert_eq!(s.get_mfa(&c.id).await.unwrap(), None);
     assert_eq!(s.get_mfa_challenge(&c.id, "cd", NOW, 5).await.unwrap(), None);
 }
+
+/// Whole items decode strictly: an item missing a required attribute, or holding one of the
+/// wrong type, is an error (`unavailable`, answered 503), never a default such as `created_at`
+/// 0 or `is_active` false; items of the earlier formats, without the attributes those lacked,
+/// still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn given_corrupt_items_in_dynamodb_then_reads_fail_instead_of_defaulting() {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    assert!(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").is_ok(), "run through infra/test.sh");
+    let client = aws_sdk_dynamodb::Client::new(&shared::wiring::aws_config().await.unwrap());
+    let table = format!("contract-{}", uuid::Uuid::new_v4().simple());
+    DynamoStore::create_table(&client, &table).await.unwrap();
+    let s: Arc<dyn Store> = Arc::new(DynamoStore::new(client.clone(), table.clone()));
+    let pk = |id: &str| V::S(format!("USER#{id}"));
+    let edit = |pk: V, sk: &str, update: &'static str, value: Option<V>| {
+        let (client, table, sk) = (client.clone(), table.clone(), sk.to_owned());
+        async move {
+            let mut u =
+                client.update_item().table_name(table).key("pk", pk).key("sk", V::S(sk)).update_expression(update);
+            if let Some(v) = value {
+                u = u.expression_attribute_values(":v", v);
+            }
+            u.send().await.unwrap();
+        }
+    };
+    let corrupt = |r: Result<(), StoreError>, what: &str| match r {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("corrupt"), "{what}: {m}"),
+        other => panic!("{what}: {other:?}"),
+    };
+
+    // Users: a missing `created_at`, a Boolean stored as a string.
+    let u = user("corrupt@example.com");
+    s.create_user(&u).await.unwrap();
+    edit(pk(&u.id), "PROFILE", "REMOVE created_at", None).await;
+    corrupt(s.get_user(&u.id).await.map(|_| ()), "user without created_at");
+    corrupt(s.find_user_by_email(&u.email).await.map(|_| ()), "the same user by email");
+    edit(pk(&u.id), "PROFILE", "SET created_at = :v", Some(V::N(NOW.to_string()))).await;
+    assert!(s.get_user(&u.id).await.unwrap().is_some(), "repaired, it reads again");
+    edit(pk(&u.id), "PROFILE", "SET is_active = :v", Some(V::S("true".into()))).await;
+    corrupt(s.get_user(&u.id).await.map(|_| ()), "user with is_active a string");
+    edit(pk(&u.id), "PROFILE", "SET is_active = :v", Some(V::Bool(true))).await;
+
+    // Sessions: a missing user agent, a non-numeric expiry.
+    let x = session(&u.id, "h");
+    s.create_session(&x).await.unwrap();
+    let sk = format!("SESSION#{}", x.id);
+    edit(pk(&u.id), &sk, "REMOVE user_agent", None).await;
+    corrupt(s.get_session(&u.id, &x.id, NOW).await.map(|_| ()), "session without user_agent");
+    corrupt(s.list_sessions(&u.id, NOW).await.map(|_| ()), "the listing of that session");
+    edit(pk(&u.id), &sk, "SET user_agent = :v", Some(V::S("ua".into()))).await;
+    edit(pk(&u.id), &sk, "SET idle_expires_at = :v", Some(V::S("soon".into()))).await;
+    corrupt(s.get_session(&u.id, &x.id, NOW).await.map(|_| ()), "session with a string expiry");
+    // The first session format had no spent list, version or amr: it reads, as `["pwd"]`.
+    edit(pk(&u.id), &sk, "SET idle_expires_at = :v REMOVE spent_hashes, sv, amr", Some(V::N((NOW + 600).to_string())))
+        .await;
+    let old = s.get_session(&u.id, &x.id, NOW).await.unwrap().expect("a first-format session reads");
+    assert_eq!((old.amr, old.session_version, old.spent_hashes.len()), (vec!["pwd".to_owned()], 0, 0));
+
+    // Second factor: the last step as a string.
+    s.put_pending_mfa(&u.id, "sealed", NOW).await.unwrap();
+    assert!(s.get_mfa(&u.id).await.unwrap().is_some_and(|f| f.pending.is_some() && f.secret.is_none()));
+    edit(pk(&u.id), "MFA", "SET last_step = :v", Some(V::S("7".into()))).await;
+    corrupt(s.get_mfa(&u.id).await.map(|_| ()), "factor with a string step");
+
+    // One-time tokens: no hash. A token of the format before versions binds to none (absent).
+    s.put_one_time(OneTimeKind::ResetPassword, &u.id, "t", NOW + 100, u.session_version).await.unwrap();
+    edit(pk(&u.id), "OTT#RESET_PASSWORD", "REMOVE token_hash", None).await;
+    corrupt(s.peek_one_time(OneTimeKind::ResetPassword, &u.id, "t", NOW).await.map(|_| ()), "token without a hash");
+    edit(pk(&u.id), "OTT#RESET_PASSWORD", "SET token_hash = :v REMOVE sv", Some(V::S("t".into()))).await;
+    assert!(s.peek_one_time(OneTimeKind::ResetPassword, &u.id, "t", NOW).await.unwrap().is_none());
+}

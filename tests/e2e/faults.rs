@@ -125,3 +125,114 @@ async fn given_dynamodb_black_holed_then_a_function_gives_up_within_the_operatio
     assert!(took < std::time::Duration::from_secs(6), "{took:?}");
     assert!(login.output().to_lowercase().contains("timeout"), "the SDK's timeout error is logged");
 }
+
+/// A proxy to DynamoDB Local that answers each request as a kept-alive HTTP/1.1 connection
+/// would (no `Connection: close`) and then closes the connection without a word, as a peer does
+/// with idle connections while a Lambda sandbox is frozen. Records the `amz-sdk-request` header
+/// of every request it forwards (`attempt=1; max=3` on a first attempt) and counts connections.
+struct SilentCloser {
+    url: String,
+    attempts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentCloser {
+    async fn start() -> SilentCloser {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("DynamoDB Local");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let attempts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, count) = (attempts.clone(), connections.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (client, upstream, seen) = (client.clone(), upstream.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let head_end = loop {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let path = lines.next().unwrap_or_default().split(' ').nth(1).unwrap_or("/").to_owned();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let mut req = client.post(format!("{}{path}", upstream.trim_end_matches('/')));
+                    for (k, v) in &headers {
+                        if k == "amz-sdk-request" {
+                            seen.lock().unwrap().push(v.clone());
+                        }
+                        if k != "host" && k != "content-length" && k != "connection" {
+                            req = req.header(k, v);
+                        }
+                    }
+                    let Ok(answer) = req.body(buf[head_end..head_end + length].to_vec()).send().await else { return };
+                    let status = answer.status();
+                    let mut out =
+                        format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+                    for (k, v) in answer.headers() {
+                        if !matches!(k.as_str(), "content-length" | "transfer-encoding" | "connection" | "keep-alive") {
+                            out.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap_or_default()));
+                        }
+                    }
+                    let body = answer.bytes().await.unwrap_or_default();
+                    out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+                    let _ = conn.write_all(out.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                    let _ = conn.shutdown().await;
+                });
+            }
+        });
+        SilentCloser { url, attempts, connections }
+    }
+}
+
+#[tokio::test]
+async fn given_dynamodb_closing_every_kept_alive_connection_silently_then_back_to_back_requests_succeed_at_once() {
+    let proxy = SilentCloser::start().await;
+    let stack = e2e::lambda::Stack::new().await.with("AWS_ENDPOINT_URL_DYNAMODB", &proxy.url);
+    let login = stack.function("login").await;
+    for round in 0..2 {
+        let r = login
+            .http(e2e::lambda::Event::post("/auth/login", json!({"email": unique_email(), "password": PASSWORD})))
+            .await;
+        assert_eq!(r.status, 401, "round {round}: {}", String::from_utf8_lossy(&r.body));
+    }
+    let attempts = proxy.attempts.lock().unwrap().clone();
+    assert!(attempts.len() >= 4, "each login calls DynamoDB more than once: {attempts:?}");
+    assert_eq!(
+        proxy.connections.load(std::sync::atomic::Ordering::SeqCst),
+        attempts.len(),
+        "every call met a closed pooled connection and went out on a new one"
+    );
+    assert!(
+        attempts.iter().all(|a| a.starts_with("attempt=1;")),
+        "no call spent a retry on a dead connection: {attempts:?}"
+    );
+    let output = login.output();
+    assert!(!output.contains("\"level\":\"ERROR\""), "{output}");
+}

@@ -1,6 +1,6 @@
 //! DynamoDB adapter: one table (`TABLE_NAME`), generic keys `pk`/`sk`, a TTL attribute `ttl`
-//! and one GSI (`gsi1`) for the admin listing. Item design and access patterns: see
-//! `docs/storage.md`.
+//! and one GSI (`gsi2`, sharded) for the admin listing. Whole items read back through
+//! `store::items` (strict decoding). Item design and access patterns: see `docs/storage.md`.
 
 use std::collections::HashMap;
 
@@ -169,40 +169,6 @@ fn registrations_value(rs: &[Registration]) -> AttributeValue {
     )
 }
 
-fn registrations_of(m: &Item) -> Result<Vec<Registration>, StoreError> {
-    let Some(v) = m.get("registrations") else { return Ok(Vec::new()) };
-    let list = v.as_l().map_err(|_| corrupt("user"))?;
-    list.iter()
-        .map(|r| {
-            let r = r.as_m().map_err(|_| corrupt("user"))?;
-            Ok(Registration {
-                password_hash: get_s(r, "h").ok_or_else(|| corrupt("user"))?,
-                name: get_s(r, "n"),
-                created_at: get_n(r, "at").ok_or_else(|| corrupt("user"))?,
-            })
-        })
-        .collect()
-}
-
-fn item_to_user(m: &Item) -> Result<User, StoreError> {
-    Ok(User {
-        id: get_s(m, "id").ok_or_else(|| corrupt("user"))?,
-        email: get_s(m, "email").ok_or_else(|| corrupt("user"))?,
-        name: get_s(m, "name"),
-        password_hash: get_s(m, "password_hash").ok_or_else(|| corrupt("user"))?,
-        is_active: get_b(m, "is_active"),
-        is_verified: get_b(m, "is_verified"),
-        is_superuser: get_b(m, "is_superuser"),
-        created_at: get_n(m, "created_at").unwrap_or_default(),
-        updated_at: get_n(m, "updated_at").unwrap_or_default(),
-        last_login_at: get_n(m, "last_login_at"),
-        session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
-        mfa_enabled: get_b(m, "mfa_enabled"),
-        pending_signup: get_b(m, "pending_signup"),
-        registrations: registrations_of(m)?,
-    })
-}
-
 /// An item's size as DynamoDB counts it for capacity units ("Item sizes and formats" in the
 /// DynamoDB developer guide): each attribute's name (UTF-8 bytes) plus its value: a string's
 /// UTF-8 bytes, a binary's bytes, a number's one byte per two significant digits plus one, one
@@ -259,34 +225,6 @@ fn session_to_item(x: &Session) -> Item {
     m.insert("ttl".into(), n(x.expires_at()));
     m.insert("schema_version".into(), n(super::migrate::SCHEMA_VERSION));
     m
-}
-
-fn item_to_session(m: &Item) -> Result<Session, StoreError> {
-    Ok(Session {
-        user_id: get_s(m, "user_id").ok_or_else(|| corrupt("session"))?,
-        id: get_s(m, "id").ok_or_else(|| corrupt("session"))?,
-        current_hash: get_s(m, "current_hash").ok_or_else(|| corrupt("session"))?,
-        previous_hash: get_s(m, "previous_hash"),
-        spent_hashes: m
-            .get("spent_hashes")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-            .unwrap_or_default(),
-        rotated_at: get_n(m, "rotated_at").unwrap_or_default(),
-        created_at: get_n(m, "created_at").unwrap_or_default(),
-        last_used_at: get_n(m, "last_used_at").unwrap_or_default(),
-        idle_expires_at: get_n(m, "idle_expires_at").unwrap_or_default(),
-        absolute_expires_at: get_n(m, "absolute_expires_at").unwrap_or_default(),
-        ip: get_s(m, "ip").unwrap_or_default(),
-        user_agent: get_s(m, "user_agent").unwrap_or_default(),
-        session_version: get_n(m, "sv").unwrap_or_default().max(0) as u64,
-        amr: m
-            .get("amr")
-            .and_then(|v| v.as_l().ok())
-            .map(|l| l.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
-            .filter(|l: &Vec<String>| !l.is_empty())
-            .unwrap_or_else(|| vec!["pwd".to_owned()]),
-    })
 }
 
 impl DynamoStore {
@@ -659,7 +597,7 @@ impl UserRegistry for DynamoStore {
 #[async_trait]
 impl UserLookup for DynamoStore {
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        self.get(key(user_pk(id), PROFILE)).await?.as_ref().map(item_to_user).transpose()
+        self.get(key(user_pk(id), PROFILE)).await?.as_ref().map(items::user).transpose()
     }
 
     async fn find_user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
@@ -705,7 +643,7 @@ impl UserUpdates for DynamoStore {
             None => req.update_expression("REMOVE #name SET updated_at = :now"),
         };
         match req.send().await.map_err(|e| e.into_service_error()) {
-            Ok(out) => out.attributes.as_ref().map(item_to_user).transpose(),
+            Ok(out) => out.attributes.as_ref().map(items::user).transpose(),
             Err(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
@@ -965,7 +903,7 @@ impl DynamoStore {
     }
 
     async fn query_sessions(&self, user_id: &str) -> Result<Vec<Session>, StoreError> {
-        self.partition_prefix(user_pk(user_id), Some("SESSION#"), None).await?.iter().map(item_to_session).collect()
+        self.partition_prefix(user_pk(user_id), Some("SESSION#"), None).await?.iter().map(items::session).collect()
     }
 }
 
@@ -1001,13 +939,13 @@ impl OneTimeTokenStore for DynamoStore {
         now: i64,
     ) -> Result<Option<PendingToken>, StoreError> {
         let Some(item) = self.get(key(user_pk(user_id), &one_time_sk(kind))).await? else { return Ok(None) };
-        let expires_at = get_n(&item, "expires_at").unwrap_or(0);
-        if get_s(&item, "token_hash").as_deref() != Some(hash) || expires_at <= now {
+        let t = items::token(&item)?;
+        if t.token_hash != hash || t.expires_at <= now {
             return Ok(None);
         }
         // A token stored before tokens were bound to a session version binds to none.
-        let Some(sv) = get_n(&item, "sv") else { return Ok(None) };
-        Ok(Some(PendingToken { session_version: sv.max(0) as u64, expires_at, new_email: get_s(&item, "new_email") }))
+        let Some(sv) = t.sv else { return Ok(None) };
+        Ok(Some(PendingToken { session_version: sv, expires_at: t.expires_at, new_email: t.new_email }))
     }
 
     async fn reset_password(
@@ -1042,13 +980,13 @@ impl OneTimeTokenStore for DynamoStore {
     async fn confirm_email_change(&self, user_id: &str, hash: &str, now: i64) -> Result<EmailChange, StoreError> {
         let token_key = key(user_pk(user_id), &one_time_sk(OneTimeKind::ChangeEmail));
         let Some(token) = self.get(token_key.clone()).await? else { return Ok(EmailChange::InvalidToken) };
-        let live =
-            get_s(&token, "token_hash").as_deref() == Some(hash) && get_n(&token, "expires_at").unwrap_or(0) > now;
-        let (Some(new_email), true) = (get_s(&token, "new_email"), live) else { return Ok(EmailChange::InvalidToken) };
+        let token = items::token(&token)?;
+        let live = token.token_hash == hash && token.expires_at > now;
+        let (Some(new_email), true) = (token.new_email, live) else { return Ok(EmailChange::InvalidToken) };
         let Some(user) = self.get_user(user_id).await? else { return Ok(EmailChange::InvalidToken) };
         // A link is spent only by an active user still at the session version it was issued at.
         let sv = user.session_version;
-        if !user.is_active || get_n(&token, "sv").map(|v| v.max(0) as u64) != Some(sv) {
+        if !user.is_active || token.sv != Some(sv) {
             return Ok(EmailChange::InvalidToken);
         }
         let consume = Delete::builder()
@@ -1426,8 +1364,8 @@ impl SessionStore for DynamoStore {
         let (mut user, mut session) = (None, None);
         for item in items {
             match get_s(&item, "sk").as_deref() {
-                Some(PROFILE) => user = Some(item_to_user(&item)?),
-                _ => session = Some(item_to_session(&item)?),
+                Some(PROFILE) => user = Some(items::user(&item)?),
+                _ => session = Some(items::session(&item)?),
             }
         }
         Ok((user, session.filter(|x| x.expires_at() > now)))
@@ -1435,7 +1373,7 @@ impl SessionStore for DynamoStore {
 
     async fn get_session(&self, user_id: &str, id: &str, now: i64) -> Result<Option<Session>, StoreError> {
         let item = self.get(key(user_pk(user_id), &session_sk(id))).await?;
-        let session = item.as_ref().map(item_to_session).transpose()?;
+        let session = item.as_ref().map(items::session).transpose()?;
         Ok(session.filter(|x| x.expires_at() > now))
     }
 
@@ -1478,7 +1416,7 @@ impl SessionStore for DynamoStore {
         let Some(old) = old.filter(|m| !m.is_empty()) else {
             return Ok(Rotation::Missing);
         };
-        let current = item_to_session(&old)?;
+        let current = items::session(&old)?;
         if current.expires_at() <= now {
             return Ok(Rotation::Missing);
         }
@@ -1847,23 +1785,12 @@ impl AdminStore for DynamoStore {
         let users = rows
             .iter()
             .map(|r| {
-                let id = get_s(r, "id").ok_or_else(|| corrupt("listing row"))?;
-                Ok(User {
-                    email: get_s(r, "email").ok_or_else(|| corrupt("listing row"))?,
-                    name: get_s(r, "name"),
-                    password_hash: String::new(),
-                    is_active: get_b(r, "is_active"),
-                    is_verified: get_b(r, "is_verified"),
-                    is_superuser: get_b(r, "is_superuser"),
-                    created_at: get_n(r, "created_at").unwrap_or_default(),
-                    updated_at: get_n(r, "updated_at").unwrap_or_default(),
-                    last_login_at: extra.get(&id).and_then(|e| e.0),
-                    session_version: 0,
-                    mfa_enabled: extra.get(&id).is_some_and(|e| e.1),
-                    pending_signup: false,
-                    registrations: Vec::new(),
-                    id,
-                })
+                let mut user = items::listing_row(r)?;
+                if let Some((last_login_at, mfa_enabled)) = extra.get(&user.id) {
+                    user.last_login_at = *last_login_at;
+                    user.mfa_enabled = *mfa_enabled;
+                }
+                Ok(user)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok((users, more))
@@ -2057,15 +1984,6 @@ impl AdminStore for DynamoStore {
     }
 }
 
-fn item_to_factor(m: &Item) -> MfaFactor {
-    MfaFactor {
-        secret: get_s(m, "secret"),
-        pending: get_s(m, "pending"),
-        last_step: get_n(m, "last_step").unwrap_or_default().max(0) as u64,
-        recovery: m.get("recovery").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default(),
-    }
-}
-
 /// A string set for `recovery` (DynamoDB sets cannot be empty: `None` for none).
 fn code_set(recovery: &[String]) -> Option<AttributeValue> {
     (!recovery.is_empty()).then(|| AttributeValue::Ss(recovery.to_vec()))
@@ -2094,7 +2012,7 @@ impl DynamoStore {
 #[async_trait]
 impl MfaStore for DynamoStore {
     async fn get_mfa(&self, user_id: &str) -> Result<Option<MfaFactor>, StoreError> {
-        Ok(self.get(key(user_pk(user_id), MFA_SK)).await?.as_ref().map(item_to_factor))
+        self.get(key(user_pk(user_id), MFA_SK)).await?.as_ref().map(items::factor).transpose()
     }
 
     async fn put_pending_mfa(&self, user_id: &str, sealed: &str, now: i64) -> Result<bool, StoreError> {
@@ -2282,12 +2200,7 @@ impl MfaStore for DynamoStore {
         max_failures: u32,
     ) -> Result<Option<MfaChallenge>, StoreError> {
         let Some(m) = self.get(key(user_pk(user_id), &challenge_sk(hash))).await? else { return Ok(None) };
-        let c = MfaChallenge {
-            user_id: user_id.to_owned(),
-            session_version: get_n(&m, "sv").unwrap_or_default().max(0) as u64,
-            failures: get_n(&m, "failures").unwrap_or_default().max(0) as u32,
-            expires_at: get_n(&m, "expires_at").unwrap_or_default(),
-        };
+        let c = items::challenge(&m, user_id)?;
         Ok(Some(c).filter(|c| c.expires_at > now && c.failures < max_failures))
     }
 
@@ -2395,26 +2308,38 @@ mod tests {
 
     #[test]
     fn given_user_and_session_items_written_before_the_second_factor_then_they_read_as_password_only() {
-        // What the previous release wrote: no `mfa_enabled` on the user, no `amr` on a session.
+        // What the previous release wrote: every attribute of its user item but `mfa_enabled`,
+        // every attribute of its session item but `amr`.
         let mut user = key(user_pk("u1"), PROFILE);
         for (k, v) in [("id", "u1"), ("email", "old@example.com"), ("password_hash", "$argon2id$x")] {
             user.insert(k.into(), s(v));
         }
-        user.insert("sv".into(), n(3));
-        let u = item_to_user(&user).unwrap();
+        for k in ["is_active", "is_verified", "is_superuser"] {
+            user.insert(k.into(), AttributeValue::Bool(k == "is_active"));
+        }
+        for (k, v) in [("sv", 3), ("created_at", 1), ("updated_at", 2)] {
+            user.insert(k.into(), n(v));
+        }
+        let u = items::user(&user).unwrap();
         assert!(!u.mfa_enabled);
         let mut session = key(user_pk("u1"), &session_sk("s1"));
-        for (k, v) in [("user_id", "u1"), ("id", "s1"), ("current_hash", "h")] {
+        for (k, v) in
+            [("user_id", "u1"), ("id", "s1"), ("current_hash", "h"), ("ip", "192.0.2.1"), ("user_agent", "ua")]
+        {
             session.insert(k.into(), s(v));
         }
-        assert_eq!(item_to_session(&session).unwrap().amr, vec!["pwd".to_owned()]);
+        for k in ["rotated_at", "created_at", "last_used_at", "idle_expires_at", "absolute_expires_at", "sv"] {
+            session.insert(k.into(), n(1));
+        }
+        session.insert("spent_hashes".into(), AttributeValue::L(vec![]));
+        assert_eq!(items::session(&session).unwrap().amr, vec!["pwd".to_owned()]);
         // And what this release writes reads back the same.
         let with = User { mfa_enabled: true, ..u.clone() };
-        assert!(item_to_user(&user_to_item(&with)).unwrap().mfa_enabled);
+        assert!(items::user(&user_to_item(&with)).unwrap().mfa_enabled);
         assert!(!user_to_item(&u).contains_key("mfa_enabled"), "absent means off: old readers see no change");
-        let mut x = item_to_session(&session).unwrap();
+        let mut x = items::session(&session).unwrap();
         x.amr = vec!["pwd".into(), "otp".into()];
-        assert_eq!(item_to_session(&session_to_item(&x)).unwrap().amr, x.amr);
+        assert_eq!(items::session(&session_to_item(&x)).unwrap().amr, x.amr);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 
 pub mod dynamo;
+mod items;
 pub mod memory;
 pub mod migrate;
 
